@@ -1,0 +1,108 @@
+//! The engine interface every backend implements, linked in or (later) loaded as a plugin.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::capabilities::Capabilities;
+use crate::error::{Error, Result};
+use crate::format::{ModelFormat, ModelInfo};
+use crate::request::GenerationRequest;
+use crate::response::{Completion, FinishReason, StreamEvent, TokenStream, Usage};
+
+/// What an engine needs to load one model.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// The model's id (from config, or its path).
+    pub id: String,
+    /// The resolved local file or directory.
+    pub path: PathBuf,
+    /// What format detection found.
+    pub info: ModelInfo,
+    /// Context window in tokens; `None`: the model's training context, capped by the engine.
+    pub context_size: Option<u32>,
+    /// CPU threads; `None`: the machine's physical cores.
+    pub threads: Option<usize>,
+}
+
+/// Facts about a loaded model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelDescriptor {
+    /// The model's id.
+    pub id: String,
+    /// The engine serving it.
+    pub engine: String,
+    /// Context window in tokens.
+    pub context_size: u32,
+    /// Vocabulary size.
+    pub vocab_size: u32,
+    /// Whether chat input can be rendered (the model has a chat template).
+    pub has_chat_template: bool,
+}
+
+/// An inference engine (llama.cpp, MLX, ...). Object-safe; engines run their blocking native
+/// work on their own threads, so every method is safe to call from async code.
+#[async_trait]
+pub trait InferenceBackend: Send + Sync {
+    /// Short engine name used in config and messages, e.g. `llama`.
+    fn name(&self) -> &str;
+    /// Engine version, e.g. the native library's build.
+    fn version(&self) -> String;
+    /// The model formats it loads.
+    fn formats(&self) -> &[ModelFormat];
+    /// The request features it honours.
+    fn capabilities(&self) -> Capabilities;
+    /// Load a model.
+    async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>>;
+}
+
+/// A model loaded by an engine.
+#[async_trait]
+pub trait LoadedModel: Send + Sync {
+    /// Facts about the model.
+    fn descriptor(&self) -> &ModelDescriptor;
+
+    /// Start generating. Errors in the request (context overflow, template failure) are returned
+    /// here, before any token; dropping the stream cancels the generation.
+    async fn stream(&self, request: GenerationRequest) -> Result<TokenStream>;
+
+    /// Generate the whole completion.
+    async fn generate(&self, request: GenerationRequest) -> Result<Completion> {
+        collect(self.stream(request).await?).await
+    }
+}
+
+/// Drain a stream into a [`Completion`].
+pub async fn collect(mut stream: TokenStream) -> Result<Completion> {
+    let mut text = String::new();
+    while let Some(event) = stream.next().await {
+        match event? {
+            StreamEvent::Delta(delta) => text.push_str(&delta),
+            StreamEvent::Done {
+                finish_reason,
+                usage,
+            } => {
+                return Ok(Completion {
+                    text,
+                    finish_reason,
+                    usage,
+                })
+            }
+        }
+    }
+    Err(Error::engine(
+        "stream",
+        "generation ended without a final event",
+    ))
+}
+
+/// A finished stream's final event, for engines building streams by hand.
+pub fn done(finish_reason: FinishReason, usage: Usage) -> StreamEvent {
+    StreamEvent::Done {
+        finish_reason,
+        usage,
+    }
+}

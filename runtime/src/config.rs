@@ -1,0 +1,229 @@
+//! Configuration: `minerva.toml`, then `MINERVA_*` environment variables, then command-line flags,
+//! each layer over the one before. Unknown keys and bad values are errors naming the key.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::router::BackendChoice;
+use crate::sampling::SamplingParams;
+
+/// The file name looked for when no `--config` is given.
+pub const CONFIG_FILE_NAME: &str = "minerva.toml";
+
+/// Environment variables with this prefix set config keys (`MINERVA_THREADS=4`).
+pub const ENV_PREFIX: &str = "MINERVA_";
+
+/// `MINERVA_*` variables that are not config keys (read by the command line itself).
+const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "PLUGIN_DIRS"];
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Default CPU threads for every model (default: physical cores).
+    pub threads: Option<usize>,
+    /// Default context size for every model (default: the model's, capped by the engine).
+    pub context_size: Option<u32>,
+    /// Configured models.
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+/// One `[[models]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The name requests use.
+    pub id: String,
+    /// A local file or directory, or a Hugging Face repo id (`org/name`) found in the local cache.
+    pub path: String,
+    /// For a Hugging Face repo with several GGUF files: which one.
+    pub file: Option<String>,
+    /// For a Hugging Face repo: the revision (branch, tag or commit); default `main`.
+    pub revision: Option<String>,
+    /// Which engine serves it.
+    #[serde(default)]
+    pub backend: BackendChoice,
+    /// Context window in tokens.
+    pub context_size: Option<u32>,
+    /// CPU threads.
+    pub threads: Option<usize>,
+    /// Default `max_tokens` for requests that set none.
+    pub max_tokens: Option<u32>,
+    /// Default sampling for requests to this model.
+    #[serde(default)]
+    pub sampling: SamplingParams,
+}
+
+impl Config {
+    /// Load the config: `explicit` file (must exist) or the first of [`Config::search_path`] that
+    /// exists, then the environment, then `overrides` (command-line flags; unset ones skipped).
+    pub fn load(explicit: Option<&Path>, overrides: &impl Serialize) -> Result<Config> {
+        let mut figment = Figment::new();
+        match explicit {
+            Some(path) if !path.is_file() => {
+                return Err(Error::Config(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )))
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => {
+                if let Some(path) = Self::search_path().into_iter().find(|p| p.is_file()) {
+                    figment = figment.merge(Toml::file_exact(path));
+                }
+            }
+        }
+        figment = figment
+            .merge(Env::prefixed(ENV_PREFIX).ignore(NON_CONFIG_ENV).split("__"))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|e| {
+            Error::Config(
+                e.into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse a config from TOML text alone (no environment), e.g. for tests and examples.
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let config: Config = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Where a config file is looked for: `./minerva.toml`, then
+    /// `$XDG_CONFIG_HOME/minerva/minerva.toml` (or `~/.config/minerva/minerva.toml`).
+    pub fn search_path() -> Vec<PathBuf> {
+        let mut paths = vec![PathBuf::from(CONFIG_FILE_NAME)];
+        let config_home = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+        if let Some(home) = config_home {
+            paths.push(home.join("minerva").join(CONFIG_FILE_NAME));
+        }
+        paths
+    }
+
+    /// The configured model with this id.
+    pub fn model(&self, id: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.id == id)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let positive = |key: String, value: Option<u64>| match value {
+            Some(0) => Err(Error::Config(format!("`{key}` must be at least 1"))),
+            _ => Ok(()),
+        };
+        positive("threads".into(), self.threads.map(|v| v as u64))?;
+        positive("context_size".into(), self.context_size.map(u64::from))?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let key = |field: &str| format!("models[{i}].{field}");
+            if m.id.trim().is_empty() {
+                return Err(Error::Config(format!("`{}` must not be empty", key("id"))));
+            }
+            if m.path.trim().is_empty() {
+                return Err(Error::Config(format!(
+                    "`{}` must not be empty",
+                    key("path")
+                )));
+            }
+            if !seen.insert(m.id.as_str()) {
+                return Err(Error::Config(format!(
+                    "`{}`: model id `{}` is configured twice",
+                    key("id"),
+                    m.id
+                )));
+            }
+            positive(key("threads"), m.threads.map(|v| v as u64))?;
+            positive(key("context_size"), m.context_size.map(u64::from))?;
+            positive(key("max_tokens"), m.max_tokens.map(u64::from))?;
+            m.sampling
+                .validate()
+                .map_err(|e| Error::Config(format!("{}: {e}", key("sampling"))))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_model_entry_parses() {
+        let c = Config::from_toml(
+            r#"
+            threads = 2
+            [[models]]
+            id = "smol"
+            path = "models/smol.gguf"
+            backend = "llama"
+            context_size = 4096
+            [models.sampling]
+            temperature = 0.2
+            "#,
+        )
+        .unwrap();
+        let m = c.model("smol").unwrap();
+        assert_eq!(m.backend, BackendChoice::Llama);
+        assert_eq!(m.sampling.temperature, Some(0.2));
+        assert_eq!(c.threads, Some(2));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = Config::from_toml("[[models]]\nid='a'\npath='b'\ncontext_sise=5")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("context_sise"), "{err}");
+        let err = Config::from_toml("[[models]]\nid='a'\npath='b'\nbackend='cuda'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backend") && err.contains("cuda"), "{err}");
+        let err = Config::from_toml("threads = 'many'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("threads"), "{err}");
+        let err = Config::from_toml("[[models]]\nid='a'\npath='b'\n[[models]]\nid='a'\npath='c'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("models[1].id"), "{err}");
+        let err = Config::from_toml("[[models]]\nid='a'\npath='b'\nsampling = { top_p = 3.0 }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("models[0].sampling") && err.contains("top_p"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's signature
+    fn env_and_flags_layer_over_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("minerva.toml", "threads = 2\ncontext_size = 512")?;
+            jail.set_env("MINERVA_THREADS", "3");
+            jail.set_env("MINERVA_CONFIG", "ignored.toml");
+            let flags = serde_json::json!({ "context_size": 1024 });
+            let c = Config::load(None, &flags).unwrap();
+            assert_eq!(c.threads, Some(3));
+            assert_eq!(c.context_size, Some(1024));
+            jail.set_env("MINERVA_THREDS", "3");
+            let err = Config::load(None, &flags).unwrap_err().to_string();
+            assert!(err.contains("threds"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,99 @@
+//! The runtime's error type: every failure a user can cause or meet, worded for that user.
+
+use std::path::PathBuf;
+
+/// Result with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the runtime and its engines.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A model file or directory could not be read or is not a usable model.
+    #[error("{}: {message}", path.display())]
+    InvalidModel {
+        /// The offending file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Reading a file failed at the OS level.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A model reference names no configured model, no local path and no cached Hugging Face repo.
+    #[error("model not found: {0}")]
+    ModelNotFound(String),
+    /// The engine that should serve a model is not part of this build.
+    #[error("engine `{engine}` is needed for {model} but is not built into this minerva ({hint})")]
+    EngineUnavailable {
+        /// Engine name.
+        engine: String,
+        /// The model it was needed for.
+        model: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// A request option the chosen engine cannot honour.
+    #[error("engine `{engine}` does not support `{option}`")]
+    Unsupported {
+        /// Engine name.
+        engine: String,
+        /// The request option, as the user spelled it.
+        option: String,
+    },
+    /// The request is malformed or out of range.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The prompt does not fit the model's context window.
+    #[error("prompt has {prompt_tokens} tokens but the context holds {context_size}; raise the context size (--ctx-size or context_size) or shorten the prompt")]
+    ContextOverflow {
+        /// Tokens in the prompt.
+        prompt_tokens: usize,
+        /// The context size of the loaded model.
+        context_size: usize,
+    },
+    /// The chat template failed to render.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// The engine failed while running.
+    #[error("engine `{engine}`: {message}")]
+    Engine {
+        /// Engine name.
+        engine: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl Error {
+    /// An [`Error::InvalidModel`] for `path`.
+    pub fn invalid_model(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::InvalidModel {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::Engine`] for the named engine.
+    pub fn engine(engine: &str, message: impl Into<String>) -> Self {
+        Error::Engine {
+            engine: engine.to_string(),
+            message: message.into(),
+        }
+    }
+}

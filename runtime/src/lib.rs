@@ -1,0 +1,31 @@
+//! Minerva's core: the engine interface, requests and responses, sampling options, stop strings,
+//! chat templates, model format detection, routing, configuration and model resolution. Engines
+//! live in their own crates; the CLI and the server are thin layers over [`Runtime`].
+
+pub mod backend;
+pub mod capabilities;
+pub mod config;
+pub mod error;
+pub mod format;
+pub mod request;
+pub mod resolve;
+pub mod response;
+pub mod router;
+pub mod runtime;
+pub mod sampling;
+pub mod template;
+pub mod text_stream;
+pub mod threads;
+
+pub use backend::{InferenceBackend, LoadSpec, LoadedModel, ModelDescriptor};
+pub use capabilities::{Capabilities, Feature};
+pub use config::{Config, ModelConfig};
+pub use error::{Error, Result};
+pub use format::{inspect, ModelFormat, ModelInfo};
+pub use request::{ChatMessage, GenerationRequest, Input, Role};
+pub use response::{Completion, FinishReason, StreamEvent, TokenStream, Usage};
+pub use router::{BackendChoice, Router};
+pub use runtime::{ModelEntry, ModelHandle, Runtime};
+pub use sampling::{ResolvedSampling, SamplingParams};
+pub use template::ChatTemplate;
+pub use text_stream::TextAssembler;

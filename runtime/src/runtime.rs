@@ -1,0 +1,167 @@
+//! The front door for the CLI and the server: model references -> configured entries -> detected
+//! format -> routed engine -> loaded model, and requests with the model's defaults applied.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::{InferenceBackend, LoadSpec, LoadedModel};
+use crate::config::{Config, ModelConfig};
+use crate::error::Result;
+use crate::format::{inspect, ModelInfo};
+use crate::request::GenerationRequest;
+use crate::resolve::resolve_model_path;
+use crate::response::{Completion, TokenStream};
+use crate::router::{BackendChoice, Router};
+
+/// A model as the config (or a bare path) describes it, with its reference resolved.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    /// The settings it was built from (a bare path gets an entry with defaults).
+    pub config: ModelConfig,
+    /// The local file or directory.
+    pub path: PathBuf,
+    /// Context size after global defaults.
+    pub context_size: Option<u32>,
+    /// Threads after global defaults.
+    pub threads: Option<usize>,
+}
+
+/// Configured models and the engines that can serve them.
+#[derive(Clone)]
+pub struct Runtime {
+    config: Config,
+    router: Router,
+}
+
+impl Runtime {
+    /// A runtime over `config` with the engines in `router`.
+    pub fn new(config: Config, router: Router) -> Self {
+        Runtime { config, router }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The engines.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The entry for `reference`: a configured model id, else a local path or cached Hugging Face
+    /// repo with default settings.
+    pub fn entry(&self, reference: &str) -> Result<ModelEntry> {
+        let config = self
+            .config
+            .model(reference)
+            .cloned()
+            .unwrap_or_else(|| ModelConfig {
+                id: reference.to_string(),
+                path: reference.to_string(),
+                file: None,
+                revision: None,
+                backend: BackendChoice::Auto,
+                context_size: None,
+                threads: None,
+                max_tokens: None,
+                sampling: Default::default(),
+            });
+        let path = resolve_model_path(
+            &config.path,
+            config.file.as_deref(),
+            config.revision.as_deref(),
+        )?;
+        Ok(ModelEntry {
+            context_size: config.context_size.or(self.config.context_size),
+            threads: config.threads.or(self.config.threads),
+            config,
+            path,
+        })
+    }
+
+    /// Detect `entry`'s format and name the engine that would serve it.
+    pub fn inspect(&self, entry: &ModelEntry) -> Result<(ModelInfo, &'static str)> {
+        let info = inspect(&entry.path)?;
+        let engine = Router::engine_name(&info, entry.config.backend);
+        Ok((info, engine))
+    }
+
+    /// Resolve, detect, route and load `reference`.
+    pub async fn load(&self, reference: &str) -> Result<ModelHandle> {
+        self.load_entry(self.entry(reference)?).await
+    }
+
+    /// Detect, route and load an entry (e.g. one adjusted by command-line flags).
+    pub async fn load_entry(&self, entry: ModelEntry) -> Result<ModelHandle> {
+        let info = inspect(&entry.path)?;
+        let engine = self.router.choose(&info, entry.config.backend)?;
+        let spec = LoadSpec {
+            id: entry.config.id.clone(),
+            path: entry.path.clone(),
+            info: info.clone(),
+            context_size: entry.context_size,
+            threads: entry.threads,
+        };
+        tracing::info!(model = %spec.id, engine = engine.name(), path = %spec.path.display(), "loading model");
+        let model = engine.load_model(&spec).await?;
+        Ok(ModelHandle {
+            entry,
+            info,
+            engine,
+            model,
+        })
+    }
+}
+
+/// A loaded model with its configured defaults.
+#[derive(Clone)]
+pub struct ModelHandle {
+    entry: ModelEntry,
+    info: ModelInfo,
+    engine: Arc<dyn InferenceBackend>,
+    model: Arc<dyn LoadedModel>,
+}
+
+impl ModelHandle {
+    /// The model's entry.
+    pub fn entry(&self) -> &ModelEntry {
+        &self.entry
+    }
+
+    /// What detection found.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The engine serving it.
+    pub fn engine(&self) -> &Arc<dyn InferenceBackend> {
+        &self.engine
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> &Arc<dyn LoadedModel> {
+        &self.model
+    }
+
+    /// Apply the model's defaults to `request`, then validate it and check the engine supports it.
+    pub fn prepare(&self, mut request: GenerationRequest) -> Result<GenerationRequest> {
+        request.sampling = request.sampling.or(self.entry.config.sampling);
+        request.max_tokens = request.max_tokens.or(self.entry.config.max_tokens);
+        request.validate()?;
+        self.engine
+            .capabilities()
+            .check(self.engine.name(), &request)?;
+        Ok(request)
+    }
+
+    /// Stream a generation.
+    pub async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
+        self.model.stream(self.prepare(request)?).await
+    }
+
+    /// Generate a whole completion.
+    pub async fn generate(&self, request: GenerationRequest) -> Result<Completion> {
+        self.model.generate(self.prepare(request)?).await
+    }
+}

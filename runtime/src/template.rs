@@ -1,0 +1,179 @@
+//! Chat templates: the model's own Jinja template rendered with minijinja, configured like the
+//! Hugging Face renderer (trim/lstrip blocks, loop controls, Python string methods) and with the
+//! helpers real templates call. Every engine renders prompts here, so the same messages give the
+//! same prompt text on every engine.
+
+use std::path::Path;
+
+use chrono::format::{Item, StrftimeItems};
+use minijinja::{Environment, ErrorKind, Value};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::request::ChatMessage;
+
+const TEMPLATE_NAME: &str = "chat";
+
+/// A compiled chat template with the special tokens it may refer to.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+}
+
+#[derive(Serialize)]
+struct RenderContext<'a> {
+    messages: &'a [ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: &'a str,
+    eos_token: &'a str,
+}
+
+impl ChatTemplate {
+    /// Compile `source`; `bos_token` and `eos_token` are the texts of the model's special tokens.
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+            .map_err(|e| Error::Template(describe(&e)))?;
+        Ok(ChatTemplate {
+            env,
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        })
+    }
+
+    /// Read the template of a Hugging Face / MLX model directory: `chat_template.jinja`, or the
+    /// `chat_template` field of `tokenizer_config.json` (`None` if the model has none).
+    pub fn source_from_dir(dir: &Path) -> Result<Option<String>> {
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            return std::fs::read_to_string(&jinja)
+                .map(Some)
+                .map_err(|e| Error::io(&jinja, e));
+        }
+        let config_path = dir.join("tokenizer_config.json");
+        if !config_path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::invalid_model(&config_path, format!("invalid JSON: {e}")))?;
+        Ok(match config.get("chat_template") {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            // A list of named templates: use the default one.
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str())
+                .map(str::to_string),
+            _ => None,
+        })
+    }
+
+    /// Render `messages`, ending with the assistant's turn opener when `add_generation_prompt`.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| Error::Template(describe(&e)))?;
+        template
+            .render(RenderContext {
+                messages,
+                add_generation_prompt,
+                bos_token: &self.bos_token,
+                eos_token: &self.eos_token,
+            })
+            .map_err(|e| Error::Template(describe(&e)))
+    }
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    match e.line() {
+        Some(line) => format!(
+            "{} (template line {line})",
+            e.detail().unwrap_or(&e.to_string())
+        ),
+        None => e.detail().map_or_else(|| e.to_string(), str::to_string),
+    }
+}
+
+/// `raise_exception(message)`: templates call it to reject conversations they cannot format.
+fn raise_exception(message: String) -> std::result::Result<Value, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+}
+
+/// `strftime_now(format)`: the current local time, as Llama 3 templates use for the date.
+fn strftime_now(format: String) -> std::result::Result<String, minijinja::Error> {
+    let items: Vec<Item> = StrftimeItems::new(&format).collect();
+    if items.contains(&Item::Error) {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("invalid strftime format `{format}`"),
+        ));
+    }
+    Ok(chrono::Local::now()
+        .format_with_items(items.into_iter())
+        .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Role;
+
+    const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn chatml_with_default_system_prompt() {
+        let t = ChatTemplate::new(CHATML, "<|im_start|>", "<|im_end|>").unwrap();
+        let out = t
+            .render(&[ChatMessage::new(Role::User, "Hi")], true)
+            .unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn python_methods_blocks_and_helpers() {
+        let src = "{{ bos_token }}{% for m in messages %}\n  {%- if m.role == 'system' %}{% continue %}{% endif %}\n{{ m.content.strip().upper() }}|{{ m | tojson }}\n{% endfor %}{{ strftime_now('%Y') | length }}";
+        let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
+        let out = t
+            .render(
+                &[
+                    ChatMessage::new(Role::System, "skip"),
+                    ChatMessage::new(Role::User, "  hi "),
+                ],
+                false,
+            )
+            .unwrap();
+        assert_eq!(out, "<s>HI|{\"role\":\"user\",\"content\":\"  hi \"}\n4");
+    }
+
+    #[test]
+    fn raise_exception_and_syntax_errors_are_clear() {
+        let t = ChatTemplate::new(
+            "{% if messages[0].role == 'assistant' %}{{ raise_exception('Conversation must start with user') }}{% endif %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let err = t
+            .render(&[ChatMessage::new(Role::Assistant, "x")], true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Conversation must start with user"), "{err}");
+        let err = ChatTemplate::new("{% for %}", "", "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("chat template:"), "{err}");
+        assert!(strftime_now("%Q".into()).is_err());
+    }
+}
