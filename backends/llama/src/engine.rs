@@ -1,0 +1,200 @@
+//! [`LlamaEngine`]: the `InferenceBackend` for llama.cpp, and the model it loads.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{send_logs_to_tracing, LogOptions};
+use minerva_runtime::format::gguf::{Arrays, GgufFile};
+use minerva_runtime::threads::default_threads;
+use minerva_runtime::{
+    Capabilities, ChatTemplate, Error, GenerationRequest, InferenceBackend, Input, LoadSpec,
+    LoadedModel, ModelDescriptor, ModelFormat, Result, TokenStream,
+};
+
+use crate::worker::{Job, Worker};
+
+/// Engine name used in config and messages.
+pub const ENGINE_NAME: &str = "llama";
+/// The llama.cpp build vendored by `llama-cpp-sys-2` 0.1.161.
+const LLAMA_CPP_BUILD: &str = "b11434";
+/// Largest context allocated when neither the config nor the request asks for one.
+const DEFAULT_CONTEXT_CAP: u32 = 16_384;
+/// Tokens per prompt-processing batch.
+const BATCH_SIZE: u32 = 512;
+
+/// The llama.cpp engine.
+#[derive(Debug, Default)]
+pub struct LlamaEngine;
+
+impl LlamaEngine {
+    /// A new engine handle (llama.cpp itself is initialised once per process, on first load).
+    pub fn new() -> Self {
+        LlamaEngine
+    }
+}
+
+/// llama.cpp's process-wide state, initialised once.
+fn llama_backend() -> Result<&'static LlamaBackend> {
+    static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            send_logs_to_tracing(LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::engine(ENGINE_NAME, format!("initialising llama.cpp: {e}")))
+}
+
+#[async_trait]
+impl InferenceBackend for LlamaEngine {
+    fn name(&self) -> &str {
+        ENGINE_NAME
+    }
+
+    fn version(&self) -> String {
+        format!("llama.cpp {LLAMA_CPP_BUILD} (llama-cpp-2 0.1.160)")
+    }
+
+    fn formats(&self) -> &[ModelFormat] {
+        &[ModelFormat::Gguf]
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
+        let spec = spec.clone();
+        let model = tokio::task::spawn_blocking(move || LlamaLoadedModel::load(&spec))
+            .await
+            .map_err(|e| Error::engine(ENGINE_NAME, format!("model load task failed: {e}")))??;
+        Ok(Arc::new(model))
+    }
+}
+
+/// A GGUF model loaded into llama.cpp, with its decoding worker.
+pub struct LlamaLoadedModel {
+    descriptor: ModelDescriptor,
+    model: Arc<LlamaModel>,
+    template: Option<ChatTemplate>,
+    bos_text: String,
+    worker: Worker,
+}
+
+impl LlamaLoadedModel {
+    fn load(spec: &LoadSpec) -> Result<Self> {
+        let path = spec.path.as_path();
+        // Validate the whole file layout first: llama.cpp aborts the process on some corrupt files.
+        let gguf = GgufFile::read(path, Arrays::Skip)?;
+        let backend = llama_backend()?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| {
+                Error::invalid_model(
+                    path,
+                    format!("llama.cpp could not load it ({e}); its log above says why"),
+                )
+            })?;
+        let model = Arc::new(model);
+        let vocab = model.vocab();
+        let token_text = |t: LlamaToken| {
+            vocab
+                .text(t)
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let bos_text = token_text(vocab.bos());
+        let template = match gguf.get_str("tokenizer.chat_template") {
+            Some(source) => Some(ChatTemplate::new(
+                source,
+                &bos_text,
+                &token_text(vocab.eos()),
+            )?),
+            None => None,
+        };
+        let train_ctx = model.n_ctx_train().max(1);
+        let context_size = spec
+            .context_size
+            .unwrap_or_else(|| train_ctx.min(DEFAULT_CONTEXT_CAP));
+        let threads = spec.threads.unwrap_or_else(default_threads);
+        let threads = i32::try_from(threads).unwrap_or(i32::MAX);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(context_size))
+            .with_n_batch(BATCH_SIZE)
+            .with_n_ubatch(BATCH_SIZE)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let worker = Worker::spawn(Arc::clone(&model), backend, params, &spec.id)?;
+        tracing::info!(
+            model = %spec.id,
+            context_size,
+            threads,
+            "llama.cpp model ready"
+        );
+        Ok(LlamaLoadedModel {
+            descriptor: ModelDescriptor {
+                id: spec.id.clone(),
+                engine: ENGINE_NAME.to_string(),
+                context_size,
+                vocab_size: u32::try_from(vocab.n_tokens()).unwrap_or(0),
+                has_chat_template: template.is_some(),
+            },
+            model,
+            template,
+            bos_text,
+            worker,
+        })
+    }
+
+    /// The prompt's tokens: chat rendered with the model's template, BOS added when the model
+    /// wants one and the text does not already start with it.
+    fn tokenize(&self, input: &Input, path: &Path) -> Result<Vec<LlamaToken>> {
+        let text = match input {
+            Input::Text(text) => text.clone(),
+            Input::Chat(messages) => self
+                .template
+                .as_ref()
+                .ok_or_else(|| {
+                    Error::InvalidRequest(format!(
+                        "{} has no chat template; send a plain prompt instead",
+                        path.display()
+                    ))
+                })?
+                .render(messages, true)?,
+        };
+        let vocab = self.model.vocab();
+        let add_bos = vocab.should_add_bos()
+            && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
+        let tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
+        tracing::debug!(prompt = %text, ?tokens, add_bos, "tokenized prompt");
+        if tokens.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        Ok(tokens)
+    }
+}
+
+#[async_trait]
+impl LoadedModel for LlamaLoadedModel {
+    fn descriptor(&self) -> &ModelDescriptor {
+        &self.descriptor
+    }
+
+    async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
+        let tokens = self.tokenize(&request.input, Path::new(&self.descriptor.id))?;
+        let context_size = self.descriptor.context_size as usize;
+        if tokens.len() >= context_size {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: tokens.len(),
+                context_size,
+            });
+        }
+        self.worker.submit(Job::new(tokens, &request))
+    }
+}
