@@ -1,0 +1,14 @@
+//! The engines linked into this binary: the one place that knows which cargo features are on.
+
+use std::sync::Arc;
+
+use minerva_runtime::{InferenceBackend, Router};
+
+/// A router over every engine built in.
+pub fn router() -> Router {
+    let engines: Vec<Arc<dyn InferenceBackend>> = vec![
+        #[cfg(feature = "llama")]
+        Arc::new(minerva_backend_llama::LlamaEngine::new()),
+    ];
+    Router::new(engines)
+}

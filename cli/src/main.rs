@@ -1,0 +1,88 @@
+//! `minerva`: run, inspect and list local LLMs across engines. A thin layer over
+//! `minerva-runtime`; the logic lives there.
+
+mod commands;
+mod engines;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use minerva_runtime::{Config, Runtime};
+use serde::Serialize;
+use tracing_subscriber::EnvFilter;
+
+/// Serve and compare local LLMs through several engines (llama.cpp, MLX) behind one interface.
+#[derive(Parser)]
+#[command(name = "minerva", version, about, propagate_version = true)]
+struct Cli {
+    /// Config file (default: ./minerva.toml, then ~/.config/minerva/minerva.toml).
+    #[arg(long, global = true, env = "MINERVA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter for stderr, e.g. `info` or `debug` (llama.cpp's own logs are at debug).
+    #[arg(long, global = true, env = "MINERVA_LOG", default_value = "warn")]
+    log: String,
+    /// CPU threads for every model (overrides config).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Context size in tokens for every model (overrides config).
+    #[arg(long = "ctx-size", global = true)]
+    context_size: Option<u32>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a model and stream it to stdout.
+    Run(commands::run::RunArgs),
+    /// Show a model's format, architecture, quantization and engine, without loading weights.
+    Inspect(commands::inspect::InspectArgs),
+    /// List the configured models with their detected format and engine.
+    Models(commands::models::ModelsArgs),
+}
+
+/// Flags that override config keys.
+#[derive(Serialize)]
+struct ConfigFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context_size: Option<u32>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
+    let flags = ConfigFlags {
+        threads: cli.threads,
+        context_size: cli.context_size,
+    };
+    let config = Config::load(cli.config.as_deref(), &flags)?;
+    let runtime = Runtime::new(config, engines::router());
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| minerva_runtime::Error::engine("tokio", e.to_string()))?;
+    tokio.block_on(async {
+        match cli.command {
+            Command::Run(args) => commands::run::run(&runtime, args).await,
+            Command::Inspect(args) => commands::inspect::run(&runtime, args),
+            Command::Models(args) => commands::models::run(&runtime, args),
+        }
+    })
+}
