@@ -1,0 +1,77 @@
+//! Helpers for Minerva's end-to-end tests: the real test models and the built `minerva` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF fetched by `scripts/fetch-test-models`.
+pub fn smollm2_gguf() -> PathBuf {
+    let path = workspace_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-test-models first",
+        path.display()
+    );
+    path
+}
+
+/// The `minerva` binary built beside this test executable (same profile).
+pub fn minerva_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/minerva
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("minerva");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with the same profile (cargo test --release --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `minerva` command with no user config or environment leaking in.
+pub fn minerva() -> Command {
+    let mut cmd = Command::new(minerva_bin());
+    cmd.current_dir(workspace_root())
+        .env_remove("MINERVA_CONFIG")
+        .env_remove("MINERVA_LOG")
+        .env("XDG_CONFIG_HOME", "/nonexistent-minerva-test-config");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("MINERVA_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Run `cmd`, returning (success, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("minerva runs");
+    (
+        status.success(),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// The prompt every engine is checked with.
+pub const FRANCE: &str = "What is the capital of France?";
+
+/// The system message used with [`FRANCE`]. SmolLM2's template adds its own default system
+/// prompt when none is given; with that one, llama.cpp's greedy Q4_1 answer starts with
+/// "L'Étoile" (its top two first-token logits are within 0.1), so tests pin a plain one.
+pub const SYSTEM: &str = "You are a helpful assistant.";

@@ -1,0 +1,286 @@
+//! The `minerva` binary on the real SmolLM2 GGUF: run, inspect, models, errors.
+
+use std::io::Write;
+
+use minerva_tests::{minerva, run, smollm2_gguf, FRANCE, SYSTEM};
+
+fn run_model(extra: &[&str]) -> (bool, String, String) {
+    let model = smollm2_gguf();
+    let mut cmd = minerva();
+    cmd.arg("run")
+        .arg(&model)
+        .args(["--prompt", FRANCE, "--system", SYSTEM])
+        .args(extra);
+    run(&mut cmd)
+}
+
+#[test]
+fn greedy_run_answers_paris() {
+    let (ok, out, err) = run_model(&["--temperature", "0", "--max-tokens", "24"]);
+    assert!(ok, "stderr: {err}");
+    assert!(out.contains("Paris"), "answer: {out:?}");
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let args = [
+        "--temperature",
+        "0.8",
+        "--seed",
+        "1234",
+        "--max-tokens",
+        "32",
+    ];
+    let (ok1, first, err) = run_model(&args);
+    assert!(ok1, "{err}");
+    let (ok2, second, _) = run_model(&args);
+    assert!(ok2);
+    assert!(!first.trim().is_empty());
+    assert_eq!(first, second);
+}
+
+#[test]
+fn stop_string_cuts_the_cli_output() {
+    let (ok, full, err) = run_model(&["--temperature", "0", "--max-tokens", "24"]);
+    assert!(ok, "{err}");
+    let stop = "is Par";
+    let cut = full.find(stop).expect("greedy answer names Paris");
+    let (ok, stopped, err) =
+        run_model(&["--temperature", "0", "--max-tokens", "24", "--stop", stop]);
+    assert!(ok, "{err}");
+    assert_eq!(stopped.trim_end_matches('\n'), &full[..cut]);
+}
+
+#[test]
+fn context_overflow_is_a_clear_error() {
+    let (ok, _, err) = run_model(&["--ctx-size", "16", "--max-tokens", "4"]);
+    assert!(!ok);
+    assert!(
+        err.contains("prompt has 27 tokens") && err.contains("16"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_reports_the_gguf_without_loading_it() {
+    let mut cmd = minerva();
+    cmd.arg("inspect").arg(smollm2_gguf()).arg("--json");
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["format"], "gguf");
+    assert_eq!(v["architecture"], "llama");
+    assert_eq!(v["quantization"], "Q4_1");
+    assert_eq!(v["layers"], 30);
+    assert_eq!(v["context_length"], 8192);
+    assert_eq!(v["has_chat_template"], true);
+    assert_eq!(v["engine"], "llama");
+    assert_eq!(v["engine_available"], true);
+    let params = v["parameter_count"].as_u64().unwrap();
+    assert!((130_000_000..140_000_000).contains(&params), "{params}");
+
+    let mut cmd = minerva();
+    cmd.arg("inspect").arg(smollm2_gguf());
+    let (ok, text, _) = run(&mut cmd);
+    assert!(ok);
+    assert!(
+        text.contains("Q4_1") && text.contains("llama") && text.contains("30"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_files_are_refused_with_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = std::fs::read(smollm2_gguf()).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated.gguf",
+            gguf[..gguf.len() / 2].to_vec(),
+            "truncated",
+        ),
+        (
+            "random.gguf",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+            "not a recognised model format",
+        ),
+        ("empty.gguf", Vec::new(), "empty"),
+        (
+            "model.pt",
+            b"PK\x03\x04archive/data.pkl....".to_vec(),
+            "pickle",
+        ),
+        ("header-only.gguf", gguf[..64].to_vec(), "truncated"),
+    ];
+    for (name, bytes, why) in cases {
+        let path = dir.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&bytes)
+            .unwrap();
+        for sub in ["inspect", "run"] {
+            let mut cmd = minerva();
+            cmd.arg(sub).arg(&path);
+            if sub == "run" {
+                cmd.args(["--prompt", "hi", "--max-tokens", "1"]);
+            }
+            let (ok, _, err) = run(&mut cmd);
+            assert!(!ok, "{sub} {name} succeeded");
+            assert!(err.contains(name), "{sub} {name}: {err}");
+            assert!(err.contains(why), "{sub} {name}: {err}");
+            assert!(!err.contains("panicked"), "{sub} {name}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "one readable line: {err}");
+        }
+    }
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minerva.toml");
+    std::fs::write(
+        &config,
+        "[[models]]\nid = 'a'\npath = 'x.gguf'\ncontex_size = 5\n",
+    )
+    .unwrap();
+    let mut cmd = minerva();
+    cmd.arg("--config").arg(&config).arg("models");
+    let (ok, _, err) = run(&mut cmd);
+    assert!(!ok);
+    assert!(err.contains("contex_size"), "{err}");
+
+    std::fs::write(&config, "threads = 0\n").unwrap();
+    let mut cmd = minerva();
+    cmd.arg("--config").arg(&config).arg("models");
+    let (ok, _, err) = run(&mut cmd);
+    assert!(!ok);
+    assert!(err.contains("threads"), "{err}");
+
+    let mut cmd = minerva();
+    cmd.args(["--config", "/nonexistent/minerva.toml", "models"]);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(!ok && err.contains("/nonexistent/minerva.toml"), "{err}");
+}
+
+#[test]
+fn configured_model_runs_by_id_with_its_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minerva.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[models]]\nid = 'smol'\npath = '{}'\nbackend = 'llama'\ncontext_size = 2048\nmax_tokens = 24\n[models.sampling]\ntemperature = 0.0\n\n[[models]]\nid = 'missing'\npath = '/nope/model.gguf'\n",
+            smollm2_gguf().display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = minerva();
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["run", "smol", "--prompt", FRANCE, "--system", SYSTEM]);
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    assert!(out.contains("Paris"), "{out}");
+
+    let mut cmd = minerva();
+    cmd.arg("--config").arg(&config).args(["models", "--json"]);
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["id"], "smol");
+    assert_eq!(rows[0]["format"], "gguf");
+    assert_eq!(rows[0]["engine"], "llama");
+    assert!(rows[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("/nope/model.gguf"));
+
+    // MINERVA_* environment variables are config keys too.
+    let mut cmd = minerva();
+    cmd.arg("--config")
+        .arg(&config)
+        .env("MINERVA_THREADZ", "2")
+        .arg("models");
+    let (ok, _, err) = run(&mut cmd);
+    assert!(!ok && err.contains("threadz"), "{err}");
+}
+
+#[test]
+fn mlx_style_directory_is_detected_and_routed_to_mlx() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny-mlx");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        r#"{"model_type":"llama","num_hidden_layers":1,"max_position_embeddings":256,
+            "quantization":{"group_size":32,"bits":4}}"#,
+    )
+    .unwrap();
+    // One 4-bit packed weight (8 rows x 64 values), its scales and biases.
+    let header = r#"{"m.weight":{"dtype":"U32","shape":[8,8],"data_offsets":[0,256]},"m.scales":{"dtype":"F32","shape":[8,2],"data_offsets":[256,320]},"m.biases":{"dtype":"F32","shape":[8,2],"data_offsets":[320,384]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, 384));
+    std::fs::write(model.join("model.safetensors"), bytes).unwrap();
+
+    let mut cmd = minerva();
+    cmd.arg("inspect").arg(&model).arg("--json");
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["format"], "safetensors");
+    assert_eq!(v["mlx_quantized"], true);
+    assert_eq!(v["engine"], "mlx");
+    assert_eq!(v["parameter_count"], 8 * 64);
+
+    // Without an MLX engine in this build, running it says so and how to proceed.
+    let mut cmd = minerva();
+    cmd.arg("run").arg(&model).args(["--prompt", "hi"]);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(!ok);
+    assert!(
+        err.contains("engine `mlx`") && err.contains("tiny-mlx"),
+        "{err}"
+    );
+
+    // Forcing llama.cpp on a safetensors directory is refused by format.
+    let mut cmd = minerva();
+    cmd.arg("run")
+        .arg(&model)
+        .args(["--prompt", "hi", "--backend", "llama"]);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(!ok && err.contains("cannot load safetensors"), "{err}");
+}
+
+#[test]
+fn hugging_face_cache_ids_resolve_locally() {
+    let hub = tempfile::tempdir().unwrap();
+    let repo = hub
+        .path()
+        .join("models--HuggingFaceTB--SmolLM2-135M-Instruct-GGUF");
+    let snapshot = repo.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    std::os::unix::fs::symlink(smollm2_gguf(), snapshot.join("smollm2.Q4_1.gguf")).unwrap();
+    let mut cmd = minerva();
+    cmd.env("HF_HUB_CACHE", hub.path()).args([
+        "inspect",
+        "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF",
+        "--json",
+    ]);
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("smollm2.Q4_1.gguf") && out.contains("\"llama\""),
+        "{out}"
+    );
+
+    let mut cmd = minerva();
+    cmd.env("HF_HUB_CACHE", hub.path())
+        .args(["inspect", "org/not-cached"]);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(!ok && err.contains("org/not-cached"), "{err}");
+}

@@ -1,0 +1,146 @@
+//! The llama.cpp engine through the runtime API on the real SmolLM2 GGUF: streaming, stop strings
+//! across token boundaries, cancellation, request checks.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use minerva_backend_llama::LlamaEngine;
+use minerva_runtime::{
+    Config, Error, FinishReason, GenerationRequest, ModelHandle, Router, Runtime, SamplingParams,
+    StreamEvent,
+};
+use minerva_tests::{smollm2_gguf, FRANCE, SYSTEM};
+use tokio::sync::OnceCell;
+
+/// One loaded model shared by the tests of this file (llama.cpp initialises once per process).
+async fn model() -> &'static ModelHandle {
+    static MODEL: OnceCell<ModelHandle> = OnceCell::const_new();
+    MODEL
+        .get_or_init(|| async {
+            let config = Config {
+                context_size: Some(1024),
+                ..Default::default()
+            };
+            let runtime = Runtime::new(
+                config,
+                Router::new(vec![std::sync::Arc::new(LlamaEngine::new())]),
+            );
+            runtime
+                .load(smollm2_gguf().to_str().unwrap())
+                .await
+                .expect("model loads")
+        })
+        .await
+}
+
+fn greedy(max_tokens: u32) -> GenerationRequest {
+    let mut r = GenerationRequest::chat(FRANCE, Some(SYSTEM.to_string()));
+    r.sampling = SamplingParams::greedy();
+    r.max_tokens = Some(max_tokens);
+    r
+}
+
+async fn stream_deltas(request: GenerationRequest) -> (Vec<String>, FinishReason) {
+    let mut stream = model().await.stream(request).await.unwrap();
+    let mut deltas = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event.unwrap() {
+            StreamEvent::Delta(d) => deltas.push(d),
+            StreamEvent::Done { finish_reason, .. } => return (deltas, finish_reason),
+        }
+    }
+    panic!("stream ended without Done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_reports_usage_and_length_limit() {
+    let c = model().await.generate(greedy(4)).await.unwrap();
+    assert_eq!(c.usage.prompt_tokens, 27);
+    assert_eq!(c.usage.completion_tokens, 4);
+    assert_eq!(c.finish_reason, FinishReason::Length);
+    assert_eq!(c.text, "The capital of France");
+    // Unlimited: the model ends its answer itself.
+    let c = model().await.generate(greedy(64)).await.unwrap();
+    assert_eq!(c.finish_reason, FinishReason::Stop);
+    assert!(c.text.contains("Paris"), "{:?}", c.text);
+    assert!(c.usage.completion_tokens < 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_strings_cut_exactly_in_streaming_and_whole() {
+    let full = model().await.generate(greedy(24)).await.unwrap().text;
+    // "tal of Fr" spans the tokens " capital", " of" and " France".
+    for stop in ["tal of Fr", "Paris", "."] {
+        let mut request = greedy(24);
+        request.stop = vec![stop.to_string(), "never-appears".to_string()];
+        let expected = &full[..full.find(stop).unwrap()];
+        let whole = model().await.generate(request.clone()).await.unwrap();
+        assert_eq!(whole.text, expected, "stop {stop:?}");
+        assert_eq!(whole.finish_reason, FinishReason::Stop);
+        let (deltas, finish) = stream_deltas(request).await;
+        assert_eq!(deltas.concat(), expected, "stop {stop:?}");
+        assert_eq!(finish, FinishReason::Stop);
+        assert!(deltas.iter().all(|d| !d.is_empty()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_stream_frees_the_model_promptly() {
+    let mut request = greedy(2000);
+    request.ignore_eos = true;
+    let mut stream = model().await.stream(request).await.unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(StreamEvent::Delta(_)))
+        ));
+    }
+    drop(stream);
+    // The next request runs at once instead of waiting ~2000 tokens.
+    let started = Instant::now();
+    let c = model().await.generate(greedy(4)).await.unwrap();
+    assert_eq!(c.usage.completion_tokens, 4);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_before_generation() {
+    let mut r = greedy(0);
+    assert!(matches!(
+        model().await.generate(r.clone()).await,
+        Err(Error::InvalidRequest(_))
+    ));
+    r.max_tokens = Some(4);
+    r.sampling.top_p = Some(0.0);
+    let err = model().await.generate(r).await.unwrap_err().to_string();
+    assert!(err.contains("top_p"), "{err}");
+    let mut r = greedy(4);
+    r.input = minerva_runtime::Input::Text(String::new());
+    let err = model().await.generate(r).await.unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_prompt_and_penalties_run() {
+    let mut r = GenerationRequest::new(minerva_runtime::Input::Text(
+        "The capital of France is".into(),
+    ));
+    r.max_tokens = Some(8);
+    r.sampling = SamplingParams {
+        temperature: Some(0.7),
+        seed: Some(7),
+        repeat_penalty: Some(1.3),
+        presence_penalty: Some(0.5),
+        frequency_penalty: Some(0.5),
+        ..Default::default()
+    };
+    let a = model().await.generate(r.clone()).await.unwrap();
+    let b = model().await.generate(r).await.unwrap();
+    assert_eq!(a.usage.prompt_tokens, 5);
+    assert_eq!(a.text, b.text);
+    assert!(!a.text.is_empty());
+}
