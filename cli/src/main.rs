@@ -19,7 +19,8 @@ struct Cli {
     /// Config file (default: ./minerva.toml, then ~/.config/minerva/minerva.toml).
     #[arg(long, global = true, env = "MINERVA_CONFIG")]
     config: Option<PathBuf>,
-    /// Log filter for stderr, e.g. `info` or `debug` (llama.cpp's own logs are at debug).
+    /// Log filter for stderr, e.g. `info` or `debug`; llama.cpp's own log stays at `warn` unless
+    /// named, e.g. `info,llama-cpp-2=info`.
     #[arg(long, global = true, env = "MINERVA_LOG", default_value = "warn")]
     log: String,
     /// CPU threads for every model (overrides config).
@@ -40,6 +41,8 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// List the configured models with their detected format and engine.
     Models(commands::models::ModelsArgs),
+    /// Serve the configured models over an OpenAI-compatible HTTP API.
+    Serve(commands::serve::ServeArgs),
 }
 
 /// Flags that override config keys.
@@ -53,7 +56,8 @@ struct ConfigFlags {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_new(format!("llama-cpp-2=warn,{}", cli.log))
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -74,15 +78,19 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
     };
     let config = Config::load(cli.config.as_deref(), &flags)?;
     let runtime = Runtime::new(config, engines::router());
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| minerva_runtime::Error::engine("tokio", e.to_string()))?;
-    tokio.block_on(async {
+    tokio_runtime()?.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(&runtime, args).await,
             Command::Inspect(args) => commands::inspect::run(&runtime, args),
             Command::Models(args) => commands::models::run(&runtime, args),
+            Command::Serve(args) => commands::serve::run(&runtime, args).await,
         }
     })
+}
+
+fn tokio_runtime() -> minerva_runtime::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| minerva_runtime::Error::engine("tokio", e.to_string()))
 }

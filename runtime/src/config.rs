@@ -18,7 +18,7 @@ pub const CONFIG_FILE_NAME: &str = "minerva.toml";
 pub const ENV_PREFIX: &str = "MINERVA_";
 
 /// `MINERVA_*` variables that are not config keys (read by the command line itself).
-const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "PLUGIN_DIRS"];
+const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "API_KEY", "PLUGIN_DIRS"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,6 +31,43 @@ pub struct Config {
     /// Configured models.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// HTTP server settings (`minerva serve`).
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind; loopback unless you mean to expose it.
+    pub host: String,
+    /// Port to listen on.
+    pub port: u16,
+    /// Accepted bearer tokens; empty means no authentication.
+    pub api_keys: Vec<String>,
+    /// Origins allowed by CORS (`"*"` for any); empty disables CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests per model running or waiting before new ones get 429.
+    pub queue_size: usize,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            api_keys: Vec::new(),
+            cors_origins: Vec::new(),
+            max_body_bytes: 4 << 20,
+            queue_size: 16,
+            shutdown_grace_s: 10,
+        }
+    }
 }
 
 /// One `[[models]]` entry.
@@ -127,6 +164,19 @@ impl Config {
         };
         positive("threads".into(), self.threads.map(|v| v as u64))?;
         positive("context_size".into(), self.context_size.map(u64::from))?;
+        positive(
+            "server.queue_size".into(),
+            Some(self.server.queue_size as u64),
+        )?;
+        positive(
+            "server.max_body_bytes".into(),
+            Some(self.server.max_body_bytes as u64),
+        )?;
+        if self.server.api_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(Error::Config(
+                "`server.api_keys` must not contain empty keys".into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, m) in self.models.iter().enumerate() {
             let key = |field: &str| format!("models[{i}].{field}");
@@ -220,6 +270,8 @@ mod tests {
             let c = Config::load(None, &flags).unwrap();
             assert_eq!(c.threads, Some(3));
             assert_eq!(c.context_size, Some(1024));
+            jail.set_env("MINERVA_SERVER__PORT", "9000");
+            assert_eq!(Config::load(None, &flags).unwrap().server.port, 9000);
             jail.set_env("MINERVA_THREDS", "3");
             let err = Config::load(None, &flags).unwrap_err().to_string();
             assert!(err.contains("threds"), "{err}");

@@ -62,6 +62,14 @@ pub enum Error {
     /// The chat template failed to render.
     #[error("chat template: {0}")]
     Template(String),
+    /// The model's request queue is full; retry later.
+    #[error("model `{model}` is busy: {limit} requests are already running or queued")]
+    Overloaded {
+        /// The model.
+        model: String,
+        /// Its queue limit.
+        limit: usize,
+    },
     /// The engine failed while running.
     #[error("engine `{engine}`: {message}")]
     Engine {

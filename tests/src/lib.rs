@@ -39,6 +39,18 @@ pub fn minerva_bin() -> PathBuf {
     bin
 }
 
+/// The Python of the project's virtual environment (with the `openai` client), made by
+/// `scripts/setup`.
+pub fn venv_python() -> PathBuf {
+    let python = workspace_root().join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/setup first",
+        python.display()
+    );
+    python
+}
+
 /// A `minerva` command with no user config or environment leaking in.
 pub fn minerva() -> Command {
     let mut cmd = Command::new(minerva_bin());

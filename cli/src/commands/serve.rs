@@ -1,0 +1,86 @@
+//! `minerva serve`: the OpenAI-compatible HTTP server.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+use minerva_runtime::{BackendChoice, ModelConfig, Result, Runtime};
+
+/// Arguments of `minerva serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to bind (default from config, else 127.0.0.1).
+    #[arg(long)]
+    host: Option<String>,
+    /// Port (default from config, else 8080; 0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Serve this model too: a configured id, a path or a cached Hugging Face id (repeatable).
+    /// Its id in requests is the file or directory name without extension.
+    #[arg(long = "model", short = 'm')]
+    models: Vec<String>,
+    /// Load every model before accepting requests.
+    #[arg(long)]
+    preload: bool,
+    /// Require this bearer token (repeatable; adds to config's server.api_keys).
+    #[arg(long = "api-key", env = "MINERVA_API_KEY", hide_env_values = true)]
+    api_keys: Vec<String>,
+}
+
+/// Run the command.
+pub async fn run(runtime: &Runtime, args: ServeArgs) -> Result<ExitCode> {
+    let mut config = runtime.config().clone();
+    if let Some(host) = args.host {
+        config.server.host = host;
+    }
+    if let Some(port) = args.port {
+        config.server.port = port;
+    }
+    config.server.api_keys.extend(args.api_keys);
+    for reference in &args.models {
+        if config.model(reference).is_none() {
+            config.models.push(ModelConfig {
+                id: model_id(reference),
+                path: reference.clone(),
+                file: None,
+                revision: None,
+                backend: BackendChoice::Auto,
+                context_size: None,
+                threads: None,
+                max_tokens: None,
+                sampling: Default::default(),
+            });
+        }
+    }
+    let preload: Vec<String> = if args.preload {
+        config.models.iter().map(|m| m.id.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let runtime = Runtime::new(config, runtime.router().clone());
+    minerva_server::serve(
+        runtime,
+        &preload,
+        minerva_server::shutdown_signal(),
+        |address| {
+            // One line on stdout that scripts can wait for.
+            println!("minerva listening on http://{address}");
+        },
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `models/SmolLM2-135M-Instruct.Q4_1.gguf` -> `SmolLM2-135M-Instruct.Q4_1`.
+fn model_id(reference: &str) -> String {
+    let path = Path::new(reference);
+    let name = if path.extension().is_some_and(|e| e == "gguf") {
+        path.file_stem()
+    } else {
+        path.file_name()
+    };
+    name.and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(reference)
+        .to_string()
+}

@@ -1,0 +1,146 @@
+//! Errors in OpenAI's JSON shape: `{"error": {"message", "type", "param", "code"}}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use minerva_runtime::Error;
+use serde_json::json;
+
+/// An HTTP error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    param: Option<String>,
+    code: Option<&'static str>,
+}
+
+impl ApiError {
+    /// A 400 `invalid_request_error`, naming the offending parameter if known.
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: param.map(str::to_string),
+            code: None,
+        }
+    }
+
+    /// A 400 for a field this server does not honour.
+    pub fn unsupported(field: &str) -> Self {
+        let mut e = Self::invalid(
+            format!("`{field}` is not supported by this server yet; remove it from the request"),
+            Some(field),
+        );
+        e.code = Some("unsupported_parameter");
+        e
+    }
+
+    /// A 401.
+    pub fn unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing or invalid API key: send `Authorization: Bearer <key>`".into(),
+            kind: "authentication_error",
+            param: None,
+            code: Some("invalid_api_key"),
+        }
+    }
+
+    /// A status with a message, e.g. 413 or 404 for unknown routes.
+    pub fn status(status: StatusCode, message: impl Into<String>, code: &'static str) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some(code),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The JSON body, also used for errors inside a stream.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        let (status, kind, param, code) = match &e {
+            Error::ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
+            Error::InvalidRequest(_) | Error::Template(_) => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", None, None)
+            }
+            Error::Unsupported { option, .. } => {
+                return ApiError::invalid(message, Some(option)).with_code("unsupported_parameter")
+            }
+            Error::ContextOverflow { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("messages"),
+                Some("context_length_exceeded"),
+            ),
+            Error::Overloaded { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                None,
+                Some("model_busy"),
+            ),
+            Error::EngineUnavailable { .. } | Error::Config(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("model"),
+                Some("engine_unavailable"),
+            ),
+            Error::InvalidModel { .. } | Error::Io { .. } | Error::Engine { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                None,
+                None,
+            ),
+        };
+        ApiError {
+            status,
+            message,
+            kind,
+            param: param.map(str::to_string),
+            code,
+        }
+    }
+}
+
+impl ApiError {
+    fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

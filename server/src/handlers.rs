@@ -1,0 +1,310 @@
+//! Route handlers: translate HTTP to runtime calls and back. No inference logic lives here.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::{Stream, StreamExt};
+use minerva_runtime::{StreamEvent, TokenStream};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::openai::{self, ChatRequest, CompletionRequest, ModelEntry};
+use crate::AppState;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// `GET /health`.
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let runtime = state.pool.runtime();
+    let loaded = state.pool.loaded();
+    let data: Vec<ModelEntry> = runtime
+        .config()
+        .models
+        .iter()
+        .map(|m| {
+            let detected = runtime.entry(&m.id).and_then(|e| runtime.inspect(&e));
+            let (engine, format, error) = match detected {
+                Ok((info, engine)) => (
+                    Some(engine.to_string()),
+                    Some(info.format.to_string()),
+                    None,
+                ),
+                Err(e) => (None, None, Some(e.to_string())),
+            };
+            ModelEntry {
+                id: m.id.clone(),
+                object: "model",
+                created: 0,
+                owned_by: "minerva",
+                engine,
+                format,
+                loaded: loaded.contains(&m.id),
+                error,
+            }
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let (req, options) = openai::parse::<ChatRequest>(&body, ChatRequest::FIELDS)?;
+    let request = req.to_request(&options)?;
+    let chunks = Chunks::new("chatcmpl", &options.model, true);
+    let started = Instant::now();
+    if !options.stream {
+        let (_, completion) = state.pool.generate(&chunks.model, request).await?;
+        log_request("chat", &chunks.model, &completion.usage, None, started);
+        return Ok(Json(openai::chat_response(
+            &chunks.id,
+            chunks.created,
+            &chunks.model,
+            &completion,
+        ))
+        .into_response());
+    }
+    let (_, stream) = state.pool.stream(&chunks.model, request).await?;
+    Ok(sse(sse_events(
+        stream,
+        chunks,
+        options.include_usage(),
+        started,
+    )))
+}
+
+/// `POST /v1/completions`.
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let (req, options) = openai::parse::<CompletionRequest>(&body, CompletionRequest::FIELDS)?;
+    let requests = req.to_requests(&options)?;
+    let chunks = Chunks::new("cmpl", &options.model, false);
+    let started = Instant::now();
+    if !options.stream {
+        let mut completions = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (_, c) = state.pool.generate(&chunks.model, request).await?;
+            log_request("completion", &chunks.model, &c.usage, None, started);
+            completions.push(c);
+        }
+        return Ok(Json(openai::completion_response(
+            &chunks.id,
+            chunks.created,
+            &chunks.model,
+            &completions,
+        ))
+        .into_response());
+    }
+    let [request] = <[_; 1]>::try_from(requests).map_err(|_| {
+        ApiError::invalid("streaming supports one prompt per request", Some("prompt"))
+    })?;
+    let (_, stream) = state.pool.stream(&chunks.model, request).await?;
+    Ok(sse(sse_events(
+        stream,
+        chunks,
+        options.include_usage(),
+        started,
+    )))
+}
+
+/// Builds the stream chunks of one response, chat or text completion.
+struct Chunks {
+    id: String,
+    model: String,
+    created: u64,
+    chat: bool,
+}
+
+impl Chunks {
+    fn new(prefix: &str, model: &str, chat: bool) -> Self {
+        Chunks {
+            id: new_id(prefix),
+            model: model.to_string(),
+            created: now(),
+            chat,
+        }
+    }
+
+    fn object(&self) -> &'static str {
+        if self.chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        }
+    }
+
+    fn wrap(&self, choices: Value) -> Value {
+        json!({"id": self.id, "object": self.object(), "created": self.created, "model": self.model, "choices": choices})
+    }
+
+    fn choice(&self, text: Option<&str>, finish: Option<&str>, role: bool) -> Value {
+        if self.chat {
+            let mut delta = serde_json::Map::new();
+            if role {
+                delta.insert("role".into(), "assistant".into());
+            }
+            if let Some(t) = text {
+                delta.insert("content".into(), t.into());
+            }
+            self.wrap(
+                json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]),
+            )
+        } else {
+            self.wrap(json!([{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}]))
+        }
+    }
+
+    /// The opening chunk (chat only: announces the assistant role).
+    fn first(&self) -> Option<Value> {
+        self.chat.then(|| self.choice(Some(""), None, true))
+    }
+
+    fn delta(&self, text: &str) -> Value {
+        self.choice(Some(text), None, false)
+    }
+
+    fn finish(&self, reason: &str) -> Value {
+        self.choice(None, Some(reason), false)
+    }
+
+    fn usage(&self, usage: Value) -> Value {
+        let mut v = self.wrap(json!([]));
+        v["usage"] = usage;
+        v
+    }
+}
+
+/// A body that could not be read: too large (413) or broken.
+fn body_error(rejection: BytesRejection) -> ApiError {
+    let status = rejection.status();
+    let code = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        "request_too_large"
+    } else {
+        "invalid_body"
+    };
+    ApiError::status(status, rejection.body_text(), code)
+}
+
+fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
+    Sse::new(events.map(Ok::<_, Infallible>))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// Turn a token stream into SSE events: the opening chunk, one chunk per delta, the finish
+/// chunk, the usage chunk if asked, then `[DONE]`. An engine error mid-stream becomes an error
+/// event. Dropping the returned stream (client gone) drops the token stream, which cancels the
+/// generation and frees the model's queue slot.
+fn sse_events(
+    mut tokens: TokenStream,
+    chunks: Chunks,
+    include_usage: bool,
+    started: Instant,
+) -> impl Stream<Item = Event> + Send + 'static {
+    let data = |v: Value| Event::default().data(v.to_string());
+    async_stream(move |tx| async move {
+        if let Some(first) = chunks.first() {
+            tx.send(data(first)).await?;
+        }
+        let mut first_token = None;
+        while let Some(event) = tokens.next().await {
+            match event {
+                Ok(StreamEvent::Delta(text)) => {
+                    first_token.get_or_insert_with(|| started.elapsed());
+                    tx.send(data(chunks.delta(&text))).await?;
+                }
+                Ok(StreamEvent::Done {
+                    finish_reason,
+                    usage,
+                }) => {
+                    tx.send(data(chunks.finish(openai::finish_reason(finish_reason))))
+                        .await?;
+                    if include_usage {
+                        tx.send(data(chunks.usage(openai::usage(&usage)))).await?;
+                    }
+                    let endpoint = if chunks.chat { "chat" } else { "completion" };
+                    log_request(endpoint, &chunks.model, &usage, first_token, started);
+                    break;
+                }
+                Err(e) => {
+                    tx.send(data(ApiError::from(e).body())).await?;
+                    break;
+                }
+            }
+        }
+        tx.send(Event::default().data("[DONE]")).await?;
+        Ok(())
+    })
+}
+
+/// A stream fed by an async producer through a bounded channel; the producer stops when the
+/// consumer is dropped.
+fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Event> + Send + 'static
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tokio::sync::mpsc::error::SendError<Event>>>
+        + Send
+        + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(producer(tx));
+    let abort = task.abort_handle();
+    let guard = AbortOnDrop(abort);
+    futures::stream::poll_fn(move |cx| {
+        let _keep = &guard;
+        rx.poll_recv(cx)
+    })
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn log_request(
+    endpoint: &str,
+    model: &str,
+    usage: &minerva_runtime::Usage,
+    ttft: Option<std::time::Duration>,
+    started: Instant,
+) {
+    tracing::info!(
+        endpoint,
+        model,
+        prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens,
+        ttft_ms = ttft.map(|t| t.as_millis() as u64),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+}

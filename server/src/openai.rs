@@ -1,0 +1,395 @@
+//! OpenAI request and response shapes, and their translation to runtime requests. Fields that
+//! would change the output but are not honoured are refused by name, never dropped.
+
+use minerva_runtime::{
+    ChatMessage, Completion, FinishReason, GenerationRequest, Input, Role, SamplingParams, Usage,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+
+/// Fields accepted and ignored: they do not change the generated text.
+const IGNORED_FIELDS: &[&str] = &["user", "metadata", "store", "service_tier"];
+
+/// Fields OpenAI defines that this server does not honour yet.
+const UNSUPPORTED_FIELDS: &[&str] = &[
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+    "reasoning_effort",
+    "web_search_options",
+    "suffix",
+    "echo",
+    "best_of",
+];
+
+/// Parse a JSON body into the endpoint's own fields `T` (named in `own_fields`) and the shared
+/// [`CommonOptions`]. Syntax errors, wrong types (naming the field) and fields that are unknown
+/// or unsupported (naming them) are 400s.
+pub fn parse<T: DeserializeOwned>(
+    body: &[u8],
+    own_fields: &[&str],
+) -> Result<(T, CommonOptions), ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+    let Some(map) = value.as_object() else {
+        return Err(ApiError::invalid(
+            "request body must be a JSON object",
+            None,
+        ));
+    };
+    for key in map.keys() {
+        let key = key.as_str();
+        if own_fields.contains(&key)
+            || CommonOptions::FIELDS.contains(&key)
+            || IGNORED_FIELDS.contains(&key)
+        {
+            continue;
+        }
+        if UNSUPPORTED_FIELDS.contains(&key) {
+            return Err(ApiError::unsupported(key));
+        }
+        return Err(ApiError::invalid(
+            format!("unrecognized request argument supplied: {key}"),
+            Some(key),
+        ));
+    }
+    Ok((typed(&value)?, typed(&value)?))
+}
+
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::invalid(format!("invalid request: {inner}"), None)
+        } else {
+            ApiError::invalid(format!("`{path}`: {inner}"), Some(&path))
+        }
+    })
+}
+
+/// `stop`: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// One stop string.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// `stream_options`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send a final chunk with token usage.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Options shared by chat and text completions.
+#[derive(Debug, Deserialize)]
+pub struct CommonOptions {
+    /// Model id.
+    pub model: String,
+    /// Stream with server-sent events.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    min_p: Option<f32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    #[serde(alias = "repeat_penalty")]
+    repetition_penalty: Option<f32>,
+    seed: Option<u64>,
+    stop: Option<Stop>,
+    /// Extension (as in llama-server): keep generating past end-of-sequence.
+    #[serde(default)]
+    ignore_eos: bool,
+    n: Option<u32>,
+}
+
+impl CommonOptions {
+    /// The JSON fields this struct reads.
+    const FIELDS: &'static [&'static str] = &[
+        "model",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "repetition_penalty",
+        "repeat_penalty",
+        "seed",
+        "stop",
+        "ignore_eos",
+        "n",
+    ];
+
+    /// Fill `request`'s options from these fields.
+    pub fn apply(&self, request: &mut GenerationRequest) -> Result<(), ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
+        }
+        request.max_tokens = self.max_completion_tokens.or(self.max_tokens);
+        request.ignore_eos = self.ignore_eos;
+        request.sampling = SamplingParams {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repetition_penalty,
+            repeat_last_n: None,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: self.seed,
+        };
+        request.stop = match &self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        };
+        if request.stop.len() > 4 {
+            return Err(ApiError::invalid(
+                "at most 4 stop sequences are allowed",
+                Some("stop"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the stream ends with a usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+}
+
+/// Message content: a string or a list of parts.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// Content parts (only `text` parts are supported).
+    Parts(Vec<ContentPart>),
+}
+
+/// One content part.
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    /// Part type, e.g. `text` or `image_url`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` part.
+    pub text: Option<String>,
+}
+
+/// An incoming chat message.
+#[derive(Debug, Deserialize)]
+pub struct InMessage {
+    role: String,
+    content: Option<Content>,
+}
+
+/// `POST /v1/chat/completions`'s own fields.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    messages: Vec<InMessage>,
+}
+
+impl ChatRequest {
+    /// The JSON fields this struct reads.
+    pub const FIELDS: &'static [&'static str] = &["messages"];
+
+    /// The runtime request.
+    pub fn to_request(&self, options: &CommonOptions) -> Result<GenerationRequest, ApiError> {
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.iter().enumerate() {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].role `{other}` is not supported (system, developer, user, assistant)"),
+                        Some(&format!("messages[{i}].role")),
+                    ))
+                }
+            };
+            let content =
+                match &m.content {
+                    None => String::new(),
+                    Some(Content::Text(t)) => t.clone(),
+                    Some(Content::Parts(parts)) => {
+                        let mut text = String::new();
+                        for (j, p) in parts.iter().enumerate() {
+                            match (p.kind.as_str(), &p.text) {
+                                ("text", Some(t)) => text.push_str(t),
+                                (kind, _) => return Err(ApiError::invalid(
+                                    format!(
+                                        "content part type `{kind}` is not supported (only text)"
+                                    ),
+                                    Some(&format!("messages[{i}].content[{j}]")),
+                                )),
+                            }
+                        }
+                        text
+                    }
+                };
+            messages.push(ChatMessage::new(role, content));
+        }
+        if messages.is_empty() {
+            return Err(ApiError::invalid(
+                "`messages` must not be empty",
+                Some("messages"),
+            ));
+        }
+        let mut request = GenerationRequest::new(Input::Chat(messages));
+        options.apply(&mut request)?;
+        Ok(request)
+    }
+}
+
+/// `prompt`: a string or a list of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    /// One prompt.
+    One(String),
+    /// Several prompts, one choice each.
+    Many(Vec<String>),
+}
+
+/// `POST /v1/completions`'s own fields.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    /// The prompt(s).
+    pub prompt: Prompt,
+}
+
+impl CompletionRequest {
+    /// The JSON fields this struct reads.
+    pub const FIELDS: &'static [&'static str] = &["prompt"];
+
+    /// One runtime request per prompt.
+    pub fn to_requests(&self, options: &CommonOptions) -> Result<Vec<GenerationRequest>, ApiError> {
+        let prompts = match &self.prompt {
+            Prompt::One(p) => vec![p.clone()],
+            Prompt::Many(v) if v.is_empty() => {
+                return Err(ApiError::invalid(
+                    "`prompt` must not be empty",
+                    Some("prompt"),
+                ))
+            }
+            Prompt::Many(v) => v.clone(),
+        };
+        prompts
+            .into_iter()
+            .map(|p| {
+                let mut r = GenerationRequest::new(Input::Text(p));
+                options.apply(&mut r)?;
+                Ok(r)
+            })
+            .collect()
+    }
+}
+
+/// OpenAI's name for a finish reason.
+pub fn finish_reason(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+/// The `usage` object.
+pub fn usage(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens(),
+    })
+}
+
+/// A `chat.completion` response.
+pub fn chat_response(id: &str, created: u64, model: &str, c: &Completion) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": c.text},
+            "logprobs": null,
+            "finish_reason": finish_reason(c.finish_reason),
+        }],
+        "usage": usage(&c.usage),
+    })
+}
+
+/// A `text_completion` response with one choice per completion.
+pub fn completion_response(id: &str, created: u64, model: &str, cs: &[Completion]) -> Value {
+    let total = cs.iter().fold(Usage::default(), |acc, c| Usage {
+        prompt_tokens: acc.prompt_tokens + c.usage.prompt_tokens,
+        completion_tokens: acc.completion_tokens + c.usage.completion_tokens,
+    });
+    json!({
+        "id": id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": cs.iter().enumerate().map(|(i, c)| json!({
+            "index": i,
+            "text": c.text,
+            "logprobs": null,
+            "finish_reason": finish_reason(c.finish_reason),
+        })).collect::<Vec<_>>(),
+        "usage": usage(&total),
+    })
+}
+
+/// One entry of `GET /v1/models`.
+#[derive(Debug, Serialize)]
+pub struct ModelEntry {
+    /// Model id.
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    /// Always 0 (unknown).
+    pub created: u64,
+    /// Always `minerva`.
+    pub owned_by: &'static str,
+    /// The engine serving it.
+    pub engine: Option<String>,
+    /// Detected format.
+    pub format: Option<String>,
+    /// Whether it is loaded.
+    pub loaded: bool,
+    /// Why it cannot be served, if detection failed.
+    pub error: Option<String>,
+}

@@ -1,0 +1,233 @@
+"""Checks of a running `minerva serve` with the official `openai` client and raw HTTP.
+
+Run by tests/tests/server.rs, which starts the server on a loopback port. Each check is a
+function; the script prints one line per check and a closing `N passed, M failed` line.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import sys
+import time
+import traceback
+
+import httpx
+import openai
+
+FRANCE = "What is the capital of France?"
+SYSTEM = "You are a helpful assistant."
+MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": FRANCE}]
+
+args = None
+CHECKS = []
+
+
+def check(suite):
+    def register(fn):
+        CHECKS.append((suite, fn))
+        return fn
+
+    return register
+
+
+def client(**kw):
+    return openai.OpenAI(base_url=args.base_url + "/v1", api_key=args.api_key or "none", max_retries=0, **kw)
+
+
+def raw(method, path, **kw):
+    headers = kw.pop("headers", {})
+    if args.api_key:
+        headers.setdefault("Authorization", f"Bearer {args.api_key}")
+    return httpx.request(method, args.base_url + path, headers=headers, timeout=60, **kw)
+
+
+def assert_error(resp, status, param=None, contains=None):
+    assert resp.status_code == status, (resp.status_code, resp.text)
+    body = resp.json()
+    err = body["error"]
+    assert set(err) >= {"message", "type", "param", "code"}, body
+    assert isinstance(err["message"], str) and err["message"], body
+    if param is not None:
+        assert err["param"] == param, body
+    if contains is not None:
+        assert contains in err["message"], body
+
+
+def stream_text(c, **kw):
+    chunks = list(c.chat.completions.create(model=args.model, messages=MESSAGES, stream=True, **kw))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    return chunks, text
+
+
+@check("main")
+def chat_non_streaming_answers_paris_with_usage():
+    r = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=32)
+    assert r.object == "chat.completion"
+    assert "Paris" in r.choices[0].message.content, r
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage.prompt_tokens == 27, r.usage
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert 0 < r.usage.completion_tokens < 32
+
+
+@check("main")
+def chat_streaming_chunks_have_openai_shape():
+    chunks, text = stream_text(client(), temperature=0, max_tokens=32, stream_options={"include_usage": True})
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "Paris" in text, text
+    finals = [ch for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert len(finals) == 1 and finals[0].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 27
+    assert chunks[-1].usage.completion_tokens > 0
+    assert len({ch.id for ch in chunks}) == 1
+
+
+@check("main")
+def raw_stream_ends_with_done():
+    with httpx.stream("POST", args.base_url + "/v1/chat/completions", timeout=60,
+                      headers={"Authorization": f"Bearer {args.api_key}"} if args.api_key else {},
+                      json={"model": args.model, "messages": MESSAGES, "stream": True, "max_tokens": 8}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert data[-1] == "[DONE]", data
+    assert all(json.loads(d)["object"] == "chat.completion.chunk" for d in data[:-1])
+
+
+@check("main")
+def completions_single_list_and_stream():
+    c = client()
+    r = c.completions.create(model=args.model, prompt="The capital of France is", max_tokens=6, temperature=0)
+    assert r.object == "text_completion" and r.choices[0].text.strip(), r
+    assert r.usage.prompt_tokens == 5, r.usage
+    r2 = c.completions.create(model=args.model, prompt=["One, two,", "Paris is in"], max_tokens=4, temperature=0)
+    assert [ch.index for ch in r2.choices] == [0, 1]
+    s = list(c.completions.create(model=args.model, prompt="The capital of France is", max_tokens=6,
+                                  temperature=0, stream=True))
+    assert "".join(ch.choices[0].text for ch in s if ch.choices) == r.choices[0].text
+
+
+@check("main")
+def models_lists_the_model_with_engine():
+    models = client().models.list().data
+    ours = [m for m in models if m.id == args.model]
+    assert ours and ours[0].owned_by == "minerva", models
+    extra = ours[0].model_extra
+    assert extra["engine"] == "llama" and extra["format"] == "gguf" and extra["loaded"] is True, extra
+
+
+@check("main")
+def concurrent_streams_are_independent_and_correct():
+    c = client()
+    single = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=24)
+    expected = single.choices[0].message.content
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(lambda _: stream_text(c, temperature=0, max_tokens=24)[1], range(8)))
+    assert texts == [expected] * 8, texts
+
+
+@check("main")
+def dropped_stream_frees_its_slot():
+    c = client()
+    # Without cancellation this request would hold the model for ~4000 tokens (close to a minute).
+    stream = c.chat.completions.create(model=args.model, messages=MESSAGES, stream=True, max_tokens=4000,
+                                       temperature=0.7, seed=1, extra_body={"ignore_eos": True})
+    for i, _ in enumerate(stream):
+        if i == 3:
+            break
+    stream.close()
+    started = time.monotonic()
+    r = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=8)
+    assert r.choices[0].message.content
+    assert time.monotonic() - started < 15, "the dropped generation still held the model"
+
+
+@check("main")
+def errors_have_openai_shape_and_status():
+    assert_error(raw("POST", "/v1/chat/completions", content=b"{not json"), 400, contains="not valid JSON")
+    assert_error(raw("POST", "/v1/chat/completions",
+                     json={"model": args.model, "messages": MESSAGES, "temperature": "hot"}), 400, param="temperature")
+    assert_error(raw("POST", "/v1/chat/completions", json={"model": args.model}), 400, contains="messages")
+    assert_error(raw("POST", "/v1/chat/completions", json={"model": "no-such-model", "messages": MESSAGES}), 404,
+                 param="model")
+    assert_error(raw("POST", "/v1/chat/completions",
+                     json={"model": args.model, "messages": MESSAGES, "tools": [{"type": "function"}]}), 400,
+                 param="tools")
+    assert_error(raw("POST", "/v1/chat/completions",
+                     json={"model": args.model, "messages": MESSAGES, "response_format": {"type": "json_object"}}),
+                 400, param="response_format")
+    assert_error(raw("POST", "/v1/chat/completions", json={"model": args.model, "messages": MESSAGES, "n": 2}),
+                 400, param="n")
+    assert_error(raw("POST", "/v1/chat/completions",
+                     json={"model": args.model, "messages": MESSAGES, "frobnicate": 1}), 400, param="frobnicate")
+    assert_error(raw("POST", "/v1/chat/completions",
+                     json={"model": args.model, "messages": MESSAGES, "top_p": 7}), 400, contains="top_p")
+    long_prompt = "Paris " * 3000
+    assert_error(raw("POST", "/v1/chat/completions",
+                     json={"model": args.model, "messages": [{"role": "user", "content": long_prompt}]}),
+                 400, contains="context holds")
+    assert_error(raw("POST", "/v1/chat/completions", content=b"x" * (5 << 20),
+                     headers={"content-type": "application/json"}), 413)
+    assert_error(raw("GET", "/v1/nothing-here"), 404)
+    # The server still answers after all of that.
+    assert raw("GET", "/health").json() == {"status": "ok"}
+    # The openai client raises its typed errors.
+    try:
+        client().chat.completions.create(model="no-such-model", messages=MESSAGES)
+        raise AssertionError("expected NotFoundError")
+    except openai.NotFoundError:
+        pass
+
+
+@check("queue")
+def full_queue_answers_429_with_retry_after():
+    c = client()
+    stream = c.chat.completions.create(model=args.model, messages=MESSAGES, stream=True, max_tokens=2000,
+                                       temperature=0.7, seed=3, extra_body={"ignore_eos": True})
+    next(iter(stream))
+    r = raw("POST", "/v1/chat/completions", json={"model": args.model, "messages": MESSAGES, "max_tokens": 4})
+    stream.close()
+    assert_error(r, 429)
+    assert r.headers.get("retry-after") == "1", r.headers
+
+
+@check("auth")
+def api_key_is_required_when_configured():
+    assert_error(httpx.post(args.base_url + "/v1/chat/completions", json={"model": args.model, "messages": MESSAGES}),
+                 401)
+    assert_error(httpx.get(args.base_url + "/v1/models", headers={"Authorization": "Bearer wrong"}), 401)
+    assert httpx.get(args.base_url + "/health").status_code == 200
+    try:
+        openai.OpenAI(base_url=args.base_url + "/v1", api_key="wrong", max_retries=0).models.list()
+        raise AssertionError("expected AuthenticationError")
+    except openai.AuthenticationError:
+        pass
+    r = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=16)
+    assert "Paris" in r.choices[0].message.content
+
+
+def main():
+    global args
+    p = argparse.ArgumentParser()
+    p.add_argument("--base-url", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--api-key")
+    p.add_argument("--suite", required=True, choices=["main", "queue", "auth"])
+    args = p.parse_args()
+    passed = failed = 0
+    for suite, fn in CHECKS:
+        if suite != args.suite:
+            continue
+        try:
+            fn()
+            passed += 1
+            print(f"ok     {fn.__name__}", flush=True)
+        except Exception:
+            failed += 1
+            print(f"FAILED {fn.__name__}\n{traceback.format_exc()}", flush=True)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed or not passed else 0)
+
+
+if __name__ == "__main__":
+    main()

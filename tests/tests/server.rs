@@ -1,0 +1,123 @@
+//! `minerva serve` on the real SmolLM2 GGUF, driven over loopback HTTP by the official `openai`
+//! Python client (tests/python/openai_checks.py) and raw HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use minerva_tests::{minerva, smollm2_gguf, venv_python, workspace_root};
+
+const MODEL_ID: &str = "SmolLM2-135M-Instruct.Q4_1";
+
+/// A running server, killed when dropped.
+struct Server {
+    child: Child,
+    base_url: String,
+    _config: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(config: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("minerva.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = minerva()
+            .arg("--config")
+            .arg(&path)
+            .args([
+                "--log",
+                "info",
+                "serve",
+                "--port",
+                "0",
+                "--preload",
+                "--model",
+            ])
+            .arg(smollm2_gguf())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("minerva serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let base_url = line
+            .trim()
+            .strip_prefix("minerva listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Server {
+            child,
+            base_url,
+            _config: dir,
+        }
+    }
+
+    fn checks(&self, suite: &str, extra: &[&str]) {
+        let output = Command::new(venv_python())
+            .current_dir(workspace_root())
+            .arg("tests/python/openai_checks.py")
+            .args([
+                "--base-url",
+                &self.base_url,
+                "--model",
+                MODEL_ID,
+                "--suite",
+                suite,
+            ])
+            .args(extra)
+            .output()
+            .expect("python runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        println!("{stdout}");
+        assert!(
+            output.status.success(),
+            "suite {suite} failed:\n{stdout}\n{stderr}"
+        );
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "server did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn openai_client_against_the_real_model() {
+    let mut server = Server::start("context_size = 2048\n[server]\nqueue_size = 16\n", &[]);
+    server.checks("main", &[]);
+    // SIGTERM: graceful shutdown, exit status 0.
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn full_queue_is_answered_with_429() {
+    let server = Server::start("context_size = 2048\n[server]\nqueue_size = 1\n", &[]);
+    server.checks("queue", &[]);
+}
+
+#[test]
+fn api_keys_are_enforced() {
+    let server = Server::start("context_size = 2048\n", &["--api-key", "s3cret"]);
+    server.checks("auth", &["--api-key", "s3cret"]);
+}
