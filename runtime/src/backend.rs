@@ -26,6 +26,8 @@ pub struct LoadSpec {
     pub context_size: Option<u32>,
     /// CPU threads; `None`: the machine's physical cores.
     pub threads: Option<usize>,
+    /// Requests generated concurrently (batched); `None`: the engine's default.
+    pub parallel: Option<usize>,
 }
 
 /// Facts about a loaded model.

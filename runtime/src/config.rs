@@ -28,6 +28,8 @@ pub struct Config {
     pub threads: Option<usize>,
     /// Default context size for every model (default: the model's, capped by the engine).
     pub context_size: Option<u32>,
+    /// Default number of requests each model generates concurrently (batched).
+    pub parallel: Option<usize>,
     /// Configured models.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
@@ -89,11 +91,31 @@ pub struct ModelConfig {
     pub context_size: Option<u32>,
     /// CPU threads.
     pub threads: Option<usize>,
+    /// Requests generated concurrently (batched) in one shared context.
+    pub parallel: Option<usize>,
     /// Default `max_tokens` for requests that set none.
     pub max_tokens: Option<u32>,
     /// Default sampling for requests to this model.
     #[serde(default)]
     pub sampling: SamplingParams,
+}
+
+impl ModelConfig {
+    /// An entry for `path` named `id`, with every setting at its default.
+    pub fn new(id: impl Into<String>, path: impl Into<String>) -> Self {
+        ModelConfig {
+            id: id.into(),
+            path: path.into(),
+            file: None,
+            revision: None,
+            backend: BackendChoice::Auto,
+            context_size: None,
+            threads: None,
+            parallel: None,
+            max_tokens: None,
+            sampling: SamplingParams::default(),
+        }
+    }
 }
 
 impl Config {
@@ -164,6 +186,7 @@ impl Config {
         };
         positive("threads".into(), self.threads.map(|v| v as u64))?;
         positive("context_size".into(), self.context_size.map(u64::from))?;
+        positive("parallel".into(), self.parallel.map(|v| v as u64))?;
         positive(
             "server.queue_size".into(),
             Some(self.server.queue_size as u64),
@@ -198,6 +221,7 @@ impl Config {
             }
             positive(key("threads"), m.threads.map(|v| v as u64))?;
             positive(key("context_size"), m.context_size.map(u64::from))?;
+            positive(key("parallel"), m.parallel.map(|v| v as u64))?;
             positive(key("max_tokens"), m.max_tokens.map(u64::from))?;
             m.sampling
                 .validate()

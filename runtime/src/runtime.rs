@@ -11,7 +11,7 @@ use crate::format::{inspect, ModelInfo};
 use crate::request::GenerationRequest;
 use crate::resolve::resolve_model_path;
 use crate::response::{Completion, TokenStream};
-use crate::router::{BackendChoice, Router};
+use crate::router::Router;
 
 /// A model as the config (or a bare path) describes it, with its reference resolved.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub struct ModelEntry {
     pub context_size: Option<u32>,
     /// Threads after global defaults.
     pub threads: Option<usize>,
+    /// Concurrent requests after global defaults.
+    pub parallel: Option<usize>,
 }
 
 /// Configured models and the engines that can serve them.
@@ -56,17 +58,7 @@ impl Runtime {
             .config
             .model(reference)
             .cloned()
-            .unwrap_or_else(|| ModelConfig {
-                id: reference.to_string(),
-                path: reference.to_string(),
-                file: None,
-                revision: None,
-                backend: BackendChoice::Auto,
-                context_size: None,
-                threads: None,
-                max_tokens: None,
-                sampling: Default::default(),
-            });
+            .unwrap_or_else(|| ModelConfig::new(reference, reference));
         let path = resolve_model_path(
             &config.path,
             config.file.as_deref(),
@@ -75,6 +67,7 @@ impl Runtime {
         Ok(ModelEntry {
             context_size: config.context_size.or(self.config.context_size),
             threads: config.threads.or(self.config.threads),
+            parallel: config.parallel.or(self.config.parallel),
             config,
             path,
         })
@@ -102,6 +95,7 @@ impl Runtime {
             info: info.clone(),
             context_size: entry.context_size,
             threads: entry.threads,
+            parallel: entry.parallel,
         };
         tracing::info!(model = %spec.id, engine = engine.name(), path = %spec.path.display(), "loading model");
         let model = engine.load_model(&spec).await?;

@@ -29,6 +29,34 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Count every request by matched route and status.
+pub async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    state.metrics.request(&route, response.status().as_u16());
+    response
+}
+
+/// `GET /metrics` (Prometheus text format).
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(&state.pool),
+    )
+        .into_response()
+}
+
 /// `GET /health`.
 pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -79,7 +107,14 @@ pub async fn chat_completions(
     let started = Instant::now();
     if !options.stream {
         let (_, completion) = state.pool.generate(&chunks.model, request).await?;
-        log_request("chat", &chunks.model, &completion.usage, None, started);
+        finished(
+            &state,
+            "chat",
+            &chunks.model,
+            &completion.usage,
+            None,
+            started,
+        );
         return Ok(Json(openai::chat_response(
             &chunks.id,
             chunks.created,
@@ -90,6 +125,7 @@ pub async fn chat_completions(
     }
     let (_, stream) = state.pool.stream(&chunks.model, request).await?;
     Ok(sse(sse_events(
+        Arc::clone(&state),
         stream,
         chunks,
         options.include_usage(),
@@ -111,7 +147,7 @@ pub async fn completions(
         let mut completions = Vec::with_capacity(requests.len());
         for request in requests {
             let (_, c) = state.pool.generate(&chunks.model, request).await?;
-            log_request("completion", &chunks.model, &c.usage, None, started);
+            finished(&state, "completion", &chunks.model, &c.usage, None, started);
             completions.push(c);
         }
         return Ok(Json(openai::completion_response(
@@ -127,6 +163,7 @@ pub async fn completions(
     })?;
     let (_, stream) = state.pool.stream(&chunks.model, request).await?;
     Ok(sse(sse_events(
+        Arc::clone(&state),
         stream,
         chunks,
         options.include_usage(),
@@ -223,6 +260,7 @@ fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
 /// event. Dropping the returned stream (client gone) drops the token stream, which cancels the
 /// generation and frees the model's queue slot.
 fn sse_events(
+    state: Arc<AppState>,
     mut tokens: TokenStream,
     chunks: Chunks,
     include_usage: bool,
@@ -250,7 +288,14 @@ fn sse_events(
                         tx.send(data(chunks.usage(openai::usage(&usage)))).await?;
                     }
                     let endpoint = if chunks.chat { "chat" } else { "completion" };
-                    log_request(endpoint, &chunks.model, &usage, first_token, started);
+                    finished(
+                        &state,
+                        endpoint,
+                        &chunks.model,
+                        &usage,
+                        first_token,
+                        started,
+                    );
                     break;
                 }
                 Err(e) => {
@@ -291,7 +336,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn log_request(
+/// Log one line for a finished generation and record its metrics.
+fn finished(
+    state: &AppState,
     endpoint: &str,
     model: &str,
     usage: &minerva_runtime::Usage,
@@ -307,4 +354,7 @@ fn log_request(
         duration_ms = started.elapsed().as_millis() as u64,
         "request"
     );
+    state
+        .metrics
+        .generation(model, usage, ttft, started.elapsed());
 }

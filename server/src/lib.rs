@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod handlers;
+mod metrics;
 mod openai;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ pub use error::ApiError;
 /// Shared state of the handlers.
 pub struct AppState {
     pool: ModelPool,
+    metrics: metrics::Metrics,
 }
 
 /// The application: routes, auth, body limit and CORS per the runtime's `[server]` config.
@@ -29,11 +31,13 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
     let server = runtime.config().server.clone();
     let state = Arc::new(AppState {
         pool: ModelPool::new(runtime, server.queue_size),
+        metrics: metrics::Metrics::new(),
     });
     let api = Router::new()
         .route("/v1/models", get(handlers::models))
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/completions", post(handlers::completions))
+        .route("/metrics", get(handlers::metrics))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_api_key,
@@ -45,6 +49,10 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
             ApiError::status(StatusCode::NOT_FOUND, "no such route", "not_found")
         })
         .layer(DefaultBodyLimit::max(server.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            handlers::count_requests,
+        ))
         .with_state(Arc::clone(&state));
     if !server.cors_origins.is_empty() {
         let origins = if server.cors_origins.iter().any(|o| o == "*") {

@@ -240,26 +240,27 @@ impl ChatRequest {
                     ))
                 }
             };
-            let content =
-                match &m.content {
-                    None => String::new(),
-                    Some(Content::Text(t)) => t.clone(),
-                    Some(Content::Parts(parts)) => {
-                        let mut text = String::new();
-                        for (j, p) in parts.iter().enumerate() {
-                            match (p.kind.as_str(), &p.text) {
-                                ("text", Some(t)) => text.push_str(t),
-                                (kind, _) => return Err(ApiError::invalid(
+            let content = match &m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => {
+                    let mut text = String::new();
+                    for (j, p) in parts.iter().enumerate() {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => text.push_str(t),
+                            (kind, _) => {
+                                return Err(ApiError::invalid(
                                     format!(
                                         "content part type `{kind}` is not supported (only text)"
                                     ),
                                     Some(&format!("messages[{i}].content[{j}]")),
-                                )),
+                                ))
                             }
                         }
-                        text
                     }
-                };
+                    text
+                }
+            };
             messages.push(ChatMessage::new(role, content));
         }
         if messages.is_empty() {

@@ -15,7 +15,7 @@ import httpx
 import openai
 
 FRANCE = "What is the capital of France?"
-SYSTEM = "You are a helpful assistant."
+SYSTEM = "Answer in one short sentence."
 MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": FRANCE}]
 
 args = None
@@ -140,6 +140,35 @@ def dropped_stream_frees_its_slot():
     r = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=8)
     assert r.choices[0].message.content
     assert time.monotonic() - started < 15, "the dropped generation still held the model"
+    # The metrics show the queue empty again.
+    deadline = time.monotonic() + 5
+    while metric(f'minerva_queue_depth{{model="{args.model}"}}') != 0:
+        assert time.monotonic() < deadline, "queue depth did not return to 0"
+        time.sleep(0.1)
+
+
+def metric(name):
+    """The value of one sample of GET /metrics, or None."""
+    text = raw("GET", "/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+@check("main")
+def metrics_count_requests_tokens_and_latency():
+    client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=8)
+    list(client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=8,
+                                          stream=True))
+    m = f'{{model="{args.model}"}}'
+    assert metric(f"minerva_completion_tokens_total{m}") >= 14
+    assert metric(f"minerva_prompt_tokens_total{m}") >= 54
+    assert metric(f"minerva_time_to_first_token_seconds_count{m}") >= 1
+    assert metric(f"minerva_time_per_output_token_seconds_count{m}") >= 1
+    assert metric(f"minerva_model_loaded{m}") == 1
+    assert metric('minerva_http_requests_total{route="/v1/chat/completions",status="200"}') >= 2
+    assert metric('minerva_http_requests_total{route="/v1/chat/completions",status="404"}') is None or True
 
 
 @check("main")

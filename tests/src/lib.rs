@@ -84,6 +84,7 @@ pub fn run(cmd: &mut Command) -> (bool, String, String) {
 pub const FRANCE: &str = "What is the capital of France?";
 
 /// The system message used with [`FRANCE`]. SmolLM2's template adds its own default system
-/// prompt when none is given; with that one, llama.cpp's greedy Q4_1 answer starts with
-/// "L'Étoile" (its top two first-token logits are within 0.1), so tests pin a plain one.
-pub const SYSTEM: &str = "You are a helpful assistant.";
+/// prompt when none is given; with that one (and with "You are a helpful assistant."), the top
+/// two first-token logits of the Q4_1 model are within 0.15 of each other ("The" / "L'" / "La"),
+/// closer than llama.cpp's batch-to-batch float noise. With this one "The" leads by 1.4.
+pub const SYSTEM: &str = "Answer in one short sentence.";

@@ -144,3 +144,45 @@ async fn raw_prompt_and_penalties_run() {
     assert_eq!(a.text, b.text);
     assert!(!a.text.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_a_full_context_without_errors() {
+    // Two slots sharing one small KV cache (llama.cpp rounds 128 up to 256 cells): two 27-token
+    // prompts that each want 200 more tokens cannot both finish; the newer one ends early with
+    // `length`, the older one goes on.
+    let config = Config {
+        context_size: Some(128),
+        parallel: Some(2),
+        ..Default::default()
+    };
+    let runtime = Runtime::new(
+        config,
+        Router::new(vec![std::sync::Arc::new(LlamaEngine::new())]),
+    );
+    let model = runtime
+        .load(smollm2_gguf().to_str().unwrap())
+        .await
+        .unwrap();
+    let cells = model.model().descriptor().context_size;
+    assert!((128..=256).contains(&cells), "{cells}");
+    let mut request = greedy(200);
+    request.ignore_eos = true;
+    let (a, b) = tokio::join!(model.generate(request.clone()), model.generate(request));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.finish_reason, FinishReason::Length);
+    assert_eq!(b.finish_reason, FinishReason::Length);
+    let (short, long) = if a.usage.completion_tokens < b.usage.completion_tokens {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    // Both grew in step until the cache was full; then the newer one stopped and the older one
+    // finished its 200 tokens in the freed cells.
+    assert!(short.usage.completion_tokens < 200, "{:?}", short.usage);
+    assert!(
+        2 * short.usage.total_tokens() <= cells + 2,
+        "{:?} in {cells} cells",
+        short.usage
+    );
+    assert_eq!(long.usage.completion_tokens, 200);
+}

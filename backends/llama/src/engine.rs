@@ -28,6 +28,8 @@ const LLAMA_CPP_BUILD: &str = "b11434";
 const DEFAULT_CONTEXT_CAP: u32 = 16_384;
 /// Tokens per prompt-processing batch.
 const BATCH_SIZE: u32 = 512;
+/// Requests generated together when the config does not say.
+const DEFAULT_PARALLEL: usize = 8;
 
 /// The llama.cpp engine.
 #[derive(Debug, Default)]
@@ -130,11 +132,14 @@ impl LlamaLoadedModel {
             .with_n_ubatch(BATCH_SIZE)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
-        let worker = Worker::spawn(Arc::clone(&model), backend, params, &spec.id)?;
+        let slots = spec.parallel.unwrap_or(DEFAULT_PARALLEL).max(1);
+        let worker = Worker::spawn(Arc::clone(&model), backend, params, slots, &spec.id)?;
+        let context_size = worker.n_ctx();
         tracing::info!(
             model = %spec.id,
             context_size,
             threads,
+            slots,
             "llama.cpp model ready"
         );
         Ok(LlamaLoadedModel {

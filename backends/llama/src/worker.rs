@@ -1,7 +1,12 @@
-//! The decoding thread of one loaded model: it owns the llama.cpp context, takes jobs in arrival
-//! order, and streams events back. A job whose receiver is gone (the client dropped the stream)
-//! stops at the next token.
+//! The decoding thread of one loaded model. It owns the llama.cpp context and runs continuous
+//! batching: up to `slots` generations share every decode step (one token each for generating
+//! sequences, prompt chunks for new ones), new requests join between steps and finished ones
+//! leave. All sequences share one KV cache of `n_ctx` cells, so a single request may use the
+//! whole context; when concurrent requests together fill it, the most recently started
+//! generation ends with finish reason `length` so the older ones can go on. A request whose
+//! reader went away (dropped stream, closed connection) is dropped at the next step.
 
+use std::collections::VecDeque;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
@@ -10,6 +15,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use minerva_runtime::backend::done;
 use minerva_runtime::{
@@ -24,6 +30,8 @@ use crate::sampler;
 /// Events buffered between the worker and a slow reader.
 const STREAM_BUFFER: usize = 64;
 
+type Events = mpsc::Sender<Result<StreamEvent>>;
+
 /// One generation to run.
 pub struct Job {
     tokens: Vec<LlamaToken>,
@@ -31,7 +39,7 @@ pub struct Job {
     max_tokens: Option<u32>,
     stop: Vec<String>,
     ignore_eos: bool,
-    events: Option<mpsc::Sender<Result<StreamEvent>>>,
+    events: Option<Events>,
 }
 
 impl Job {
@@ -51,18 +59,21 @@ impl Job {
 /// Handle to a model's decoding thread.
 pub struct Worker {
     jobs: std_mpsc::Sender<Job>,
+    n_ctx: u32,
 }
 
 impl Worker {
-    /// Create the context and start the thread.
+    /// Create the context (`slots` parallel sequences sharing its KV cache) and start the thread.
     pub fn spawn(
         model: Arc<LlamaModel>,
         backend: &'static LlamaBackend,
         params: LlamaContextParams,
+        slots: usize,
         id: &str,
     ) -> Result<Worker> {
         let (jobs, inbox) = std_mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<()>>();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<u32>>();
+        let params = params.with_n_seq_max(slots as u32).with_kv_unified(true);
         std::thread::Builder::new()
             .name(format!("llama:{id}"))
             .spawn(move || {
@@ -76,17 +87,19 @@ impl Worker {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(()));
-                let mut decoder = Decoder { model: &model, ctx };
-                for job in inbox {
-                    decoder.run(job);
-                }
+                let _ = ready_tx.send(Ok(ctx.n_ctx()));
+                Scheduler::new(&model, ctx, slots).run(inbox);
             })
             .map_err(|e| Error::engine(ENGINE_NAME, format!("starting worker thread: {e}")))?;
-        ready_rx
+        let n_ctx = ready_rx
             .recv()
             .map_err(|_| Error::engine(ENGINE_NAME, "worker thread exited during start"))??;
-        Ok(Worker { jobs })
+        Ok(Worker { jobs, n_ctx })
+    }
+
+    /// KV cells of the context, as llama.cpp allocated them (it rounds the request up).
+    pub fn n_ctx(&self) -> u32 {
+        self.n_ctx
     }
 
     /// Queue `job`; its events arrive on the returned stream.
@@ -96,121 +109,306 @@ impl Worker {
         self.jobs
             .send(job)
             .map_err(|_| Error::engine(ENGINE_NAME, "the model's worker thread has stopped"))?;
-        Ok(Box::pin(tokio_stream_from(rx)))
+        let mut rx = rx;
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))
     }
 }
 
-fn tokio_stream_from(
-    mut rx: mpsc::Receiver<Result<StreamEvent>>,
-) -> impl futures::Stream<Item = Result<StreamEvent>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+/// A generation occupying one sequence of the context.
+struct Sequence {
+    seq_id: i32,
+    events: Events,
+    prompt: Vec<LlamaToken>,
+    /// Prompt tokens already in the KV cache.
+    prefilled: usize,
+    sampler: LlamaSampler,
+    text: TextAssembler,
+    max_tokens: Option<u32>,
+    ignore_eos: bool,
+    generated: u32,
+    /// The token sampled last, to be fed at the next step.
+    pending: Option<LlamaToken>,
+    /// Index in the current batch whose logits this sequence samples from.
+    logits_at: Option<i32>,
+    /// Order of admission (older sequences win when the KV cache is full).
+    started: u64,
 }
 
-struct Decoder<'m> {
+impl Sequence {
+    /// KV cells this sequence holds or has claimed: its whole prompt from admission on, plus
+    /// every generated token already fed back.
+    fn reserved(&self) -> usize {
+        self.prompt.len() + self.generated.saturating_sub(1) as usize
+    }
+
+    fn send(&self, event: StreamEvent) -> bool {
+        self.events.blocking_send(Ok(event)).is_ok()
+    }
+
+    fn fail(&self, message: String) {
+        let _ = self
+            .events
+            .blocking_send(Err(Error::engine(ENGINE_NAME, message)));
+    }
+
+    fn finish(&mut self, reason: FinishReason) {
+        let rest = self.text.finish();
+        if !rest.is_empty() && !self.send(StreamEvent::Delta(rest)) {
+            return;
+        }
+        self.send(done(
+            reason,
+            Usage {
+                prompt_tokens: self.prompt.len() as u32,
+                completion_tokens: self.generated,
+            },
+        ));
+    }
+}
+
+/// What happened to a sequence after sampling.
+enum Outcome {
+    Continue,
+    Finished(FinishReason),
+    Cancelled,
+}
+
+struct Scheduler<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
+    slots: Vec<Option<Sequence>>,
+    waiting: VecDeque<Job>,
+    n_ctx: usize,
+    n_batch: usize,
+    admitted: u64,
 }
 
-/// Why a job's loop ended early.
-enum Halt {
-    /// The reader went away.
-    Cancelled,
-    /// llama.cpp failed.
-    Failed(String),
-}
+impl<'m> Scheduler<'m> {
+    fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, slots: usize) -> Self {
+        let n_ctx = ctx.n_ctx() as usize;
+        let n_batch = ctx.n_batch() as usize;
+        Scheduler {
+            model,
+            ctx,
+            slots: (0..slots).map(|_| None).collect(),
+            waiting: VecDeque::new(),
+            n_ctx,
+            n_batch,
+            admitted: 0,
+        }
+    }
 
-impl Decoder<'_> {
-    fn run(&mut self, mut job: Job) {
-        let Some(events) = job.events.take() else {
+    fn active(&self) -> impl Iterator<Item = &Sequence> {
+        self.slots.iter().flatten()
+    }
+
+    fn reserved_cells(&self) -> usize {
+        self.active().map(Sequence::reserved).sum()
+    }
+
+    fn run(mut self, inbox: std_mpsc::Receiver<Job>) {
+        loop {
+            // Block only when there is nothing to do; otherwise take what has arrived.
+            if self.active().next().is_none() && self.waiting.is_empty() {
+                match inbox.recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            self.waiting.extend(inbox.try_iter());
+            self.admit();
+            if self.active().next().is_none() {
+                // Everything waiting was cancelled, or cannot start until space frees up.
+                if self.waiting.is_empty() {
+                    continue;
+                }
+                // Nothing active yet nothing fits: only an oversized prompt can cause this.
+                if let Some(job) = self.waiting.pop_front() {
+                    if let Some(events) = job.events {
+                        let _ = events.blocking_send(Err(Error::ContextOverflow {
+                            prompt_tokens: job.tokens.len(),
+                            context_size: self.n_ctx,
+                        }));
+                    }
+                }
+                continue;
+            }
+            self.step();
+        }
+    }
+
+    /// Move waiting jobs into free slots while their prompts fit in the free KV cells.
+    fn admit(&mut self) {
+        self.waiting
+            .retain(|job| job.events.as_ref().is_some_and(|e| !e.is_closed()));
+        while let Some(free) = self.slots.iter().position(Option::is_none) {
+            let Some(job) = self.waiting.front() else {
+                return;
+            };
+            if self.reserved_cells() + job.tokens.len() + 1 > self.n_ctx {
+                return;
+            }
+            let Some(job) = self.waiting.pop_front() else {
+                return;
+            };
+            let Some(events) = job.events else {
+                continue;
+            };
+            let seq_id = free as i32;
+            let _ = self.ctx.clear_kv_cache_seq(Some(free as u32), None, None);
+            let mut sampler = sampler::build(&job.sampling, self.model.n_vocab());
+            if job.sampling.has_penalties() {
+                sampler.accept_many(&job.tokens);
+            }
+            self.admitted += 1;
+            self.slots[free] = Some(Sequence {
+                seq_id,
+                events,
+                prompt: job.tokens,
+                prefilled: 0,
+                sampler,
+                text: TextAssembler::new(job.stop),
+                max_tokens: job.max_tokens,
+                ignore_eos: job.ignore_eos,
+                generated: 0,
+                pending: None,
+                logits_at: None,
+                started: self.admitted,
+            });
+        }
+    }
+
+    /// End the newest generations until every generating sequence has a cell for its next token.
+    fn make_room(&mut self) {
+        loop {
+            let needed = self.active().filter(|s| s.pending.is_some()).count();
+            if self.reserved_cells() + needed <= self.n_ctx {
+                return;
+            }
+            let newest = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    s.as_ref()
+                        .filter(|s| s.pending.is_some())
+                        .map(|s| (i, s.started))
+                })
+                .max_by_key(|&(_, started)| started)
+                .map(|(i, _)| i);
+            match newest {
+                Some(i) => self.release(i, Some(FinishReason::Length)),
+                None => return,
+            }
+        }
+    }
+
+    /// Free slot `i`, sending the final event if `reason` is given.
+    fn release(&mut self, i: usize, reason: Option<FinishReason>) {
+        if let Some(mut seq) = self.slots[i].take() {
+            if let Some(reason) = reason {
+                seq.finish(reason);
+            }
+            let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+        }
+    }
+
+    /// One decode step over every active sequence.
+    fn step(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].as_ref().is_some_and(|s| s.events.is_closed()) {
+                self.release(i, None);
+            }
+        }
+        self.make_room();
+        let mut batch = LlamaBatch::new(self.n_batch, self.slots.len() as i32);
+        let mut budget = self.n_batch;
+        // Generating sequences first (one token each), so new prompts never stall them.
+        for seq in self.slots.iter_mut().flatten() {
+            seq.logits_at = None;
+            if let Some(token) = seq.pending.take() {
+                // The pending token goes right after the prompt and the tokens fed before it.
+                let pos = seq.reserved() as i32;
+                if batch.add(token, pos, &[seq.seq_id], true).is_ok() {
+                    seq.logits_at = Some(batch.n_tokens() - 1);
+                    budget -= 1;
+                }
+            }
+        }
+        // Then prompt chunks of sequences still prefilling.
+        for seq in self.slots.iter_mut().flatten() {
+            if budget == 0 || seq.prefilled == seq.prompt.len() || seq.generated > 0 {
+                continue;
+            }
+            let take = (seq.prompt.len() - seq.prefilled).min(budget);
+            for k in 0..take {
+                let pos = seq.prefilled + k;
+                let last = pos + 1 == seq.prompt.len();
+                if batch
+                    .add(seq.prompt[pos], pos as i32, &[seq.seq_id], last)
+                    .is_err()
+                {
+                    break;
+                }
+                if last {
+                    seq.logits_at = Some(batch.n_tokens() - 1);
+                }
+            }
+            seq.prefilled += take;
+            budget -= take;
+        }
+        if batch.n_tokens() == 0 {
             return;
-        };
-        match self.generate(&job, &events) {
-            Ok(()) | Err(Halt::Cancelled) => {}
-            Err(Halt::Failed(message)) => {
-                let _ = events.blocking_send(Err(Error::engine(ENGINE_NAME, message)));
+        }
+        if let Err(e) = self.ctx.decode(&mut batch) {
+            for i in 0..self.slots.len() {
+                if let Some(seq) = &self.slots[i] {
+                    seq.fail(format!("decode failed: {e}"));
+                }
+                self.release(i, None);
+            }
+            return;
+        }
+        for i in 0..self.slots.len() {
+            let outcome = match self.slots[i].as_mut() {
+                Some(seq) if seq.logits_at.is_some() => {
+                    sample(self.model, &self.ctx, seq, self.n_ctx)
+                }
+                _ => continue,
+            };
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Finished(reason) => self.release(i, Some(reason)),
+                Outcome::Cancelled => self.release(i, None),
             }
         }
     }
+}
 
-    fn generate(
-        &mut self,
-        job: &Job,
-        events: &mpsc::Sender<Result<StreamEvent>>,
-    ) -> std::result::Result<(), Halt> {
-        let send =
-            |event: StreamEvent| events.blocking_send(Ok(event)).map_err(|_| Halt::Cancelled);
-        self.ctx.clear_kv_cache();
-        let n_ctx = self.ctx.n_ctx() as usize;
-        let n_batch = self.ctx.n_batch() as usize;
-        let mut batch = LlamaBatch::new(n_batch, 1);
-
-        // Prompt processing, in batches; only the last token's logits are needed.
-        let prompt_len = job.tokens.len();
-        for (chunk_index, chunk) in job.tokens.chunks(n_batch).enumerate() {
-            if events.is_closed() {
-                return Err(Halt::Cancelled);
-            }
-            batch.clear();
-            let start = chunk_index * n_batch;
-            for (i, &token) in chunk.iter().enumerate() {
-                let pos = start + i;
-                batch
-                    .add(token, pos as i32, &[0], pos + 1 == prompt_len)
-                    .map_err(|e| Halt::Failed(e.to_string()))?;
-            }
-            self.ctx
-                .decode(&mut batch)
-                .map_err(|e| Halt::Failed(format!("prompt decode failed: {e}")))?;
-        }
-
-        let n_vocab = self.model.n_vocab();
-        let mut sampler = sampler::build(&job.sampling, n_vocab);
-        if job.sampling.has_penalties() {
-            sampler.accept_many(&job.tokens);
-        }
-        let vocab = self.model.vocab();
-        let mut text = TextAssembler::new(job.stop.clone());
-        let mut generated: u32 = 0;
-        let mut logits_index = batch.n_tokens() - 1;
-        let finish_reason = loop {
-            if events.is_closed() {
-                return Err(Halt::Cancelled);
-            }
-            let token = sampler.sample(&self.ctx, logits_index);
-            if !job.ignore_eos && vocab.is_eog(token) {
-                break FinishReason::Stop;
-            }
-            generated += 1;
-            let pushed = text.push(&vocab.token_to_piece(token, false, None));
-            if !pushed.text.is_empty() {
-                send(StreamEvent::Delta(pushed.text))?;
-            }
-            if pushed.stopped {
-                break FinishReason::Stop;
-            }
-            let pos = prompt_len + generated as usize - 1;
-            if job.max_tokens.is_some_and(|max| generated >= max) || pos + 1 >= n_ctx {
-                break FinishReason::Length;
-            }
-            batch.clear();
-            batch
-                .add(token, pos as i32, &[0], true)
-                .map_err(|e| Halt::Failed(e.to_string()))?;
-            self.ctx
-                .decode(&mut batch)
-                .map_err(|e| Halt::Failed(format!("decode failed: {e}")))?;
-            logits_index = 0;
-        };
-        let rest = text.finish();
-        if !rest.is_empty() {
-            send(StreamEvent::Delta(rest))?;
-        }
-        send(done(
-            finish_reason,
-            Usage {
-                prompt_tokens: prompt_len as u32,
-                completion_tokens: generated,
-            },
-        ))
+/// Sample the next token of `seq` from the logits of the step just decoded.
+fn sample(model: &LlamaModel, ctx: &LlamaContext<'_>, seq: &mut Sequence, n_ctx: usize) -> Outcome {
+    let Some(at) = seq.logits_at.take() else {
+        return Outcome::Continue;
+    };
+    let token = seq.sampler.sample(ctx, at);
+    let vocab = model.vocab();
+    if !seq.ignore_eos && vocab.is_eog(token) {
+        return Outcome::Finished(FinishReason::Stop);
     }
+    seq.generated += 1;
+    let pushed = seq.text.push(&vocab.token_to_piece(token, false, None));
+    if !pushed.text.is_empty() && !seq.send(StreamEvent::Delta(pushed.text)) {
+        return Outcome::Cancelled;
+    }
+    if pushed.stopped {
+        return Outcome::Finished(FinishReason::Stop);
+    }
+    let next_pos = seq.prompt.len() + seq.generated as usize;
+    if seq.max_tokens.is_some_and(|max| seq.generated >= max) || next_pos >= n_ctx {
+        return Outcome::Finished(FinishReason::Length);
+    }
+    seq.pending = Some(token);
+    Outcome::Continue
 }

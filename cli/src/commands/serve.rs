@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use minerva_runtime::{BackendChoice, ModelConfig, Result, Runtime};
+use minerva_runtime::{ModelConfig, Result, Runtime};
 
 /// Arguments of `minerva serve`.
 #[derive(Args)]
@@ -39,17 +39,9 @@ pub async fn run(runtime: &Runtime, args: ServeArgs) -> Result<ExitCode> {
     config.server.api_keys.extend(args.api_keys);
     for reference in &args.models {
         if config.model(reference).is_none() {
-            config.models.push(ModelConfig {
-                id: model_id(reference),
-                path: reference.clone(),
-                file: None,
-                revision: None,
-                backend: BackendChoice::Auto,
-                context_size: None,
-                threads: None,
-                max_tokens: None,
-                sampling: Default::default(),
-            });
+            config
+                .models
+                .push(ModelConfig::new(model_id(reference), reference.clone()));
         }
     }
     let preload: Vec<String> = if args.preload {
