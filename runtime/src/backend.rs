@@ -75,6 +75,25 @@ pub trait LoadedModel: Send + Sync {
     async fn generate(&self, request: GenerationRequest) -> Result<Completion> {
         collect(self.stream(request).await?).await
     }
+
+    /// One L2-normalised embedding per input. Engines without embeddings keep this default,
+    /// which refuses the request by name.
+    async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {
+        let _ = inputs;
+        Err(Error::Unsupported {
+            engine: self.descriptor().engine.clone(),
+            option: "embeddings".into(),
+        })
+    }
+}
+
+/// Embeddings of several inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One vector per input, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens over all inputs.
+    pub prompt_tokens: u32,
 }
 
 /// Drain a stream into a [`Completion`].

@@ -18,7 +18,7 @@ pub mod template;
 pub mod text_stream;
 pub mod threads;
 
-pub use backend::{InferenceBackend, LoadSpec, LoadedModel, ModelDescriptor};
+pub use backend::{Embeddings, InferenceBackend, LoadSpec, LoadedModel, ModelDescriptor};
 pub use capabilities::{Capabilities, Feature};
 pub use config::{Config, ModelConfig, ServerConfig};
 pub use error::{Error, Result};

@@ -122,6 +122,13 @@ impl ModelPool {
         Ok((model, Box::pin(stream)))
     }
 
+    /// Admit, load if needed, and embed `inputs` with model `id`.
+    pub async fn embed(&self, id: &str, inputs: Vec<String>) -> Result<crate::backend::Embeddings> {
+        let slot = self.slot(id)?;
+        let _permit = self.admit(id, &slot)?;
+        self.get(id).await?.embed(inputs).await
+    }
+
     /// Admit, load if needed, and generate a whole completion on model `id`.
     pub async fn generate(
         &self,

@@ -154,6 +154,16 @@ impl ModelHandle {
         self.model.stream(self.prepare(request)?).await
     }
 
+    /// Embed `inputs` (one vector each).
+    pub async fn embed(&self, inputs: Vec<String>) -> Result<crate::backend::Embeddings> {
+        if inputs.is_empty() || inputs.iter().any(String::is_empty) {
+            return Err(crate::Error::InvalidRequest(
+                "embedding inputs must be non-empty strings".into(),
+            ));
+        }
+        self.model.embed(inputs).await
+    }
+
     /// Generate a whole completion.
     pub async fn generate(&self, request: GenerationRequest) -> Result<Completion> {
         self.model.generate(self.prepare(request)?).await

@@ -15,7 +15,7 @@ use minerva_runtime::{StreamEvent, TokenStream};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::openai::{self, ChatRequest, CompletionRequest, ModelEntry};
+use crate::openai::{self, ChatRequest, CompletionRequest, EmbeddingRequest, ModelEntry};
 use crate::AppState;
 
 fn now() -> u64 {
@@ -169,6 +169,23 @@ pub async fn completions(
         options.include_usage(),
         started,
     )))
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let req: EmbeddingRequest = openai::parse_strict(&body)?;
+    let inputs = req.inputs()?;
+    let embeddings = state.pool.embed(&req.model, inputs).await?;
+    Ok(Json(openai::embeddings_response(
+        &req.model,
+        &embeddings,
+        req.base64(),
+    ))
+    .into_response())
 }
 
 /// Builds the stream chunks of one response, chat or text completion.

@@ -37,6 +37,7 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
         .route("/v1/models", get(handlers::models))
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/completions", post(handlers::completions))
+        .route("/v1/embeddings", post(handlers::embeddings))
         .route("/metrics", get(handlers::metrics))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -68,6 +68,13 @@ pub fn parse<T: DeserializeOwned>(
     Ok((typed(&value)?, typed(&value)?))
 }
 
+/// Parse a JSON body whose struct rejects unknown fields itself (naming them).
+pub fn parse_strict<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+    typed(&value)
+}
+
 fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -317,6 +324,83 @@ impl CompletionRequest {
             })
             .collect()
     }
+}
+
+/// `POST /v1/embeddings` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingRequest {
+    /// Model id.
+    pub model: String,
+    /// The text(s) to embed.
+    pub input: Prompt,
+    /// `float` (default) or `base64` (little-endian f32, what the openai client asks for).
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+    /// Not supported: truncating dimensions changes the vectors.
+    pub dimensions: Option<u32>,
+    /// Accepted and ignored.
+    #[serde(rename = "user")]
+    _user: Option<serde::de::IgnoredAny>,
+}
+
+impl EmbeddingRequest {
+    /// The inputs, checked.
+    pub fn inputs(&self) -> Result<Vec<String>, ApiError> {
+        if self.dimensions.is_some() {
+            return Err(ApiError::unsupported("dimensions"));
+        }
+        match self.encoding_format.as_deref() {
+            None | Some("float") | Some("base64") => {}
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    format!("encoding_format `{other}` is not one of float, base64"),
+                    Some("encoding_format"),
+                ))
+            }
+        }
+        let inputs = match &self.input {
+            Prompt::One(s) => vec![s.clone()],
+            Prompt::Many(v) => v.clone(),
+        };
+        if inputs.is_empty() || inputs.iter().any(String::is_empty) {
+            return Err(ApiError::invalid(
+                "`input` must be non-empty text",
+                Some("input"),
+            ));
+        }
+        Ok(inputs)
+    }
+
+    /// Whether vectors are sent as base64.
+    pub fn base64(&self) -> bool {
+        self.encoding_format.as_deref() == Some("base64")
+    }
+}
+
+/// The embeddings response.
+pub fn embeddings_response(model: &str, e: &minerva_runtime::Embeddings, base64: bool) -> Value {
+    use base64::Engine;
+    let data: Vec<Value> = e
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": e.prompt_tokens, "total_tokens": e.prompt_tokens},
+    })
 }
 
 /// OpenAI's name for a finish reason.

@@ -168,7 +168,23 @@ def metrics_count_requests_tokens_and_latency():
     assert metric(f"minerva_time_per_output_token_seconds_count{m}") >= 1
     assert metric(f"minerva_model_loaded{m}") == 1
     assert metric('minerva_http_requests_total{route="/v1/chat/completions",status="200"}') >= 2
-    assert metric('minerva_http_requests_total{route="/v1/chat/completions",status="404"}') is None or True
+
+
+@check("main")
+def embeddings_have_model_width_and_meaning():
+    texts = ["The capital of France is Paris.", "Paris is the capital city of France.", "Bananas are yellow fruit."]
+    r = client().embeddings.create(model=args.model, input=texts)
+    vectors = [d.embedding for d in r.data]
+    assert [d.index for d in r.data] == [0, 1, 2]
+    assert all(len(v) == 576 for v in vectors), [len(v) for v in vectors]  # SmolLM2-135M: n_embd 576
+    assert all(abs(sum(x * x for x in v) - 1.0) < 1e-3 for v in vectors)
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b))
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]), "paraphrases should be closer"
+    assert r.usage.prompt_tokens > 0
+    plain = raw("POST", "/v1/embeddings", json={"model": args.model, "input": texts[0], "encoding_format": "float"}).json()
+    assert max(abs(a - b) for a, b in zip(plain["data"][0]["embedding"], vectors[0])) < 1e-5
+    assert_error(raw("POST", "/v1/embeddings", json={"model": args.model, "input": "x", "dimensions": 8}), 400,
+                 param="dimensions")
 
 
 @check("main")

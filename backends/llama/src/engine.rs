@@ -14,8 +14,8 @@ use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 use minerva_runtime::format::gguf::{Arrays, GgufFile};
 use minerva_runtime::threads::default_threads;
 use minerva_runtime::{
-    Capabilities, ChatTemplate, Error, GenerationRequest, InferenceBackend, Input, LoadSpec,
-    LoadedModel, ModelDescriptor, ModelFormat, Result, TokenStream,
+    Capabilities, ChatTemplate, Embeddings, Error, GenerationRequest, InferenceBackend, Input,
+    LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, Result, TokenStream,
 };
 
 use crate::worker::{Job, Worker};
@@ -84,6 +84,7 @@ impl InferenceBackend for LlamaEngine {
 /// A GGUF model loaded into llama.cpp, with its decoding worker.
 pub struct LlamaLoadedModel {
     descriptor: ModelDescriptor,
+    threads: i32,
     model: Arc<LlamaModel>,
     template: Option<ChatTemplate>,
     bos_text: String,
@@ -143,6 +144,7 @@ impl LlamaLoadedModel {
             "llama.cpp model ready"
         );
         Ok(LlamaLoadedModel {
+            threads,
             descriptor: ModelDescriptor {
                 id: spec.id.clone(),
                 engine: ENGINE_NAME.to_string(),
@@ -201,5 +203,15 @@ impl LoadedModel for LlamaLoadedModel {
             });
         }
         self.worker.submit(Job::new(tokens, &request))
+    }
+
+    async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {
+        let model = Arc::clone(&self.model);
+        let (max_tokens, threads) = (self.descriptor.context_size as usize, self.threads);
+        tokio::task::spawn_blocking(move || {
+            crate::embed::embed(&model, llama_backend()?, &inputs, max_tokens, threads)
+        })
+        .await
+        .map_err(|e| Error::engine(ENGINE_NAME, format!("embedding task failed: {e}")))?
     }
 }

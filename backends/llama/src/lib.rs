@@ -2,6 +2,7 @@
 //! Jinja renderer (not llama.cpp's built-in template matcher), sampling uses llama.cpp's sampler
 //! chain, and each loaded model decodes on its own worker thread.
 
+mod embed;
 mod engine;
 mod sampler;
 mod worker;
