@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use minerva_runtime::{Error, ModelPool, Result, Runtime};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -103,6 +104,12 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::Config(format!("cannot listen on {address}: {e}")))?;
     on_ready(bound);
+    // Token-sized SSE writes must not wait for Nagle's algorithm (it added ~100 ms to TTFT).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("TCP_NODELAY: {e}");
+        }
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let graceful = axum::serve(listener, router).with_graceful_shutdown({
         let mut rx = stop_rx;

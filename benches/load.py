@@ -1,0 +1,70 @@
+"""Streaming load against an OpenAI-compatible server: N concurrent chat streams of exactly
+`--tokens` tokens each (EOS ignored), repeated; prints one JSON line per concurrency level with
+the median aggregate tokens/s over the repetitions and TTFT percentiles over all requests.
+Loopback only; every run is bounded by --reps and a per-request timeout."""
+
+import argparse
+import concurrent.futures
+import json
+import statistics
+import time
+
+import httpx
+
+MESSAGES = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
+
+
+def one(url, model, tokens, seed):
+    body = {"model": model, "messages": MESSAGES, "stream": True, "max_tokens": tokens,
+            "temperature": 0.8, "seed": seed, "ignore_eos": True, "stream_options": {"include_usage": True}}
+    started = time.monotonic()
+    ttft, completion = None, 0
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=300) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("usage"):
+                completion = chunk["usage"]["completion_tokens"]
+            for choice in chunk.get("choices", []):
+                if ttft is None and choice.get("delta", {}).get("content"):
+                    ttft = time.monotonic() - started
+    return completion, ttft, time.monotonic() - started
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--label", required=True)
+    p.add_argument("--concurrency", default="1,4,8")
+    p.add_argument("--tokens", type=int, default=128)
+    p.add_argument("--reps", type=int, default=3)
+    a = p.parse_args()
+    one(a.url, a.model, 8, 0)  # warm-up
+    for n in [int(x) for x in a.concurrency.split(",")]:
+        aggregates, ttfts = [], []
+        for rep in range(a.reps):
+            started = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(n) as pool:
+                results = list(pool.map(lambda i: one(a.url, a.model, a.tokens, rep * 100 + i), range(n)))
+            wall = time.monotonic() - started
+            assert all(r[0] == a.tokens for r in results), [r[0] for r in results]
+            aggregates.append(sum(r[0] for r in results) / wall)
+            ttfts.extend(r[1] for r in results)
+        print(json.dumps({
+            "server": a.label, "concurrency": n, "tokens_per_request": a.tokens, "reps": a.reps,
+            "aggregate_tps_median": round(statistics.median(aggregates), 1),
+            "aggregate_tps_min": round(min(aggregates), 1), "aggregate_tps_max": round(max(aggregates), 1),
+            "ttft_p50_s": round(percentile(ttfts, 50), 3), "ttft_p99_s": round(percentile(ttfts, 99), 3),
+        }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
