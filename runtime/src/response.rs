@@ -24,6 +24,8 @@ pub struct Usage {
     pub prompt_tokens: u32,
     /// Tokens generated.
     pub completion_tokens: u32,
+    /// Prompt tokens whose KV state was reused from an earlier request (prefix cache).
+    pub cached_tokens: u32,
 }
 
 impl Usage {

@@ -417,6 +417,7 @@ pub fn usage(u: &Usage) -> Value {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.total_tokens(),
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     })
 }
 
@@ -442,6 +443,7 @@ pub fn completion_response(id: &str, created: u64, model: &str, cs: &[Completion
     let total = cs.iter().fold(Usage::default(), |acc, c| Usage {
         prompt_tokens: acc.prompt_tokens + c.usage.prompt_tokens,
         completion_tokens: acc.completion_tokens + c.usage.completion_tokens,
+        cached_tokens: acc.cached_tokens + c.usage.cached_tokens,
     });
     json!({
         "id": id,

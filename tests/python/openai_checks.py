@@ -69,6 +69,10 @@ def chat_non_streaming_answers_paris_with_usage():
     assert r.usage.prompt_tokens == 27, r.usage
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
     assert 0 < r.usage.completion_tokens < 32
+    # The same conversation again: its prompt comes from the prefix cache.
+    again = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=32)
+    assert again.choices[0].message.content == r.choices[0].message.content
+    assert again.usage.prompt_tokens_details.cached_tokens > 0, again.usage
 
 
 @check("main")

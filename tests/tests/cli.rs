@@ -53,10 +53,21 @@ fn stop_string_cuts_the_cli_output() {
 
 #[test]
 fn context_overflow_is_a_clear_error() {
-    let (ok, _, err) = run_model(&["--ctx-size", "16", "--max-tokens", "4"]);
+    // llama.cpp rounds context sizes up to a multiple of 256 cells.
+    let long = "Paris ".repeat(400);
+    let mut cmd = minerva();
+    cmd.arg("run").arg(smollm2_gguf()).args([
+        "--ctx-size",
+        "256",
+        "--max-tokens",
+        "4",
+        "--prompt",
+        &long,
+    ]);
+    let (ok, _, err) = run(&mut cmd);
     assert!(!ok);
     assert!(
-        err.contains("prompt has 27 tokens") && err.contains("16"),
+        err.contains("prompt has") && err.contains("the context holds 256"),
         "{err}"
     );
 }

@@ -186,3 +186,42 @@ async fn concurrent_requests_share_a_full_context_without_errors() {
     );
     assert_eq!(long.usage.completion_tokens, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_prompt_prefix_is_served_from_the_cache() {
+    // A model of its own with one slot, so the cache cannot be in another slot.
+    let config = Config {
+        context_size: Some(1024),
+        parallel: Some(1),
+        ..Default::default()
+    };
+    let runtime = Runtime::new(
+        config,
+        Router::new(vec![std::sync::Arc::new(LlamaEngine::new())]),
+    );
+    let model = runtime
+        .load(smollm2_gguf().to_str().unwrap())
+        .await
+        .unwrap();
+    let first = model.generate(greedy(16)).await.unwrap();
+    assert_eq!(first.usage.cached_tokens, 0);
+    let again = model.generate(greedy(16)).await.unwrap();
+    assert_eq!(again.text, first.text);
+    assert_eq!(again.usage.cached_tokens, again.usage.prompt_tokens - 1);
+    // A follow-up turn resends the conversation: everything up to the new message is reused.
+    let mut follow_up = greedy(16);
+    if let minerva_runtime::Input::Chat(messages) = &mut follow_up.input {
+        messages.push(minerva_runtime::ChatMessage::new(
+            minerva_runtime::Role::Assistant,
+            first.text.clone(),
+        ));
+        messages.push(minerva_runtime::ChatMessage::new(
+            minerva_runtime::Role::User,
+            "And of Italy?",
+        ));
+    }
+    let next = model.generate(follow_up).await.unwrap();
+    assert!(next.usage.cached_tokens >= 26, "{:?}", next.usage);
+    assert!(next.usage.cached_tokens < next.usage.prompt_tokens);
+    assert!(next.text.contains("Rome"), "{:?}", next.text);
+}

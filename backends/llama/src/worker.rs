@@ -5,6 +5,11 @@
 //! whole context; when concurrent requests together fill it, the most recently started
 //! generation ends with finish reason `length` so the older ones can go on. A request whose
 //! reader went away (dropped stream, closed connection) is dropped at the next step.
+//!
+//! Prefix cache: a finished sequence leaves its tokens' KV state in its slot. A new request goes
+//! to the free slot sharing the longest prompt prefix and only the rest of its prompt is
+//! processed (agent loops and chats resend the whole conversation). Idle caches are evicted,
+//! largest first, whenever live requests need their cells.
 
 use std::collections::VecDeque;
 use std::sync::mpsc as std_mpsc;
@@ -130,6 +135,10 @@ struct Sequence {
     generated: u32,
     /// The token sampled last, to be fed at the next step.
     pending: Option<LlamaToken>,
+    /// Generated tokens already fed back (in the KV cache after the prompt).
+    fed: Vec<LlamaToken>,
+    /// Prompt tokens reused from the slot's cache.
+    cached: usize,
     /// Index in the current batch whose logits this sequence samples from.
     logits_at: Option<i32>,
     /// Order of admission (older sequences win when the KV cache is full).
@@ -141,6 +150,15 @@ impl Sequence {
     /// every generated token already fed back.
     fn reserved(&self) -> usize {
         self.prompt.len() + self.generated.saturating_sub(1) as usize
+    }
+
+    /// The tokens whose KV state is in the cache now, in position order.
+    fn kv_tokens(mut self) -> Vec<LlamaToken> {
+        self.prompt.truncate(self.prefilled);
+        if self.prefilled == self.prompt.len() {
+            self.prompt.extend_from_slice(&self.fed);
+        }
+        self.prompt
     }
 
     fn send(&self, event: StreamEvent) -> bool {
@@ -163,6 +181,7 @@ impl Sequence {
             Usage {
                 prompt_tokens: self.prompt.len() as u32,
                 completion_tokens: self.generated,
+                cached_tokens: self.cached as u32,
             },
         ));
     }
@@ -179,6 +198,8 @@ struct Scheduler<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
     slots: Vec<Option<Sequence>>,
+    /// Tokens whose KV state an idle slot still holds (empty for active slots).
+    caches: Vec<Vec<LlamaToken>>,
     waiting: VecDeque<Job>,
     n_ctx: usize,
     n_batch: usize,
@@ -193,6 +214,7 @@ impl<'m> Scheduler<'m> {
             model,
             ctx,
             slots: (0..slots).map(|_| None).collect(),
+            caches: vec![Vec::new(); slots],
             waiting: VecDeque::new(),
             n_ctx,
             n_batch,
@@ -204,8 +226,25 @@ impl<'m> Scheduler<'m> {
         self.slots.iter().flatten()
     }
 
+    /// Cells claimed by live sequences plus those held by idle caches.
     fn reserved_cells(&self) -> usize {
-        self.active().map(Sequence::reserved).sum()
+        self.active().map(Sequence::reserved).sum::<usize>()
+            + self.caches.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// Drop the largest idle cache other than `keep`; false if there was none.
+    fn evict_one(&mut self, keep: Option<usize>) -> bool {
+        let largest = (0..self.caches.len())
+            .filter(|&i| Some(i) != keep && !self.caches[i].is_empty())
+            .max_by_key(|&i| self.caches[i].len());
+        match largest {
+            Some(i) => {
+                self.caches[i].clear();
+                let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+                true
+            }
+            None => false,
+        }
     }
 
     fn run(mut self, inbox: std_mpsc::Receiver<Job>) {
@@ -239,16 +278,29 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Move waiting jobs into free slots while their prompts fit in the free KV cells.
+    /// Move waiting jobs into free slots while their prompts fit in the KV cache, each into the
+    /// free slot whose cache shares the longest prefix with its prompt.
     fn admit(&mut self) {
         self.waiting
             .retain(|job| job.events.as_ref().is_some_and(|e| !e.is_closed()));
-        while let Some(free) = self.slots.iter().position(Option::is_none) {
+        loop {
             let Some(job) = self.waiting.front() else {
                 return;
             };
-            if self.reserved_cells() + job.tokens.len() + 1 > self.n_ctx {
+            let best = (0..self.slots.len())
+                .filter(|&i| self.slots[i].is_none())
+                .map(|i| (i, common_prefix(&self.caches[i], &job.tokens)))
+                .max_by_key(|&(_, common)| common);
+            let Some((slot, common)) = best else {
                 return;
+            };
+            // Keep at least one prompt token to process: its logits give the first sample.
+            let reuse = common.min(job.tokens.len() - 1);
+            let needed = job.tokens.len() + 1;
+            while self.reserved_cells() - self.caches[slot].len() + needed > self.n_ctx {
+                if !self.evict_one(Some(slot)) {
+                    return;
+                }
             }
             let Some(job) = self.waiting.pop_front() else {
                 return;
@@ -256,24 +308,28 @@ impl<'m> Scheduler<'m> {
             let Some(events) = job.events else {
                 continue;
             };
-            let seq_id = free as i32;
-            let _ = self.ctx.clear_kv_cache_seq(Some(free as u32), None, None);
+            self.caches[slot].clear();
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot as u32), Some(reuse as u32), None);
             let mut sampler = sampler::build(&job.sampling, self.model.n_vocab());
             if job.sampling.has_penalties() {
                 sampler.accept_many(&job.tokens);
             }
             self.admitted += 1;
-            self.slots[free] = Some(Sequence {
-                seq_id,
+            self.slots[slot] = Some(Sequence {
+                seq_id: slot as i32,
                 events,
                 prompt: job.tokens,
-                prefilled: 0,
+                prefilled: reuse,
                 sampler,
                 text: TextAssembler::new(job.stop),
                 max_tokens: job.max_tokens,
                 ignore_eos: job.ignore_eos,
                 generated: 0,
                 pending: None,
+                fed: Vec::new(),
+                cached: reuse,
                 logits_at: None,
                 started: self.admitted,
             });
@@ -286,6 +342,9 @@ impl<'m> Scheduler<'m> {
             let needed = self.active().filter(|s| s.pending.is_some()).count();
             if self.reserved_cells() + needed <= self.n_ctx {
                 return;
+            }
+            if self.evict_one(None) {
+                continue;
             }
             let newest = self
                 .slots
@@ -305,13 +364,14 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Free slot `i`, sending the final event if `reason` is given.
+    /// Free slot `i`, sending the final event if `reason` is given; its KV state stays as the
+    /// slot's prefix cache.
     fn release(&mut self, i: usize, reason: Option<FinishReason>) {
         if let Some(mut seq) = self.slots[i].take() {
             if let Some(reason) = reason {
                 seq.finish(reason);
             }
-            let _ = self.ctx.clear_kv_cache_seq(Some(i as u32), None, None);
+            self.caches[i] = seq.kv_tokens();
         }
     }
 
@@ -333,6 +393,7 @@ impl<'m> Scheduler<'m> {
                 let pos = seq.reserved() as i32;
                 if batch.add(token, pos, &[seq.seq_id], true).is_ok() {
                     seq.logits_at = Some(batch.n_tokens() - 1);
+                    seq.fed.push(token);
                     budget -= 1;
                 }
             }
@@ -363,12 +424,11 @@ impl<'m> Scheduler<'m> {
             return;
         }
         if let Err(e) = self.ctx.decode(&mut batch) {
-            for i in 0..self.slots.len() {
-                if let Some(seq) = &self.slots[i] {
-                    seq.fail(format!("decode failed: {e}"));
-                }
-                self.release(i, None);
+            for seq in self.slots.iter_mut().filter_map(Option::take) {
+                seq.fail(format!("decode failed: {e}"));
             }
+            self.caches.iter_mut().for_each(Vec::clear);
+            self.ctx.clear_kv_cache();
             return;
         }
         for i in 0..self.slots.len() {
@@ -385,6 +445,11 @@ impl<'m> Scheduler<'m> {
             }
         }
     }
+}
+
+/// Length of the common prefix of two token lists.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Sample the next token of `seq` from the logits of the step just decoded.
