@@ -295,3 +295,14 @@ fn hugging_face_cache_ids_resolve_locally() {
     let (ok, _, err) = run(&mut cmd);
     assert!(!ok && err.contains("org/not-cached"), "{err}");
 }
+
+#[test]
+fn example_config_is_valid() {
+    let mut cmd = minerva();
+    cmd.args(["--config", "config/minerva.toml", "models", "--json"]);
+    let (ok, out, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["id"], "smollm2");
+    assert_eq!(rows[0]["engine"], "llama");
+}
