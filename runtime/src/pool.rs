@@ -142,3 +142,111 @@ impl ModelPool {
         Ok((model, completion))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{InferenceBackend, LoadSpec, LoadedModel, ModelDescriptor};
+    use crate::capabilities::Capabilities;
+    use crate::config::{Config, ModelConfig};
+    use crate::format::ModelFormat;
+    use crate::response::{StreamEvent, Usage};
+    use crate::router::Router;
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// An engine that counts loads and streams until dropped (unit-tests the pool only; the
+    /// real engines are tested in tests/).
+    struct Counting(Arc<AtomicUsize>);
+
+    struct Endless(ModelDescriptor);
+
+    #[async_trait]
+    impl InferenceBackend for Counting {
+        fn name(&self) -> &str {
+            "llama"
+        }
+        fn version(&self) -> String {
+            "test".into()
+        }
+        fn formats(&self) -> &[ModelFormat] {
+            &[ModelFormat::Gguf]
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::all()
+        }
+        async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Arc::new(Endless(ModelDescriptor {
+                id: spec.id.clone(),
+                engine: "llama".into(),
+                context_size: 64,
+                vocab_size: 1,
+                has_chat_template: true,
+            })))
+        }
+    }
+
+    #[async_trait]
+    impl LoadedModel for Endless {
+        fn descriptor(&self) -> &ModelDescriptor {
+            &self.0
+        }
+        async fn stream(&self, _: GenerationRequest) -> Result<TokenStream> {
+            let events = futures::stream::repeat_with(|| Ok(StreamEvent::Delta("x".into())))
+                .take(3)
+                .chain(futures::stream::once(async {
+                    Ok(crate::backend::done(
+                        crate::FinishReason::Length,
+                        Usage::default(),
+                    ))
+                }));
+            Ok(Box::pin(events))
+        }
+    }
+
+    fn pool(loads: &Arc<AtomicUsize>, queue: usize) -> ModelPool {
+        let dir = std::env::temp_dir().join(format!("minerva-pool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gguf = dir.join("tiny.gguf");
+        crate::format::gguf::tests::write_tiny_gguf(&gguf);
+        let config = Config {
+            models: vec![ModelConfig::new("m", gguf.display().to_string())],
+            ..Default::default()
+        };
+        let router = Router::new(vec![Arc::new(Counting(Arc::clone(loads)))]);
+        ModelPool::new(Runtime::new(config, router), queue)
+    }
+
+    #[tokio::test]
+    async fn racing_first_requests_share_one_load() {
+        let loads = Arc::new(AtomicUsize::new(0));
+        let pool = pool(&loads, 4);
+        let gets = (0..8).map(|_| pool.get("m"));
+        for r in futures::future::join_all(gets).await {
+            r.unwrap();
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.loaded(), vec!["m".to_string()]);
+        assert!(matches!(
+            pool.get("other").await,
+            Err(Error::ModelNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn admission_is_bounded_and_released_with_the_stream() {
+        let loads = Arc::new(AtomicUsize::new(0));
+        let pool = pool(&loads, 1);
+        let chat = || GenerationRequest::chat("hi", None);
+        let (_, held) = pool.stream("m", chat()).await.unwrap();
+        assert_eq!(pool.queue_depths(), vec![("m".to_string(), 1)]);
+        let busy = pool.stream("m", chat()).await.err().unwrap();
+        assert!(matches!(busy, Error::Overloaded { limit: 1, .. }), "{busy}");
+        drop(held);
+        assert_eq!(pool.queue_depths(), vec![("m".to_string(), 0)]);
+        assert!(pool.generate("m", chat()).await.is_ok());
+    }
+}

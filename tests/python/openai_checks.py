@@ -255,6 +255,17 @@ def api_key_is_required_when_configured():
     assert "Paris" in r.choices[0].message.content
 
 
+@check("auth")
+def cors_preflight_allows_the_configured_origin_only():
+    ok = httpx.options(args.base_url + "/v1/chat/completions",
+                       headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+                                "Access-Control-Request-Headers": "authorization,content-type"})
+    assert ok.headers.get("access-control-allow-origin") == "http://app.example", ok.headers
+    other = httpx.options(args.base_url + "/v1/chat/completions",
+                          headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    assert other.headers.get("access-control-allow-origin") is None, other.headers
+
+
 def main():
     global args
     p = argparse.ArgumentParser()

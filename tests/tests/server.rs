@@ -117,7 +117,10 @@ fn full_queue_is_answered_with_429() {
 }
 
 #[test]
-fn api_keys_are_enforced() {
-    let server = Server::start("context_size = 2048\n", &["--api-key", "s3cret"]);
+fn api_keys_and_cors_are_enforced() {
+    let server = Server::start(
+        "context_size = 2048\n[server]\ncors_origins = [\"http://app.example\"]\n",
+        &["--api-key", "s3cret"],
+    );
     server.checks("auth", &["--api-key", "s3cret"]);
 }
