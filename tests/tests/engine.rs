@@ -225,3 +225,18 @@ async fn repeated_prompt_prefix_is_served_from_the_cache() {
     assert!(next.usage.cached_tokens < next.usage.prompt_tokens);
     assert!(next.text.contains("Rome"), "{:?}", next.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_does_not_stall_other_requests() {
+    let mut long = greedy(400);
+    long.ignore_eos = true;
+    let unread = model().await.stream(long).await.unwrap();
+    // Let it produce more events than any small buffer would hold.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let next = tokio::time::timeout(Duration::from_secs(60), model().await.generate(greedy(4)))
+        .await
+        .expect("the decoding thread is not blocked by the unread stream")
+        .unwrap();
+    assert_eq!(next.usage.completion_tokens, 4);
+    drop(unread);
+}

@@ -32,10 +32,10 @@ use tokio::sync::mpsc;
 use crate::engine::ENGINE_NAME;
 use crate::sampler;
 
-/// Events buffered between the worker and a slow reader.
-const STREAM_BUFFER: usize = 64;
-
-type Events = mpsc::Sender<Result<StreamEvent>>;
+/// A request's event channel. Unbounded so that a reader that stops reading can never stall the
+/// decoding thread (and with it every other request); what it buffers is bounded by the
+/// request's token limit and the context size.
+type Events = mpsc::UnboundedSender<Result<StreamEvent>>;
 
 /// One generation to run.
 pub struct Job {
@@ -109,7 +109,7 @@ impl Worker {
 
     /// Queue `job`; its events arrive on the returned stream.
     pub fn submit(&self, mut job: Job) -> Result<TokenStream> {
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (tx, rx) = mpsc::unbounded_channel();
         job.events = Some(tx);
         self.jobs
             .send(job)
@@ -162,13 +162,11 @@ impl Sequence {
     }
 
     fn send(&self, event: StreamEvent) -> bool {
-        self.events.blocking_send(Ok(event)).is_ok()
+        self.events.send(Ok(event)).is_ok()
     }
 
     fn fail(&self, message: String) {
-        let _ = self
-            .events
-            .blocking_send(Err(Error::engine(ENGINE_NAME, message)));
+        let _ = self.events.send(Err(Error::engine(ENGINE_NAME, message)));
     }
 
     fn finish(&mut self, reason: FinishReason) {
@@ -266,7 +264,7 @@ impl<'m> Scheduler<'m> {
                 // Nothing active yet nothing fits: only an oversized prompt can cause this.
                 if let Some(job) = self.waiting.pop_front() {
                     if let Some(events) = job.events {
-                        let _ = events.blocking_send(Err(Error::ContextOverflow {
+                        let _ = events.send(Err(Error::ContextOverflow {
                             prompt_tokens: job.tokens.len(),
                             context_size: self.n_ctx,
                         }));
