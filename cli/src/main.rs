@@ -41,6 +41,8 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// List the configured models with their detected format and engine.
     Models(commands::models::ModelsArgs),
+    /// Convert a GGUF model into an MLX directory with the same weights.
+    Convert(commands::convert::ConvertArgs),
     /// Serve the configured models over an OpenAI-compatible HTTP API.
     Serve(commands::serve::ServeArgs),
 }
@@ -84,6 +86,7 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
             Command::Inspect(args) => commands::inspect::run(&runtime, args),
             Command::Models(args) => commands::models::run(&runtime, args),
             Command::Serve(args) => commands::serve::run(&runtime, args).await,
+            Command::Convert(args) => commands::convert::run(args),
         }
     })
 }

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod capabilities;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod format;
 pub mod pool;

@@ -1,0 +1,183 @@
+//! `minerva convert` on the real SmolLM2 GGUF: the MLX directory holds exactly the GGUF's
+//! weights (checked against ggml's own dequantization), and Python mlx_lm on it gives the same
+//! greedy answer as llama.cpp on the GGUF.
+
+use std::path::Path;
+use std::process::Command;
+
+use minerva_runtime::convert::blocks::{dequantize, MlxRow};
+use minerva_runtime::convert::gguf_row;
+use minerva_runtime::format::gguf::{Arrays, GgufFile};
+use minerva_tests::{minerva, run, smollm2_gguf, venv_python, workspace_root, FRANCE, SYSTEM};
+use safetensors::SafeTensors;
+
+fn convert_into(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("smollm2-mlx");
+    let mut cmd = minerva();
+    cmd.arg("convert")
+        .arg(smollm2_gguf())
+        .arg(&out)
+        .args(["--to", "mlx"]);
+    let (ok, stdout, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("wrote"), "{stdout}");
+    out
+}
+
+/// Rows of a GGUF tensor dequantized by ggml itself.
+fn ggml_rows(gguf: &GgufFile, map: &[u8], name: &str) -> Vec<Vec<f32>> {
+    let t = gguf.tensors.iter().find(|t| t.name == name).unwrap();
+    let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
+    let start = (gguf.data_offset + t.offset) as usize;
+    let data = &map[start..start + t.size as usize];
+    let row_bytes = data.len() / rows;
+    // SAFETY: ggml's type traits are static; `to_float` reads `cols` values from one row.
+    let to_float = unsafe { (*llama_cpp_sys_2::ggml_get_type_traits(t.ggml_type.id)).to_float }
+        .expect("ggml can dequantize this type");
+    (0..rows)
+        .map(|r| {
+            let mut out = vec![0f32; cols];
+            unsafe {
+                to_float(
+                    data[r * row_bytes..].as_ptr().cast(),
+                    out.as_mut_ptr(),
+                    cols as i64,
+                )
+            };
+            out
+        })
+        .collect()
+}
+
+/// Rows of an MLX-quantized tensor, dequantized.
+fn mlx_rows(st: &SafeTensors, prefix: &str, bits: u32) -> Vec<Vec<f32>> {
+    let floats = |name: &str| -> Vec<f32> {
+        st.tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    let w = st.tensor(&format!("{prefix}.weight")).unwrap();
+    let (rows, packed) = (w.shape()[0], w.shape()[1]);
+    let words: Vec<u32> = w
+        .data()
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let (scales, biases) = (
+        floats(&format!("{prefix}.scales")),
+        floats(&format!("{prefix}.biases")),
+    );
+    let groups = scales.len() / rows;
+    (0..rows)
+        .map(|r| {
+            dequantize(
+                &MlxRow {
+                    words: words[r * packed..(r + 1) * packed].to_vec(),
+                    scales: scales[r * groups..(r + 1) * groups].to_vec(),
+                    biases: biases[r * groups..(r + 1) * groups].to_vec(),
+                },
+                bits,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn converted_weights_equal_the_gguf_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = convert_into(dir.path());
+    let gguf = GgufFile::read(&smollm2_gguf(), Arrays::Skip).unwrap();
+    let file = std::fs::File::open(smollm2_gguf()).unwrap();
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let st_file = std::fs::File::open(out.join("model.safetensors")).unwrap();
+    let st_map = unsafe { memmap2::Mmap::map(&st_file) }.unwrap();
+    let st = SafeTensors::deserialize(&st_map).unwrap();
+
+    for (gguf_name, mlx_prefix, bits) in [
+        ("blk.0.attn_v.weight", "model.layers.0.self_attn.v_proj", 4),
+        ("blk.7.ffn_down.weight", "model.layers.7.mlp.down_proj", 4),
+        ("token_embd.weight", "model.embed_tokens", 8),
+    ] {
+        let (want, got) = (
+            ggml_rows(&gguf, &map, gguf_name),
+            mlx_rows(&st, mlx_prefix, bits),
+        );
+        assert_eq!(want.len(), got.len(), "{gguf_name}");
+        assert!(want == got, "{gguf_name} differs after conversion");
+    }
+    // attn_q: the same rows, in Hugging Face's rotary order (9 heads in SmolLM2-135M).
+    let want = ggml_rows(&gguf, &map, "blk.3.attn_q.weight");
+    let got = mlx_rows(&st, "model.layers.3.self_attn.q_proj", 4);
+    for (r, row) in got.iter().enumerate() {
+        assert!(*row == want[gguf_row(r, want.len(), 9)], "q row {r}");
+    }
+
+    let mut cmd = minerva();
+    cmd.arg("inspect").arg(&out).arg("--json");
+    let (ok, text, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    let info: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(info["format"], "safetensors");
+    assert_eq!(info["mlx_quantized"], true);
+    assert_eq!(info["engine"], "mlx");
+    assert_eq!(info["parameter_count"], gguf.parameter_count());
+}
+
+#[test]
+fn mlx_lm_on_the_converted_directory_answers_like_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = convert_into(dir.path());
+    let output = Command::new(venv_python())
+        .current_dir(workspace_root())
+        .env("HF_HUB_OFFLINE", "1")
+        .arg("tests/python/mlx_generate.py")
+        .arg(&out)
+        .args([SYSTEM, FRANCE, "24"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mlx: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(mlx["prompt_ids"].as_array().unwrap().len(), 27);
+
+    let mut cmd = minerva();
+    cmd.arg("run").arg(smollm2_gguf()).args([
+        "--system", SYSTEM, "--prompt", FRANCE, "-t", "0", "-n", "24",
+    ]);
+    let (ok, llama, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    assert_eq!(mlx["text"].as_str().unwrap(), llama.trim_end_matches('\n'));
+    assert!(llama.contains("Paris"));
+}
+
+#[test]
+fn bad_conversions_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("cut.gguf");
+    let bytes = std::fs::read(smollm2_gguf()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let mut cmd = minerva();
+    cmd.arg("convert")
+        .arg(&truncated)
+        .arg(dir.path().join("out"));
+    let (ok, _, err) = run(&mut cmd);
+    assert!(
+        !ok && err.contains("cut.gguf") && err.contains("truncated"),
+        "{err}"
+    );
+
+    let busy = dir.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("keep.txt"), "x").unwrap();
+    let mut cmd = minerva();
+    cmd.arg("convert").arg(smollm2_gguf()).arg(&busy);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(!ok && err.contains("not empty"), "{err}");
+    assert!(busy.join("keep.txt").exists());
+}
