@@ -123,14 +123,7 @@ pub async fn chat_completions(
         ))
         .into_response());
     }
-    let (_, stream) = state.pool.stream(&chunks.model, request).await?;
-    Ok(sse(sse_events(
-        Arc::clone(&state),
-        stream,
-        chunks,
-        options.include_usage(),
-        started,
-    )))
+    stream_response(state, request, chunks, options.include_usage(), started).await
 }
 
 /// `POST /v1/completions`.
@@ -144,12 +137,13 @@ pub async fn completions(
     let chunks = Chunks::new("cmpl", &options.model, false);
     let started = Instant::now();
     if !options.stream {
-        let mut completions = Vec::with_capacity(requests.len());
-        for request in requests {
+        // Several prompts run concurrently: the engine batches them.
+        let runs = requests.into_iter().map(|request| async {
             let (_, c) = state.pool.generate(&chunks.model, request).await?;
             finished(&state, "completion", &chunks.model, &c.usage, None, started);
-            completions.push(c);
-        }
+            Ok::<_, ApiError>(c)
+        });
+        let completions = futures::future::try_join_all(runs).await?;
         return Ok(Json(openai::completion_response(
             &chunks.id,
             chunks.created,
@@ -161,14 +155,7 @@ pub async fn completions(
     let [request] = <[_; 1]>::try_from(requests).map_err(|_| {
         ApiError::invalid("streaming supports one prompt per request", Some("prompt"))
     })?;
-    let (_, stream) = state.pool.stream(&chunks.model, request).await?;
-    Ok(sse(sse_events(
-        Arc::clone(&state),
-        stream,
-        chunks,
-        options.include_usage(),
-        started,
-    )))
+    stream_response(state, request, chunks, options.include_usage(), started).await
 }
 
 /// `POST /v1/embeddings`.
@@ -186,6 +173,24 @@ pub async fn embeddings(
         req.base64(),
     ))
     .into_response())
+}
+
+/// Start `request` on the pool and answer with its SSE stream.
+async fn stream_response(
+    state: Arc<AppState>,
+    request: minerva_runtime::GenerationRequest,
+    chunks: Chunks,
+    include_usage: bool,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let (_, stream) = state.pool.stream(&chunks.model, request).await?;
+    Ok(sse(sse_events(
+        state,
+        stream,
+        chunks,
+        include_usage,
+        started,
+    )))
 }
 
 /// Builds the stream chunks of one response, chat or text completion.

@@ -144,6 +144,7 @@ fn mlx_lm_on_the_converted_directory_answers_like_llama_cpp() {
         String::from_utf8_lossy(&output.stderr)
     );
     let mlx: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // Same prompt tokens as llama.cpp's tokenizer gives (27, see tests/src/lib.rs).
     assert_eq!(mlx["prompt_ids"].as_array().unwrap().len(), 27);
 
     let mut cmd = minerva();
@@ -180,4 +181,87 @@ fn bad_conversions_fail_clearly() {
     let (ok, _, err) = run(&mut cmd);
     assert!(!ok && err.contains("not empty"), "{err}");
     assert!(busy.join("keep.txt").exists());
+}
+
+fn mlx_answer(model_dir: &Path) -> String {
+    let output = Command::new(venv_python())
+        .current_dir(workspace_root())
+        .env("HF_HUB_OFFLINE", "1")
+        .arg("tests/python/mlx_generate.py")
+        .arg(model_dir)
+        .args([SYSTEM, FRANCE, "24"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    v["text"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn dequantized_and_requantized_copies_load_and_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let float = dir.path().join("f32");
+    let mut cmd = minerva();
+    cmd.arg("convert")
+        .arg(smollm2_gguf())
+        .arg(&float)
+        .args(["--dtype", "f32"]);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+
+    // The float copy holds ggml's dequantized values exactly.
+    let gguf = GgufFile::read(&smollm2_gguf(), Arrays::Skip).unwrap();
+    let file = std::fs::File::open(smollm2_gguf()).unwrap();
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let st_file = std::fs::File::open(float.join("model.safetensors")).unwrap();
+    let st_map = unsafe { memmap2::Mmap::map(&st_file) }.unwrap();
+    let st = SafeTensors::deserialize(&st_map).unwrap();
+    let v = st.tensor("model.layers.0.self_attn.v_proj.weight").unwrap();
+    assert_eq!(v.dtype(), safetensors::Dtype::F32);
+    let got: Vec<f32> = v
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let want: Vec<f32> = ggml_rows(&gguf, &map, "blk.0.attn_v.weight").concat();
+    assert!(got == want, "dequantized v_proj differs from ggml");
+
+    // Our own 4-bit quantization of the float copy loads in mlx_lm and still answers.
+    let q4 = dir.path().join("q4");
+    let mut cmd = minerva();
+    cmd.arg("convert")
+        .arg(&float)
+        .arg(&q4)
+        .args(["--q-bits", "4", "--q-group-size", "32"]);
+    let (ok, _, err) = run(&mut cmd);
+    assert!(ok, "{err}");
+    let mut cmd = minerva();
+    cmd.arg("inspect").arg(&q4).arg("--json");
+    let (_, text, _) = run(&mut cmd);
+    let info: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(info["quantization"], "mlx affine 4-bit, group 32");
+    assert_eq!(info["parameter_count"], gguf.parameter_count());
+    assert!(mlx_answer(&q4).contains("Paris"));
+
+    // Misuse is refused with a reason.
+    for (args, why) in [
+        (vec![float.clone(), dir.path().join("x")], "--q-bits"),
+        (
+            vec![smollm2_gguf(), dir.path().join("y")],
+            "float model directories",
+        ),
+        (vec![q4.clone(), dir.path().join("z")], "already quantized"),
+    ] {
+        let mut cmd = minerva();
+        cmd.arg("convert").args(&args);
+        if why != "--q-bits" {
+            cmd.args(["--q-bits", "4"]);
+        }
+        let (ok, _, err) = run(&mut cmd);
+        assert!(!ok && err.contains(why), "{args:?}: {err}");
+    }
 }

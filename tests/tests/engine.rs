@@ -12,23 +12,25 @@ use minerva_runtime::{
 use minerva_tests::{smollm2_gguf, FRANCE, SYSTEM};
 use tokio::sync::OnceCell;
 
+/// Load the real model with `config`'s defaults.
+async fn load(config: Config) -> ModelHandle {
+    let engines: Vec<std::sync::Arc<dyn minerva_runtime::InferenceBackend>> =
+        vec![std::sync::Arc::new(LlamaEngine::new())];
+    Runtime::new(config, Router::new(engines))
+        .load(smollm2_gguf().to_str().unwrap())
+        .await
+        .expect("model loads")
+}
+
 /// One loaded model shared by the tests of this file (llama.cpp initialises once per process).
 async fn model() -> &'static ModelHandle {
     static MODEL: OnceCell<ModelHandle> = OnceCell::const_new();
     MODEL
-        .get_or_init(|| async {
-            let config = Config {
+        .get_or_init(|| {
+            load(Config {
                 context_size: Some(1024),
                 ..Default::default()
-            };
-            let runtime = Runtime::new(
-                config,
-                Router::new(vec![std::sync::Arc::new(LlamaEngine::new())]),
-            );
-            runtime
-                .load(smollm2_gguf().to_str().unwrap())
-                .await
-                .expect("model loads")
+            })
         })
         .await
 }
@@ -155,14 +157,7 @@ async fn concurrent_requests_share_a_full_context_without_errors() {
         parallel: Some(2),
         ..Default::default()
     };
-    let runtime = Runtime::new(
-        config,
-        Router::new(vec![std::sync::Arc::new(LlamaEngine::new())]),
-    );
-    let model = runtime
-        .load(smollm2_gguf().to_str().unwrap())
-        .await
-        .unwrap();
+    let model = load(config).await;
     let cells = model.model().descriptor().context_size;
     assert!((128..=256).contains(&cells), "{cells}");
     let mut request = greedy(200);
@@ -195,14 +190,7 @@ async fn repeated_prompt_prefix_is_served_from_the_cache() {
         parallel: Some(1),
         ..Default::default()
     };
-    let runtime = Runtime::new(
-        config,
-        Router::new(vec![std::sync::Arc::new(LlamaEngine::new())]),
-    );
-    let model = runtime
-        .load(smollm2_gguf().to_str().unwrap())
-        .await
-        .unwrap();
+    let model = load(config).await;
     let first = model.generate(greedy(16)).await.unwrap();
     assert_eq!(first.usage.cached_tokens, 0);
     let again = model.generate(greedy(16)).await.unwrap();

@@ -61,15 +61,51 @@ pub fn q8_0_row(row: &[u8]) -> MlxRow {
     out
 }
 
-/// Dequantize an MLX row (for checks): `bits` per value, groups of 32.
+/// Quantize one row of floats into MLX affine groups: per group, `bias` is the minimum and
+/// `scale` spreads the range over `2^bits - 1` steps (round to nearest).
+pub fn quantize_row(values: &[f32], bits: u32, group: usize) -> MlxRow {
+    let levels = ((1u32 << bits) - 1) as f32;
+    let per_word = (32 / bits) as usize;
+    let mut out = MlxRow::default();
+    let mut q = Vec::with_capacity(values.len());
+    for chunk in values.chunks(group) {
+        let (lo, hi) = chunk
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        let scale = if hi > lo { (hi - lo) / levels } else { 0.0 };
+        out.scales.push(scale);
+        out.biases.push(lo);
+        q.extend(chunk.iter().map(|&v| {
+            if scale == 0.0 {
+                0
+            } else {
+                ((v - lo) / scale).round().clamp(0.0, levels) as u32
+            }
+        }));
+    }
+    for word in q.chunks(per_word) {
+        out.words.push(
+            word.iter()
+                .enumerate()
+                .fold(0u32, |w, (i, &v)| w | (v << (bits as usize * i))),
+        );
+    }
+    out
+}
+
+/// Dequantize an MLX row: `bits` per value, groups of `values / scales` values.
 pub fn dequantize(row: &MlxRow, bits: u32) -> Vec<f32> {
     let per_word = 32 / bits;
     let mask = (1u32 << bits) - 1;
-    let mut out = Vec::with_capacity(row.words.len() * per_word as usize);
+    let total = row.words.len() * per_word as usize;
+    let group_size = total / row.scales.len().max(1);
+    let mut out = Vec::with_capacity(total);
     for (k, word) in row.words.iter().enumerate() {
         for i in 0..per_word {
             let q = ((word >> (bits * i)) & mask) as f32;
-            let group = (k * per_word as usize + i as usize) / 32;
+            let group = (k * per_word as usize + i as usize) / group_size;
             out.push(row.scales[group] * q + row.biases[group]);
         }
     }
@@ -99,6 +135,29 @@ mod tests {
             assert_eq!(values[j], 0.5 * j as f32 - 1.0);
             assert_eq!(values[j + 16], 0.5 * (15 - j) as f32 - 1.0);
         }
+    }
+
+    #[test]
+    fn quantization_error_is_at_most_half_a_step() {
+        let values: Vec<f32> = (0..128)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
+        for (bits, group) in [(4, 32), (4, 64), (8, 32), (8, 64)] {
+            let row = quantize_row(&values, bits, group);
+            let back = dequantize(&row, bits);
+            for (g, chunk) in values.chunks(group).enumerate() {
+                for (j, v) in chunk.iter().enumerate() {
+                    let err = (back[g * group + j] - v).abs();
+                    assert!(
+                        err <= row.scales[g] / 2.0 + 1e-6,
+                        "{bits}-bit g{group}: {err}"
+                    );
+                }
+            }
+        }
+        // Values on a 4-bit grid come back exactly.
+        let grid: Vec<f32> = (0..32).map(|i| 0.25 * (i % 16) as f32 - 1.0).collect();
+        assert_eq!(dequantize(&quantize_row(&grid, 4, 32), 4), grid);
     }
 
     #[test]

@@ -18,6 +18,68 @@ use crate::error::{Error, Result};
 use crate::format::gguf::{Arrays, GgufFile, GgufTensor};
 use blocks::MlxRow;
 
+/// Float type of dequantized output (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl FloatType {
+    fn dtype(self) -> Dtype {
+        match self {
+            FloatType::F32 => Dtype::F32,
+            FloatType::F16 => Dtype::F16,
+            FloatType::Bf16 => Dtype::BF16,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FloatType::F32 => "float32",
+            FloatType::F16 => "float16",
+            FloatType::Bf16 => "bfloat16",
+        }
+    }
+
+    fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            FloatType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            FloatType::F16 => values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            FloatType::Bf16 => values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+        }
+    }
+}
+
+/// Decode little-endian F32/F16/BF16 bytes to f32 (`None` for other types).
+fn decode_floats(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
 /// Architectures the converter writes.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
 
@@ -32,6 +94,15 @@ pub struct ConvertSummary {
     pub weight_bytes: u64,
 }
 
+/// What a GGUF conversion has produced so far.
+#[derive(Default)]
+struct Written {
+    /// Output tensors by name.
+    tensors: BTreeMap<String, Out>,
+    /// Bits of each quantized layer (by module path).
+    layer_bits: BTreeMap<String, u32>,
+}
+
 /// One output tensor.
 struct Out {
     dtype: Dtype,
@@ -39,11 +110,13 @@ struct Out {
     data: Vec<u8>,
 }
 
-/// Convert the GGUF at `src` into an MLX directory at `out` (created; must be empty or absent).
-/// `progress(done, total)` is called after each source tensor.
+/// Convert the GGUF at `src` into an MLX directory at `out` (created; must be empty or absent):
+/// exact MLX quantization, or with `dtype` dequantized floats. `progress(done, total)` is called
+/// after each source tensor.
 pub fn gguf_to_mlx(
     src: &Path,
     out: &Path,
+    dtype: Option<FloatType>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ConvertSummary> {
     let gguf = GgufFile::read(src, Arrays::Keep)?;
@@ -67,24 +140,12 @@ pub fn gguf_to_mlx(
         .unwrap_or(n_head as u64) as usize;
     let tokenizer = tokenizer::Tokenizer::from_gguf(&gguf)?;
 
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map_err(|e| Error::io(out, e))?
-            .next()
-            .is_some()
-    {
-        return Err(Error::invalid_model(
-            out,
-            "output directory exists and is not empty",
-        ));
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    create_empty_dir(out)?;
 
     let file = File::open(src).map_err(|e| Error::io(src, e))?;
     // SAFETY: read-only map of a file we validated; not modified while mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(src, e))?;
-    let mut tensors: BTreeMap<String, Out> = BTreeMap::new();
-    let mut layer_bits: BTreeMap<String, u32> = BTreeMap::new();
+    let mut written = Written::default();
     for (done, t) in gguf.tensors.iter().enumerate() {
         let name = hf_name(&t.name).ok_or_else(|| {
             Error::invalid_model(src, format!("tensor `{}` has no known MLX name", t.name))
@@ -98,36 +159,24 @@ pub fn gguf_to_mlx(
         } else {
             None
         };
-        convert_tensor(src, t, &name, data, heads, &mut tensors, &mut layer_bits)?;
+        convert_tensor(src, t, &name, data, heads, dtype, &mut written)?;
         progress(done + 1, gguf.tensors.len());
     }
 
-    let weight_path = out.join("model.safetensors");
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|(n, o)| {
-            TensorView::new(o.dtype, o.shape.clone(), &o.data)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| Error::invalid_model(src, format!("tensor {n}: {e}")))
-        })
-        .collect::<Result<_>>()?;
-    let metadata = Some(std::collections::HashMap::from([(
-        "format".to_string(),
-        "mlx".to_string(),
-    )]));
-    safetensors::serialize_to_file(views, metadata, &weight_path)
-        .map_err(|e| Error::invalid_model(&weight_path, format!("writing safetensors: {e}")))?;
-
+    let weight_bytes = write_weights(&out.join("model.safetensors"), &written.tensors)?;
     let tied = !gguf.tensors.iter().any(|t| t.name == "output.weight");
-    let config = model_config(
+    let mut config = model_config(
         &gguf,
         &arch,
         n_head,
         n_head_kv,
         tied,
         &tokenizer,
-        &layer_bits,
+        &written.layer_bits,
     )?;
+    if let Some(dtype) = dtype {
+        config["torch_dtype"] = json!(dtype.name());
+    }
     write_json(&out.join("config.json"), &config)?;
     write_json(&out.join("tokenizer.json"), &tokenizer.tokenizer_json())?;
     write_json(
@@ -137,14 +186,164 @@ pub fn gguf_to_mlx(
             gguf.arch_u64("context_length"),
         ),
     )?;
-    let weight_bytes = std::fs::metadata(&weight_path)
-        .map_err(|e| Error::io(&weight_path, e))?
-        .len();
+    Ok(ConvertSummary {
+        out: out.to_path_buf(),
+        tensors: written.tensors.len(),
+        weight_bytes,
+    })
+}
+
+/// Files of a Hugging Face / MLX directory copied unchanged by [`quantize_dir`].
+const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// Quantize the float model directory `src` (f32/f16/bf16 safetensors) into an MLX directory at
+/// `out` with `bits` per weight in groups of `group`: every 2-D `*.weight` whose rows divide
+/// into groups is quantized, the rest (norms, biases) is copied.
+pub fn quantize_dir(
+    src: &Path,
+    out: &Path,
+    bits: u32,
+    group: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ConvertSummary> {
+    if !matches!(bits, 4 | 8) || !matches!(group, 32 | 64 | 128) {
+        return Err(Error::InvalidRequest(format!(
+            "quantization to {bits} bits in groups of {group} is not supported (bits 4|8, group 32|64|128)"
+        )));
+    }
+    let dir = crate::format::safetensors_dir::SafetensorsDir::read(src)?;
+    if dir.config.get("quantization").is_some() || dir.config.get("quantization_config").is_some() {
+        return Err(Error::invalid_model(
+            src,
+            "the model is already quantized; quantize a float model",
+        ));
+    }
+    create_empty_dir(out)?;
+    let mut tensors: BTreeMap<String, Out> = BTreeMap::new();
+    for (done, shard) in dir.shards.iter().enumerate() {
+        let file = File::open(shard).map_err(|e| Error::io(shard, e))?;
+        // SAFETY: read-only map of a file validated by SafetensorsDir::read.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(shard, e))?;
+        let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| {
+            Error::invalid_model(shard, format!("not a valid safetensors file: {e}"))
+        })?;
+        for (name, view) in st.tensors() {
+            let shape = view.shape().to_vec();
+            let quantizable =
+                shape.len() == 2 && name.ends_with(".weight") && shape[1] % group == 0;
+            let values = decode_floats(view.dtype(), view.data()).filter(|_| quantizable);
+            let Some(values) = values else {
+                let data = view.data().to_vec();
+                tensors.insert(
+                    name,
+                    Out {
+                        dtype: view.dtype(),
+                        shape,
+                        data,
+                    },
+                );
+                continue;
+            };
+            let (rows, cols) = (shape[0], shape[1]);
+            let (mut words, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
+            for row in values.chunks(cols) {
+                let q = blocks::quantize_row(row, bits, group);
+                words.extend(q.words.iter().flat_map(|w| w.to_le_bytes()));
+                scales.extend(q.scales.iter().flat_map(|s| s.to_le_bytes()));
+                biases.extend(q.biases.iter().flat_map(|b| b.to_le_bytes()));
+            }
+            let prefix = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+            let groups = vec![rows, cols / group];
+            tensors.insert(
+                format!("{prefix}.scales"),
+                Out {
+                    dtype: Dtype::F32,
+                    shape: groups.clone(),
+                    data: scales,
+                },
+            );
+            tensors.insert(
+                format!("{prefix}.biases"),
+                Out {
+                    dtype: Dtype::F32,
+                    shape: groups,
+                    data: biases,
+                },
+            );
+            let packed = vec![rows, cols * bits as usize / 32];
+            tensors.insert(
+                name,
+                Out {
+                    dtype: Dtype::U32,
+                    shape: packed,
+                    data: words,
+                },
+            );
+        }
+        progress(done + 1, dir.shards.len());
+    }
+    let weight_bytes = write_weights(&out.join("model.safetensors"), &tensors)?;
+    let mut config = dir.config.clone();
+    let quant = json!({"group_size": group, "bits": bits});
+    config["quantization"] = quant.clone();
+    config["quantization_config"] = quant;
+    write_json(&out.join("config.json"), &config)?;
+    for name in TOKENIZER_FILES {
+        let from = src.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, out.join(name)).map_err(|e| Error::io(&from, e))?;
+        }
+    }
     Ok(ConvertSummary {
         out: out.to_path_buf(),
         tensors: tensors.len(),
         weight_bytes,
     })
+}
+
+/// Create `out`, refusing a non-empty existing directory.
+fn create_empty_dir(out: &Path) -> Result<()> {
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map_err(|e| Error::io(out, e))?
+            .next()
+            .is_some()
+    {
+        return Err(Error::invalid_model(
+            out,
+            "output directory exists and is not empty",
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))
+}
+
+/// Write `tensors` as one safetensors file; returns its size.
+fn write_weights(path: &Path, tensors: &BTreeMap<String, Out>) -> Result<u64> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, o)| {
+            TensorView::new(o.dtype, o.shape.clone(), &o.data)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::invalid_model(path, format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "mlx".to_string(),
+    )]));
+    safetensors::serialize_to_file(views, metadata, path)
+        .map_err(|e| Error::invalid_model(path, format!("writing safetensors: {e}")))?;
+    Ok(std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len())
 }
 
 /// GGUF tensor name -> Hugging Face / MLX name (llama layout).
@@ -192,9 +391,13 @@ fn convert_tensor(
     name: &str,
     data: &[u8],
     heads: Option<usize>,
-    out: &mut BTreeMap<String, Out>,
-    layer_bits: &mut BTreeMap<String, u32>,
+    float: Option<FloatType>,
+    written: &mut Written,
 ) -> Result<()> {
+    let Written {
+        tensors: out,
+        layer_bits,
+    } = written;
     let cols = t.dims[0] as usize;
     let rows: usize = t.dims[1..].iter().product::<u64>() as usize;
     let row_bytes = data.len() / rows.max(1);
@@ -230,6 +433,10 @@ fn convert_tensor(
             } else {
                 Dtype::F16
             };
+            let (dtype, bytes) = match float.zip(decode_floats(dtype, &bytes)) {
+                Some((f, values)) => (f.dtype(), f.encode(&values)),
+                None => (dtype, bytes),
+            };
             out.insert(
                 name.to_string(),
                 Out {
@@ -245,6 +452,21 @@ fn convert_tensor(
             } else {
                 (8, blocks::q8_0_row)
             };
+            if let Some(f) = float {
+                let mut values = Vec::with_capacity(rows * cols);
+                for r in 0..rows {
+                    values.extend(blocks::dequantize(&convert(source_row(r)), bits));
+                }
+                out.insert(
+                    name.to_string(),
+                    Out {
+                        dtype: f.dtype(),
+                        shape,
+                        data: f.encode(&values),
+                    },
+                );
+                return Ok(());
+            }
             let (mut words, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
             for r in 0..rows {
                 let row = convert(source_row(r));
