@@ -95,13 +95,16 @@ impl ModelPool {
         depths
     }
 
-    fn admit(&self, id: &str, slot: &Slot) -> Result<OwnedSemaphorePermit> {
-        Arc::clone(&slot.admission)
+    /// Take one of model `id`'s admissions (or fail with `Overloaded`), then load it if needed.
+    async fn admit(&self, id: &str) -> Result<(OwnedSemaphorePermit, ModelHandle)> {
+        let slot = self.slot(id)?;
+        let permit = Arc::clone(&slot.admission)
             .try_acquire_owned()
             .map_err(|_| Error::Overloaded {
                 model: id.to_string(),
                 limit: self.queue_limit,
-            })
+            })?;
+        Ok((permit, self.get(id).await?))
     }
 
     /// Admit, load if needed, and stream `request` on model `id`; the admission is held until the
@@ -111,9 +114,7 @@ impl ModelPool {
         id: &str,
         request: GenerationRequest,
     ) -> Result<(ModelHandle, TokenStream)> {
-        let slot = self.slot(id)?;
-        let permit = self.admit(id, &slot)?;
-        let model = self.get(id).await?;
+        let (permit, model) = self.admit(id).await?;
         let stream = model.stream(request).await?;
         let stream = stream.map(move |event| {
             let _held = &permit;
@@ -124,9 +125,8 @@ impl ModelPool {
 
     /// Admit, load if needed, and embed `inputs` with model `id`.
     pub async fn embed(&self, id: &str, inputs: Vec<String>) -> Result<crate::backend::Embeddings> {
-        let slot = self.slot(id)?;
-        let _permit = self.admit(id, &slot)?;
-        self.get(id).await?.embed(inputs).await
+        let (_permit, model) = self.admit(id).await?;
+        model.embed(inputs).await
     }
 
     /// Admit, load if needed, and generate a whole completion on model `id`.
@@ -135,9 +135,7 @@ impl ModelPool {
         id: &str,
         request: GenerationRequest,
     ) -> Result<(ModelHandle, Completion)> {
-        let slot = self.slot(id)?;
-        let _permit = self.admit(id, &slot)?;
-        let model = self.get(id).await?;
+        let (_permit, model) = self.admit(id).await?;
         let completion = model.generate(request).await?;
         Ok((model, completion))
     }

@@ -85,15 +85,38 @@ fn mlx_rows(st: &SafeTensors, prefix: &str, bits: u32) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Python mlx_lm's greedy answer on `model_dir`: `{"text", "prompt_ids"}`.
+fn mlx_generate(model_dir: &Path) -> serde_json::Value {
+    let output = Command::new(venv_python())
+        .current_dir(workspace_root())
+        .env("HF_HUB_OFFLINE", "1")
+        .arg("tests/python/mlx_generate.py")
+        .arg(model_dir)
+        .args([SYSTEM, FRANCE, "24"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A read-only memory map of `path`.
+fn map(path: &Path) -> memmap2::Mmap {
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: test files are not modified while mapped.
+    unsafe { memmap2::Mmap::map(&file) }.unwrap()
+}
+
 #[test]
 fn converted_weights_equal_the_gguf_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let out = convert_into(dir.path());
     let gguf = GgufFile::read(&smollm2_gguf(), Arrays::Skip).unwrap();
-    let file = std::fs::File::open(smollm2_gguf()).unwrap();
-    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
-    let st_file = std::fs::File::open(out.join("model.safetensors")).unwrap();
-    let st_map = unsafe { memmap2::Mmap::map(&st_file) }.unwrap();
+    let gguf_map = map(&smollm2_gguf());
+    let st_map = map(&out.join("model.safetensors"));
     let st = SafeTensors::deserialize(&st_map).unwrap();
 
     for (gguf_name, mlx_prefix, bits) in [
@@ -102,14 +125,14 @@ fn converted_weights_equal_the_gguf_bit_for_bit() {
         ("token_embd.weight", "model.embed_tokens", 8),
     ] {
         let (want, got) = (
-            ggml_rows(&gguf, &map, gguf_name),
+            ggml_rows(&gguf, &gguf_map, gguf_name),
             mlx_rows(&st, mlx_prefix, bits),
         );
         assert_eq!(want.len(), got.len(), "{gguf_name}");
         assert!(want == got, "{gguf_name} differs after conversion");
     }
     // attn_q: the same rows, in Hugging Face's rotary order (9 heads in SmolLM2-135M).
-    let want = ggml_rows(&gguf, &map, "blk.3.attn_q.weight");
+    let want = ggml_rows(&gguf, &gguf_map, "blk.3.attn_q.weight");
     let got = mlx_rows(&st, "model.layers.3.self_attn.q_proj", 4);
     for (r, row) in got.iter().enumerate() {
         assert!(*row == want[gguf_row(r, want.len(), 9)], "q row {r}");
@@ -130,20 +153,7 @@ fn converted_weights_equal_the_gguf_bit_for_bit() {
 fn mlx_lm_on_the_converted_directory_answers_like_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
     let out = convert_into(dir.path());
-    let output = Command::new(venv_python())
-        .current_dir(workspace_root())
-        .env("HF_HUB_OFFLINE", "1")
-        .arg("tests/python/mlx_generate.py")
-        .arg(&out)
-        .args([SYSTEM, FRANCE, "24"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mlx: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mlx = mlx_generate(&out);
     // Same prompt tokens as llama.cpp's tokenizer gives (27, see tests/src/lib.rs).
     assert_eq!(mlx["prompt_ids"].as_array().unwrap().len(), 27);
 
@@ -183,24 +193,6 @@ fn bad_conversions_fail_clearly() {
     assert!(busy.join("keep.txt").exists());
 }
 
-fn mlx_answer(model_dir: &Path) -> String {
-    let output = Command::new(venv_python())
-        .current_dir(workspace_root())
-        .env("HF_HUB_OFFLINE", "1")
-        .arg("tests/python/mlx_generate.py")
-        .arg(model_dir)
-        .args([SYSTEM, FRANCE, "24"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    v["text"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn dequantized_and_requantized_copies_load_and_answer() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,10 +207,8 @@ fn dequantized_and_requantized_copies_load_and_answer() {
 
     // The float copy holds ggml's dequantized values exactly.
     let gguf = GgufFile::read(&smollm2_gguf(), Arrays::Skip).unwrap();
-    let file = std::fs::File::open(smollm2_gguf()).unwrap();
-    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
-    let st_file = std::fs::File::open(float.join("model.safetensors")).unwrap();
-    let st_map = unsafe { memmap2::Mmap::map(&st_file) }.unwrap();
+    let gguf_map = map(&smollm2_gguf());
+    let st_map = map(&float.join("model.safetensors"));
     let st = SafeTensors::deserialize(&st_map).unwrap();
     let v = st.tensor("model.layers.0.self_attn.v_proj.weight").unwrap();
     assert_eq!(v.dtype(), safetensors::Dtype::F32);
@@ -227,7 +217,7 @@ fn dequantized_and_requantized_copies_load_and_answer() {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    let want: Vec<f32> = ggml_rows(&gguf, &map, "blk.0.attn_v.weight").concat();
+    let want: Vec<f32> = ggml_rows(&gguf, &gguf_map, "blk.0.attn_v.weight").concat();
     assert!(got == want, "dequantized v_proj differs from ggml");
 
     // Our own 4-bit quantization of the float copy loads in mlx_lm and still answers.
@@ -245,7 +235,10 @@ fn dequantized_and_requantized_copies_load_and_answer() {
     let info: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(info["quantization"], "mlx affine 4-bit, group 32");
     assert_eq!(info["parameter_count"], gguf.parameter_count());
-    assert!(mlx_answer(&q4).contains("Paris"));
+    assert!(mlx_generate(&q4)["text"]
+        .as_str()
+        .unwrap()
+        .contains("Paris"));
 
     // Misuse is refused with a reason.
     for (args, why) in [
