@@ -9,6 +9,8 @@ pub fn router() -> Router {
     let engines: Vec<Arc<dyn InferenceBackend>> = vec![
         #[cfg(feature = "llama")]
         Arc::new(minerva_backend_llama::LlamaEngine::new()),
+        #[cfg(feature = "mlx")]
+        Arc::new(minerva_backend_mlx::MlxEngine::new()),
     ];
     Router::new(engines)
 }

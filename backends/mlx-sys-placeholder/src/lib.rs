@@ -1,0 +1,1 @@
+//! Placeholder for `mlx-sys`: never compiled, its build script stops first.

@@ -1,0 +1,94 @@
+//! [`MlxEngine`]: the `InferenceBackend` for MLX, and the model it loads.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use minerva_runtime::{
+    Capabilities, Error, GenerationRequest, InferenceBackend, LoadSpec, LoadedModel,
+    ModelDescriptor, ModelFormat, Result, TokenStream,
+};
+use tokio::sync::oneshot;
+
+use crate::tokenizer::ModelTokenizer;
+use crate::worker::{Job, Worker};
+
+/// Engine name used in config and messages.
+pub const ENGINE_NAME: &str = "mlx";
+/// The MLX release mlx-sys 0.7.0 binds (and scripts/setup-mlx installs off macOS).
+const MLX_VERSION: &str = "0.32.2";
+
+/// The MLX engine: Hugging Face / MLX safetensors directories, float or MLX-quantized.
+#[derive(Debug, Default)]
+pub struct MlxEngine;
+
+impl MlxEngine {
+    /// A new engine handle.
+    pub fn new() -> Self {
+        MlxEngine
+    }
+}
+
+#[async_trait]
+impl InferenceBackend for MlxEngine {
+    fn name(&self) -> &str {
+        ENGINE_NAME
+    }
+
+    fn version(&self) -> String {
+        format!("MLX {MLX_VERSION} (mlx-rs 0.33.0)")
+    }
+
+    fn formats(&self) -> &[ModelFormat] {
+        &[ModelFormat::Safetensors]
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
+        // The model's own thread loads it: no async runtime is needed on the engine side.
+        let (ready, loaded) = oneshot::channel();
+        let worker = Worker::spawn(spec.clone(), ready)?;
+        let loaded = loaded
+            .await
+            .map_err(|_| Error::engine(ENGINE_NAME, "the model thread stopped while loading"))??;
+        Ok(Arc::new(MlxLoadedModel {
+            descriptor: ModelDescriptor {
+                id: spec.id.clone(),
+                engine: ENGINE_NAME.to_string(),
+                context_size: loaded.context_size,
+                vocab_size: loaded.vocab_size,
+                has_chat_template: loaded.tokenizer.has_chat_template(),
+            },
+            tokenizer: loaded.tokenizer,
+            worker,
+        }))
+    }
+}
+
+/// A model directory loaded into MLX, with its thread.
+pub struct MlxLoadedModel {
+    descriptor: ModelDescriptor,
+    tokenizer: Arc<ModelTokenizer>,
+    worker: Worker,
+}
+
+#[async_trait]
+impl LoadedModel for MlxLoadedModel {
+    fn descriptor(&self) -> &ModelDescriptor {
+        &self.descriptor
+    }
+
+    async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
+        let tokens = self.tokenizer.encode(&request.input, &self.descriptor.id)?;
+        let context_size = self.descriptor.context_size as usize;
+        if tokens.len() >= context_size {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: tokens.len(),
+                context_size,
+            });
+        }
+        self.worker.submit(Job::new(tokens, &request))
+    }
+}

@@ -1,0 +1,17 @@
+//! MLX engine for Minerva: Hugging Face / MLX safetensors directories (f32, f16, bf16 or MLX
+//! affine-quantized) run through mlx-rs. Architectures: the llama family and Qwen2/Qwen3.
+
+mod blas;
+mod cache;
+mod config;
+mod engine;
+mod error;
+mod layers;
+mod models;
+mod rope;
+mod tokenizer;
+mod weights;
+mod worker;
+
+pub use config::SUPPORTED_MODEL_TYPES;
+pub use engine::{MlxEngine, MlxLoadedModel, ENGINE_NAME};

@@ -1,0 +1,210 @@
+//! Decoder-only transformers. The supported architectures share one implementation
+//! ([`Transformer`]); each module states what its family changes ([`ArchOptions`]).
+
+mod llama;
+mod qwen2;
+mod qwen3;
+
+use std::path::Path;
+
+use minerva_runtime::{Error, Result};
+use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::{nn, Array};
+
+use crate::cache::KvCache;
+use crate::config::ModelConfig;
+use crate::error::MlxResultExt;
+use crate::layers::{Embedding, Linear, RmsNorm};
+use crate::rope::Rope;
+use crate::weights::Weights;
+
+/// What an architecture changes in the shared transformer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArchOptions {
+    /// Bias on the q, k and v projections.
+    pub qkv_bias: bool,
+    /// Bias on the output projection.
+    pub o_bias: bool,
+    /// Bias on the MLP projections.
+    pub mlp_bias: bool,
+    /// RMSNorm of each query and key head before RoPE (Qwen3).
+    pub qk_norm: bool,
+}
+
+/// The options of `config.model_type` (already checked to be supported).
+fn arch_options(config: &ModelConfig, config_path: &Path) -> Result<ArchOptions> {
+    match config.model_type.as_str() {
+        "llama" | "mistral" => Ok(llama::options(config)),
+        "qwen2" => Ok(qwen2::options(config)),
+        "qwen3" => Ok(qwen3::options(config)),
+        other => Err(Error::invalid_model(
+            config_path,
+            format!("model_type `{other}` is not supported by the MLX engine"),
+        )),
+    }
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    heads: i32,
+    kv_heads: i32,
+    head_dim: i32,
+    scale: f32,
+}
+
+impl Attention {
+    fn forward(&self, x: &Array, cache: &mut KvCache, rope: &Rope) -> Result<Array> {
+        let (batch, len) = (x.dim(0), x.dim(1));
+        let split = |y: Array, heads: i32, norm: Option<&RmsNorm>| -> Result<Array> {
+            let y = y.reshape(&[batch, len, heads, self.head_dim]).mlx()?;
+            let y = match norm {
+                Some(n) => n.forward(&y)?,
+                None => y,
+            };
+            y.transpose_axes(&[0, 2, 1, 3]).mlx()
+        };
+        let q = split(self.q_proj.forward(x)?, self.heads, self.q_norm.as_ref())?;
+        let k = split(self.k_proj.forward(x)?, self.kv_heads, self.k_norm.as_ref())?;
+        let v = split(self.v_proj.forward(x)?, self.kv_heads, None)?;
+        let offset = cache.offset();
+        let q = rope.apply(&q, offset)?;
+        let k = rope.apply(&k, offset)?;
+        let (k, v) = cache.update(&k, &v)?;
+        let mask = (len > 1).then_some(ScaledDotProductAttentionMask::Causal);
+        let out = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask, None).mlx()?;
+        let out = out
+            .transpose_axes(&[0, 2, 1, 3])
+            .mlx()?
+            .reshape(&[batch, len, self.heads * self.head_dim])
+            .mlx()?;
+        self.o_proj.forward(&out)
+    }
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        let gate = nn::silu(self.gate_proj.forward(x)?).mlx()?;
+        let hidden = gate.multiply(self.up_proj.forward(x)?).mlx()?;
+        self.down_proj.forward(&hidden)
+    }
+}
+
+struct Block {
+    input_norm: RmsNorm,
+    attention: Attention,
+    post_attention_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn forward(&self, x: &Array, cache: &mut KvCache, rope: &Rope) -> Result<Array> {
+        let h = x
+            .add(
+                self.attention
+                    .forward(&self.input_norm.forward(x)?, cache, rope)?,
+            )
+            .mlx()?;
+        h.add(self.mlp.forward(&self.post_attention_norm.forward(&h)?)?)
+            .mlx()
+    }
+}
+
+/// A loaded decoder: embeddings, blocks, final norm and output head.
+pub struct Transformer {
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<Linear>,
+    rope: Rope,
+}
+
+impl Transformer {
+    /// Build the model of `config` from `weights` (Hugging Face tensor names).
+    pub fn new(config: &ModelConfig, config_path: &Path, weights: &mut Weights) -> Result<Self> {
+        let arch = arch_options(config, config_path)?;
+        let eps = config.rms_norm_eps;
+        let head_dim = config.head_dim();
+        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let a = format!("{p}.self_attn");
+            let m = format!("{p}.mlp");
+            let qk_norm = |w: &mut Weights, name: &str| -> Result<Option<RmsNorm>> {
+                arch.qk_norm
+                    .then(|| w.rms_norm(&format!("{a}.{name}"), eps))
+                    .transpose()
+            };
+            let q_norm = qk_norm(weights, "q_norm")?;
+            let k_norm = qk_norm(weights, "k_norm")?;
+            blocks.push(Block {
+                input_norm: weights.rms_norm(&format!("{p}.input_layernorm"), eps)?,
+                attention: Attention {
+                    q_proj: weights.linear(&format!("{a}.q_proj"), config, arch.qkv_bias)?,
+                    k_proj: weights.linear(&format!("{a}.k_proj"), config, arch.qkv_bias)?,
+                    v_proj: weights.linear(&format!("{a}.v_proj"), config, arch.qkv_bias)?,
+                    o_proj: weights.linear(&format!("{a}.o_proj"), config, arch.o_bias)?,
+                    q_norm,
+                    k_norm,
+                    heads: config.num_attention_heads,
+                    kv_heads: config.kv_heads(),
+                    head_dim,
+                    scale: (head_dim as f32).powf(-0.5),
+                },
+                post_attention_norm: weights
+                    .rms_norm(&format!("{p}.post_attention_layernorm"), eps)?,
+                mlp: Mlp {
+                    gate_proj: weights.linear(&format!("{m}.gate_proj"), config, arch.mlp_bias)?,
+                    up_proj: weights.linear(&format!("{m}.up_proj"), config, arch.mlp_bias)?,
+                    down_proj: weights.linear(&format!("{m}.down_proj"), config, arch.mlp_bias)?,
+                },
+            });
+        }
+        // A tied head reuses the embedding; some tied checkpoints still ship a copy.
+        let lm_head = if config.tie_word_embeddings && !weights.has("lm_head.weight") {
+            None
+        } else {
+            Some(weights.linear("lm_head", config, false)?)
+        };
+        Ok(Transformer {
+            embed: weights.embedding("model.embed_tokens", config)?,
+            blocks,
+            norm: weights.rms_norm("model.norm", eps)?,
+            lm_head,
+            rope: Rope::new(config, config_path)?,
+        })
+    }
+
+    /// Layers, i.e. caches needed.
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Run `tokens` (`[1, n]` int32) through the model after what `caches` hold; returns the
+    /// logits of the last position, `[1, vocab]`.
+    pub fn forward(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
+        let mut h = self.embed.forward(tokens)?;
+        for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
+            h = block.forward(&h, cache, &self.rope)?;
+        }
+        // Only the last position's logits are used: skip the output head for the others.
+        let last = h.dim(1) - 1;
+        let h = h.try_index((.., last, ..)).mlx()?;
+        let h = self.norm.forward(&h)?;
+        match &self.lm_head {
+            Some(head) => head.forward(&h),
+            None => self.embed.as_linear(&h),
+        }
+    }
+}

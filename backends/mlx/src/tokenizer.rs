@@ -1,0 +1,237 @@
+//! A model directory's tokenizer (`tokenizer.json` through the `tokenizers` crate), its chat
+//! template and end-of-sequence ids, and the raw bytes of every token for incremental,
+//! UTF-8-safe detokenization by the runtime's `TextAssembler`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use minerva_runtime::{ChatTemplate, Error, Input, Result};
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use crate::config::ModelConfig;
+
+/// Tokenizer, template and stop tokens of one model.
+pub struct ModelTokenizer {
+    tokenizer: Tokenizer,
+    /// Bytes each token id stands for; empty for special tokens.
+    pieces: Vec<Vec<u8>>,
+    /// Ids that end a generation.
+    eos: BTreeSet<u32>,
+    bos_text: String,
+    template: Option<ChatTemplate>,
+    /// SentencePiece-style vocabularies mark word starts with a space: drop it from the first
+    /// generated token, as Hugging Face's decoder does at the start of a text.
+    strip_first_space: bool,
+}
+
+impl ModelTokenizer {
+    /// Load the tokenizer files of `dir`, checking them against `config`.
+    pub fn load(dir: &Path, config: &ModelConfig) -> Result<ModelTokenizer> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(Error::invalid_model(
+                &path,
+                "missing: the MLX engine needs the model's tokenizer.json",
+            ));
+        }
+        let raw: Value = read_json(&path)?;
+        let tokenizer = Tokenizer::from_file(&path)
+            .map_err(|e| Error::invalid_model(&path, format!("not a usable tokenizer: {e}")))?;
+        let vocab = tokenizer.get_vocab(true);
+        let size = vocab.values().max().map_or(0, |m| m + 1);
+        if size as i64 > config.vocab_size as i64 {
+            return Err(Error::invalid_model(
+                &path,
+                format!(
+                    "the tokenizer has ids up to {} but config.json's vocab_size is {}: \
+                     it does not belong to these weights",
+                    size - 1,
+                    config.vocab_size
+                ),
+            ));
+        }
+        let byte_level = uses_byte_level(raw.get("decoder"));
+        let special: HashMap<u32, bool> = tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .map(|(id, t)| (id, t.special))
+            .collect();
+        let added: HashMap<u32, String> = tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .map(|(id, t)| (id, t.content))
+            .collect();
+        let byte_of = byte_level_decoding_table();
+        let mut pieces = vec![Vec::new(); size as usize];
+        for (text, id) in &vocab {
+            pieces[*id as usize] = match (special.get(id), added.get(id)) {
+                (Some(true), _) => Vec::new(),
+                (_, Some(content)) => content.as_bytes().to_vec(),
+                _ if byte_level => text
+                    .chars()
+                    .filter_map(|c| byte_of.get(&c).copied())
+                    .collect(),
+                _ => sentencepiece_bytes(text),
+            };
+        }
+
+        let tokenizer_config = read_json(&dir.join("tokenizer_config.json")).ok();
+        let token_text = |key: &str| -> Option<String> {
+            let v = tokenizer_config.as_ref()?.get(key)?;
+            v.as_str()
+                .or_else(|| v.get("content")?.as_str())
+                .map(str::to_string)
+        };
+        let bos_text = token_text("bos_token").unwrap_or_default();
+        let eos_text = token_text("eos_token").unwrap_or_default();
+        let mut eos: BTreeSet<u32> = config
+            .eos_token_id
+            .iter()
+            .flat_map(|ids| ids.to_vec())
+            .collect();
+        if let Ok(generation) = read_json(&dir.join("generation_config.json")) {
+            if let Some(ids) = generation.get("eos_token_id") {
+                eos.extend(
+                    serde_json::from_value::<crate::config::TokenIds>(ids.clone())
+                        .map(|ids| ids.to_vec())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        eos.extend(tokenizer.token_to_id(&eos_text));
+        if eos.is_empty() {
+            tracing::warn!(dir = %dir.display(), "no end-of-sequence token found; generations run to their limit");
+        }
+        let template = match ChatTemplate::source_from_dir(dir)? {
+            Some(source) => Some(ChatTemplate::new(&source, &bos_text, &eos_text)?),
+            None => None,
+        };
+        Ok(ModelTokenizer {
+            tokenizer,
+            pieces,
+            eos,
+            bos_text,
+            template,
+            strip_first_space: !byte_level,
+        })
+    }
+
+    /// Whether chat input can be rendered.
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// Token ids of `input`: chat is rendered with the template and tokenized as is (the
+    /// template writes its own special tokens); plain text gets the tokenizer's special tokens
+    /// unless it already starts with BOS.
+    pub fn encode(&self, input: &Input, model: &str) -> Result<Vec<u32>> {
+        let (text, add_special) = match input {
+            Input::Text(text) => (
+                text.clone(),
+                self.bos_text.is_empty() || !text.starts_with(&self.bos_text),
+            ),
+            Input::Chat(messages) => {
+                let template = self.template.as_ref().ok_or_else(|| {
+                    Error::InvalidRequest(format!(
+                        "{model} has no chat template; send a plain prompt instead"
+                    ))
+                })?;
+                (template.render(messages, true)?, false)
+            }
+        };
+        let encoding = self
+            .tokenizer
+            .encode(text.as_str(), add_special)
+            .map_err(|e| {
+                Error::InvalidRequest(format!("the prompt could not be tokenized: {e}"))
+            })?;
+        let ids = encoding.get_ids().to_vec();
+        if ids.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        Ok(ids)
+    }
+
+    /// Whether `id` ends a generation.
+    pub fn is_eos(&self, id: u32) -> bool {
+        self.eos.contains(&id)
+    }
+
+    /// The bytes of token `id` (`first`: the first token of a generation).
+    pub fn piece(&self, id: u32, first: bool) -> &[u8] {
+        let bytes = self.pieces.get(id as usize).map_or(&[][..], Vec::as_slice);
+        match bytes {
+            [b' ', rest @ ..] if first && self.strip_first_space => rest,
+            _ => bytes,
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::invalid_model(path, format!("invalid JSON: {e}")))
+}
+
+/// Whether the tokenizer's decoder is (or contains) GPT-2 style ByteLevel.
+fn uses_byte_level(decoder: Option<&Value>) -> bool {
+    let Some(decoder) = decoder else {
+        return false;
+    };
+    match decoder.get("type").and_then(Value::as_str) {
+        Some("ByteLevel") => true,
+        Some("Sequence") => decoder
+            .get("decoders")
+            .and_then(Value::as_array)
+            .is_some_and(|list| list.iter().any(|d| uses_byte_level(Some(d)))),
+        _ => false,
+    }
+}
+
+/// GPT-2's byte <-> printable character table, inverted: character -> byte.
+fn byte_level_decoding_table() -> HashMap<char, u8> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut table = HashMap::with_capacity(256);
+    let mut shifted = 0u32;
+    for b in 0..=255u8 {
+        let c = if printable(b) {
+            char::from(b)
+        } else {
+            shifted += 1;
+            char::from_u32(255 + shifted).expect("valid code point")
+        };
+        table.insert(c, b);
+    }
+    table
+}
+
+/// A SentencePiece token's bytes: `▁` is a space, `<0xNN>` a raw byte.
+fn sentencepiece_bytes(text: &str) -> Vec<u8> {
+    if let Some(hex) = text.strip_prefix("<0x").and_then(|t| t.strip_suffix('>')) {
+        if let Ok(byte) = u8::from_str_radix(hex, 16) {
+            return vec![byte];
+        }
+    }
+    text.replace('\u{2581}', " ").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_level_table_covers_every_byte() {
+        let table = byte_level_decoding_table();
+        assert_eq!(table.len(), 256);
+        assert_eq!(table[&'\u{0120}'], b' ');
+        assert_eq!(table[&'\u{010A}'], b'\n');
+        assert_eq!(table[&'a'], b'a');
+    }
+
+    #[test]
+    fn sentencepiece_pieces() {
+        assert_eq!(sentencepiece_bytes("\u{2581}Paris"), b" Paris");
+        assert_eq!(sentencepiece_bytes("<0x0A>"), b"\n");
+    }
+}
