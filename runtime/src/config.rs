@@ -17,8 +17,8 @@ pub const CONFIG_FILE_NAME: &str = "minerva.toml";
 /// Environment variables with this prefix set config keys (`MINERVA_THREADS=4`).
 pub const ENV_PREFIX: &str = "MINERVA_";
 
-/// `MINERVA_*` variables that are not config keys (read by the command line itself).
-const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "API_KEY", "PLUGIN_DIRS"];
+/// `MINERVA_*` variables that are not config keys (read by the command line or an engine).
+const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "API_KEY", "PLUGIN_DIRS", "MLX_CPU_DENSE_MAX_MB"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

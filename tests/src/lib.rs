@@ -88,3 +88,22 @@ pub const FRANCE: &str = "What is the capital of France?";
 /// two first-token logits of the Q4_1 model are within 0.15 of each other ("The" / "L'" / "La"),
 /// closer than llama.cpp's batch-to-batch float noise. With this one "The" leads by 1.4.
 pub const SYSTEM: &str = "Answer in one short sentence.";
+
+/// The MLX twin of [`smollm2_gguf`] (same weights, written by `minerva convert`), made once per
+/// test process in a temporary directory that lives as long as the process.
+pub fn smollm2_mlx() -> PathBuf {
+    static TWIN: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    TWIN.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let out = dir.path().join("SmolLM2-135M-Instruct-mlx");
+        let (ok, _, err) = run(minerva()
+            .arg("convert")
+            .arg(smollm2_gguf())
+            .arg(&out)
+            .args(["--to", "mlx"]));
+        assert!(ok, "convert failed: {err}");
+        (dir, out)
+    })
+    .1
+    .clone()
+}
