@@ -45,6 +45,8 @@ enum Command {
     Convert(commands::convert::ConvertArgs),
     /// Serve the configured models over an OpenAI-compatible HTTP API.
     Serve(commands::serve::ServeArgs),
+    /// Compare models and engines: load time, TTFT, prompt and generation tok/s, peak memory.
+    Bench(commands::bench::BenchArgs),
 }
 
 /// Flags that override config keys.
@@ -87,6 +89,7 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
             Command::Models(args) => commands::models::run(&runtime, args),
             Command::Serve(args) => commands::serve::run(&runtime, args).await,
             Command::Convert(args) => commands::convert::run(args),
+            Command::Bench(args) => commands::bench::run(&runtime, args).await,
         }
     })
 }

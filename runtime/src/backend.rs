@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::format::{ModelFormat, ModelInfo};
-use crate::request::GenerationRequest;
+use crate::request::{GenerationRequest, Input};
 use crate::response::{Completion, FinishReason, StreamEvent, TokenStream, Usage};
 
 /// What an engine needs to load one model.
@@ -66,6 +66,10 @@ pub trait InferenceBackend: Send + Sync {
 pub trait LoadedModel: Send + Sync {
     /// Facts about the model.
     fn descriptor(&self) -> &ModelDescriptor;
+
+    /// The prompt token ids of `input` as this model sees them (chat rendered with its template,
+    /// special tokens added as for a request); `Input::Tokens` is checked against the vocabulary.
+    fn tokenize(&self, input: &Input) -> Result<Vec<u32>>;
 
     /// Start generating. Errors in the request (context overflow, template failure) are returned
     /// here, before any token; dropping the stream cancels the generation.

@@ -104,7 +104,7 @@ impl Capabilities {
 pub fn features_used(request: &GenerationRequest) -> Vec<Feature> {
     let s = &request.sampling;
     let mut used = vec![match request.input {
-        Input::Text(_) => Feature::TextInput,
+        Input::Text(_) | Input::Tokens(_) => Feature::TextInput,
         Input::Chat(_) => Feature::ChatInput,
     }];
     let flags = [

@@ -18,7 +18,13 @@ pub const CONFIG_FILE_NAME: &str = "minerva.toml";
 pub const ENV_PREFIX: &str = "MINERVA_";
 
 /// `MINERVA_*` variables that are not config keys (read by the command line or an engine).
-const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "API_KEY", "PLUGIN_DIRS", "MLX_CPU_DENSE_MAX_MB"];
+const NON_CONFIG_ENV: &[&str] = &[
+    "CONFIG",
+    "LOG",
+    "API_KEY",
+    "PLUGIN_DIRS",
+    "MLX_CPU_DENSE_MAX_MB",
+];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! live in their own crates; the CLI and the server are thin layers over [`Runtime`].
 
 pub mod backend;
+pub mod bench;
 pub mod capabilities;
 pub mod config;
 pub mod convert;

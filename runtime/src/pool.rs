@@ -192,6 +192,9 @@ mod tests {
         fn descriptor(&self) -> &ModelDescriptor {
             &self.0
         }
+        fn tokenize(&self, _: &crate::Input) -> Result<Vec<u32>> {
+            Ok(vec![0])
+        }
         async fn stream(&self, _: GenerationRequest) -> Result<TokenStream> {
             let events = futures::stream::repeat_with(|| Ok(StreamEvent::Delta("x".into())))
                 .take(3)

@@ -42,6 +42,8 @@ pub enum Input {
     Text(String),
     /// Chat messages, rendered with the model's chat template.
     Chat(Vec<ChatMessage>),
+    /// Token ids of the model's vocabulary, used as they are.
+    Tokens(Vec<u32>),
 }
 
 /// A generation request, engine-independent.
@@ -57,6 +59,9 @@ pub struct GenerationRequest {
     pub stop: Vec<String>,
     /// Keep generating past end-of-sequence tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Reuse KV state cached from earlier requests that share a prompt prefix (default on; off
+    /// gives every request a cold prompt, e.g. for benchmarks).
+    pub cache_prompt: bool,
 }
 
 impl GenerationRequest {
@@ -68,6 +73,7 @@ impl GenerationRequest {
             sampling: SamplingParams::default(),
             stop: Vec::new(),
             ignore_eos: false,
+            cache_prompt: true,
         }
     }
 
@@ -93,12 +99,18 @@ impl GenerationRequest {
                 "stop strings must not be empty".into(),
             ));
         }
-        if let Input::Chat(messages) = &self.input {
-            if messages.is_empty() {
+        match &self.input {
+            Input::Chat(messages) if messages.is_empty() => {
                 return Err(crate::Error::InvalidRequest(
                     "messages must not be empty".into(),
                 ));
             }
+            Input::Tokens(ids) if ids.is_empty() => {
+                return Err(crate::Error::InvalidRequest(
+                    "the prompt has no tokens".into(),
+                ));
+            }
+            _ => {}
         }
         self.sampling.validate()
     }

@@ -24,7 +24,9 @@ fn greedy_run(model: &Path, prompt: &str, tokens: &str, dense_limit: &str) -> St
     cmd.env(DENSE_LIMIT_VAR, dense_limit)
         .arg("run")
         .arg(model)
-        .args(["--system", SYSTEM, "--prompt", prompt, "-t", "0", "-n", tokens])
+        .args([
+            "--system", SYSTEM, "--prompt", prompt, "-t", "0", "-n", tokens,
+        ])
         .arg("--ignore-eos");
     let (ok, out, err) = run(&mut cmd);
     assert!(ok, "{err}");
@@ -101,15 +103,25 @@ fn routing_picks_the_engine_by_format_and_config_overrides_it() {
         assert_eq!(info["engine"], engine, "{out}");
     }
     // --backend names the engine explicitly; an engine that cannot read the format says so.
-    let (ok, out, err) = run(minerva()
-        .arg("run")
-        .arg(smollm2_mlx())
-        .args(["--backend", "mlx", "--prompt", FRANCE, "-t", "0", "-n", "4"]));
+    let (ok, out, err) = run(minerva().arg("run").arg(smollm2_mlx()).args([
+        "--backend",
+        "mlx",
+        "--prompt",
+        FRANCE,
+        "-t",
+        "0",
+        "-n",
+        "4",
+    ]));
     assert!(ok && !out.is_empty(), "{err}");
-    let (ok, _, err) = run(minerva()
-        .arg("run")
-        .arg(smollm2_mlx())
-        .args(["--backend", "llama", "--prompt", FRANCE, "-n", "4"]));
+    let (ok, _, err) = run(minerva().arg("run").arg(smollm2_mlx()).args([
+        "--backend",
+        "llama",
+        "--prompt",
+        FRANCE,
+        "-n",
+        "4",
+    ]));
     assert!(!ok && err.contains("llama"), "{err}");
 
     // A config entry routes a model id to an engine.
@@ -126,10 +138,9 @@ fn routing_picks_the_engine_by_format_and_config_overrides_it() {
         .unwrap();
     };
     write("mlx");
-    let (ok, out, err) = run(minerva()
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "twin", "--system", SYSTEM, "--prompt", FRANCE, "-t", "0", "-n", "8"]));
+    let (ok, out, err) = run(minerva().arg("--config").arg(&config).args([
+        "run", "twin", "--system", SYSTEM, "--prompt", FRANCE, "-t", "0", "-n", "8",
+    ]));
     assert!(ok && out.contains("Paris"), "{out}{err}");
     write("llama");
     let (ok, _, err) = run(minerva()
@@ -157,7 +168,10 @@ fn broken_twin(dir: &Path, edit: impl FnOnce(&Path)) -> std::path::PathBuf {
 }
 
 fn run_error(model: &Path) -> String {
-    let (ok, _, err) = run(minerva().arg("run").arg(model).args(["--prompt", "hi", "-n", "2"]));
+    let (ok, _, err) = run(minerva()
+        .arg("run")
+        .arg(model)
+        .args(["--prompt", "hi", "-n", "2"]));
     assert!(!ok, "a broken model ran");
     err
 }
@@ -180,10 +194,15 @@ fn broken_model_directories_fail_naming_the_file() {
         std::fs::write(d.join("model.safetensors.index.json"), index.to_string()).unwrap();
     });
     let err = run_error(&missing_shard);
-    assert!(err.contains("model-00002-of-00002.safetensors") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("model-00002-of-00002.safetensors") && err.contains("missing"),
+        "{err}"
+    );
 
     let unknown_arch = broken_twin(&dir.path().join("b"), |d| {
-        edit_json(&d.join("config.json"), |c| c["model_type"] = "gpt_neox".into());
+        edit_json(&d.join("config.json"), |c| {
+            c["model_type"] = "gpt_neox".into()
+        });
     });
     let err = run_error(&unknown_arch);
     assert!(
@@ -195,7 +214,10 @@ fn broken_model_directories_fail_naming_the_file() {
         edit_json(&d.join("config.json"), |c| c["vocab_size"] = 1000.into());
     });
     let err = run_error(&wrong_vocab);
-    assert!(err.contains("tokenizer.json") && err.contains("vocab_size"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("vocab_size"),
+        "{err}"
+    );
 
     let no_tokenizer = broken_twin(&dir.path().join("d"), |d| {
         std::fs::remove_file(d.join("tokenizer.json")).unwrap();
@@ -214,11 +236,12 @@ fn our_own_4_bit_quantization_runs_on_mlx() {
         .arg(&float)
         .args(["--dtype", "f32"]));
     assert!(ok, "{err}");
-    let (ok, _, err) = run(minerva()
-        .arg("convert")
-        .arg(&float)
-        .arg(&q4)
-        .args(["--q-bits", "4", "--q-group-size", "32"]));
+    let (ok, _, err) = run(minerva().arg("convert").arg(&float).arg(&q4).args([
+        "--q-bits",
+        "4",
+        "--q-group-size",
+        "32",
+    ]));
     assert!(ok, "{err}");
     std::fs::remove_dir_all(&float).unwrap();
     for layout in [QUANTIZED, DENSE] {
@@ -227,6 +250,9 @@ fn our_own_4_bit_quantization_runs_on_mlx() {
             "--system", SYSTEM, "--prompt", FRANCE, "-t", "0", "-n", "12",
         ]);
         let (ok, out, err) = run(&mut cmd);
-        assert!(ok && out.contains("Paris"), "dense limit {layout}: {out}{err}");
+        assert!(
+            ok && out.contains("Paris"),
+            "dense limit {layout}: {out}{err}"
+        );
     }
 }

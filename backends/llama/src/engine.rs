@@ -163,6 +163,15 @@ impl LlamaLoadedModel {
     /// wants one and the text does not already start with it.
     fn tokenize(&self, input: &Input, path: &Path) -> Result<Vec<LlamaToken>> {
         let text = match input {
+            Input::Tokens(ids) => {
+                let vocab = self.descriptor.vocab_size;
+                if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
+                    return Err(Error::InvalidRequest(format!(
+                        "token id {bad} is outside the vocabulary of {vocab} tokens"
+                    )));
+                }
+                return Ok(ids.iter().map(|&id| LlamaToken(id as i32)).collect());
+            }
             Input::Text(text) => text.clone(),
             Input::Chat(messages) => self
                 .template
@@ -193,8 +202,17 @@ impl LoadedModel for LlamaLoadedModel {
         &self.descriptor
     }
 
+    fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenize(input, Path::new(&self.descriptor.id))?
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect())
+    }
+
     async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
-        let tokens = self.tokenize(&request.input, Path::new(&self.descriptor.id))?;
+        let tokens =
+            LlamaLoadedModel::tokenize(self, &request.input, Path::new(&self.descriptor.id))?;
         let context_size = self.descriptor.context_size as usize;
         if tokens.len() >= context_size {
             return Err(Error::ContextOverflow {

@@ -44,6 +44,7 @@ pub struct Job {
     max_tokens: Option<u32>,
     stop: Vec<String>,
     ignore_eos: bool,
+    cache_prompt: bool,
     events: Option<Events>,
 }
 
@@ -56,6 +57,7 @@ impl Job {
             max_tokens: request.max_tokens,
             stop: request.stop.clone(),
             ignore_eos: request.ignore_eos,
+            cache_prompt: request.cache_prompt,
             events: None,
         }
     }
@@ -287,7 +289,11 @@ impl<'m> Scheduler<'m> {
             };
             let best = (0..self.slots.len())
                 .filter(|&i| self.slots[i].is_none())
-                .map(|i| (i, common_prefix(&self.caches[i], &job.tokens)))
+                .map(|i| match job.cache_prompt {
+                    true => (i, common_prefix(&self.caches[i], &job.tokens)),
+                    // Any free slot: the whole prompt is processed again.
+                    false => (i, 0),
+                })
                 .max_by_key(|&(_, common)| common);
             let Some((slot, common)) = best else {
                 return;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use minerva_runtime::{
-    Capabilities, Error, GenerationRequest, InferenceBackend, LoadSpec, LoadedModel,
+    Capabilities, Error, GenerationRequest, InferenceBackend, Input, LoadSpec, LoadedModel,
     ModelDescriptor, ModelFormat, Result, TokenStream,
 };
 use tokio::sync::oneshot;
@@ -78,6 +78,10 @@ pub struct MlxLoadedModel {
 impl LoadedModel for MlxLoadedModel {
     fn descriptor(&self) -> &ModelDescriptor {
         &self.descriptor
+    }
+
+    fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {
+        self.tokenizer.encode(input, &self.descriptor.id)
     }
 
     async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {

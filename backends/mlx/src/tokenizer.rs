@@ -127,6 +127,15 @@ impl ModelTokenizer {
     /// unless it already starts with BOS.
     pub fn encode(&self, input: &Input, model: &str) -> Result<Vec<u32>> {
         let (text, add_special) = match input {
+            Input::Tokens(ids) => {
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.pieces.len()) {
+                    return Err(Error::InvalidRequest(format!(
+                        "token id {bad} is outside the vocabulary of {} tokens",
+                        self.pieces.len()
+                    )));
+                }
+                return Ok(ids.clone());
+            }
             Input::Text(text) => (
                 text.clone(),
                 self.bos_text.is_empty() || !text.starts_with(&self.bos_text),

@@ -63,6 +63,7 @@ pub struct Job {
     max_tokens: Option<u32>,
     stop: Vec<String>,
     ignore_eos: bool,
+    cache_prompt: bool,
     events: Option<Events>,
 }
 
@@ -75,6 +76,7 @@ impl Job {
             max_tokens: request.max_tokens,
             stop: request.stop.clone(),
             ignore_eos: request.ignore_eos,
+            cache_prompt: request.cache_prompt,
             events: None,
         }
     }
@@ -262,6 +264,7 @@ impl ModelThread {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len() - 1);
+        let reused = if job.cache_prompt { reused } else { 0 };
         self.cached.truncate(reused);
         for c in &mut self.caches {
             c.truncate(reused as i32);

@@ -1,0 +1,295 @@
+//! Engine benchmarks: one model at a time, the same prompt tokens for every model, greedy
+//! decoding past end-of-sequence, a cold prompt each repetition (no prefix cache), medians and
+//! ranges over repetitions. The front-end runs each model in its own process so load time is
+//! cold and peak memory belongs to that model alone.
+
+pub mod chart;
+pub mod machine;
+pub mod report;
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::request::{GenerationRequest, Input};
+use crate::response::StreamEvent;
+use crate::runtime::Runtime;
+use crate::sampling::SamplingParams;
+
+/// Text the synthetic prompts are cut from (repeated as needed).
+const FILLER: &str = "The river wound through the valley, past orchards and stone bridges, \
+    carrying the stories of every village it touched toward the distant sea. ";
+
+/// What each model is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchPlan {
+    /// The prompt.
+    pub prompt: BenchPrompt,
+    /// Tokens generated per repetition (end-of-sequence ignored).
+    pub tg: u32,
+    /// Measured repetitions.
+    pub reps: usize,
+    /// Unmeasured repetitions first.
+    pub warmup: usize,
+}
+
+/// Where the prompt comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum BenchPrompt {
+    /// A user message, rendered with the model's chat template (raw when it has none).
+    Text(String),
+    /// Exactly this many tokens of filler text.
+    Tokens(usize),
+}
+
+/// Median and range of one figure over the repetitions.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    /// Median.
+    pub median: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values` (`None` when empty).
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+}
+
+/// One model's figures (or why it has none).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// The model as given.
+    pub model: String,
+    /// Engine name (`llama`, `mlx`).
+    pub engine: Option<String>,
+    /// Engine and native library version.
+    pub engine_version: Option<String>,
+    /// `gguf` or `safetensors`.
+    pub format: Option<String>,
+    /// Quantization or float type.
+    pub quantization: Option<String>,
+    /// Weight bytes over weights, in bits.
+    pub bits_per_weight: Option<f64>,
+    /// Prompt tokens per repetition.
+    pub prompt_tokens: Option<usize>,
+    /// Fingerprint of the prompt token ids (equal fingerprints: identical prompts).
+    pub prompt_fingerprint: Option<String>,
+    /// Tokens generated per repetition.
+    pub generated_tokens: Option<u32>,
+    /// Cold load time, seconds.
+    pub load_s: Option<f64>,
+    /// Time to first token, seconds.
+    pub ttft_s: Option<Spread>,
+    /// Prompt processing: prompt tokens over time to first token.
+    pub pp_tps: Option<Spread>,
+    /// Generation: tokens after the first over the time after the first.
+    pub tg_tps: Option<Spread>,
+    /// Peak resident memory of the benchmarking process.
+    pub peak_rss_bytes: Option<u64>,
+    /// Why the row failed.
+    pub error: Option<String>,
+}
+
+impl BenchResult {
+    /// A failed row.
+    pub fn failed(model: &str, error: impl Into<String>) -> Self {
+        BenchResult {
+            model: model.to_string(),
+            error: Some(error.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// One repetition's timings.
+struct Rep {
+    ttft: f64,
+    after_first: f64,
+    prompt_tokens: u32,
+    generated: u32,
+}
+
+/// Load `reference` and run `plan` on it; `progress` hears "what is happening" lines.
+pub async fn bench_model(
+    runtime: &Runtime,
+    reference: &str,
+    plan: &BenchPlan,
+    progress: &dyn Fn(String),
+) -> BenchResult {
+    match bench_model_inner(runtime, reference, plan, progress).await {
+        Ok(result) => result,
+        Err(e) => BenchResult::failed(reference, e.to_string()),
+    }
+}
+
+async fn bench_model_inner(
+    runtime: &Runtime,
+    reference: &str,
+    plan: &BenchPlan,
+    progress: &dyn Fn(String),
+) -> Result<BenchResult> {
+    if plan.reps == 0 || plan.tg == 0 {
+        return Err(Error::InvalidRequest(
+            "--reps and --tg must be at least 1".into(),
+        ));
+    }
+    progress("loading".into());
+    let started = Instant::now();
+    let handle = runtime.load(reference).await?;
+    let load_s = started.elapsed().as_secs_f64();
+    let model = handle.model();
+    let ids = prompt_tokens(
+        model.as_ref(),
+        &plan.prompt,
+        handle.info().has_chat_template,
+    )?;
+    let mut reps = Vec::new();
+    for i in 0..plan.warmup + plan.reps {
+        let label = if i < plan.warmup {
+            format!("warm-up {}/{}", i + 1, plan.warmup)
+        } else {
+            format!("rep {}/{}", i + 1 - plan.warmup, plan.reps)
+        };
+        progress(label);
+        let mut request = GenerationRequest::new(Input::Tokens(ids.clone()));
+        request.sampling = SamplingParams::greedy();
+        request.max_tokens = Some(plan.tg);
+        request.ignore_eos = true;
+        request.cache_prompt = false;
+        let rep = run_once(model.as_ref(), request).await?;
+        if i >= plan.warmup {
+            reps.push(rep);
+        }
+    }
+    let info = handle.info();
+    let pp: Vec<f64> = reps
+        .iter()
+        .map(|r| r.prompt_tokens as f64 / r.ttft)
+        .collect();
+    let tg: Vec<f64> = reps
+        .iter()
+        .filter(|r| r.generated > 1 && r.after_first > 0.0)
+        .map(|r| (r.generated - 1) as f64 / r.after_first)
+        .collect();
+    Ok(BenchResult {
+        model: reference.to_string(),
+        engine: Some(handle.engine().name().to_string()),
+        engine_version: Some(handle.engine().version()),
+        format: Some(info.format.to_string()),
+        quantization: info.quantization.clone(),
+        bits_per_weight: Some(info.bits_per_weight),
+        prompt_tokens: Some(ids.len()),
+        prompt_fingerprint: Some(fingerprint(&ids)),
+        generated_tokens: reps.last().map(|r| r.generated),
+        load_s: Some(load_s),
+        ttft_s: Spread::of(&reps.iter().map(|r| r.ttft).collect::<Vec<_>>()),
+        pp_tps: Spread::of(&pp),
+        tg_tps: Spread::of(&tg),
+        peak_rss_bytes: machine::peak_rss_bytes(),
+        error: None,
+    })
+}
+
+/// The prompt's token ids for `model`.
+fn prompt_tokens(
+    model: &dyn crate::LoadedModel,
+    prompt: &BenchPrompt,
+    has_template: bool,
+) -> Result<Vec<u32>> {
+    match prompt {
+        BenchPrompt::Text(text) if has_template => {
+            model.tokenize(&GenerationRequest::chat(text.clone(), None).input)
+        }
+        BenchPrompt::Text(text) => model.tokenize(&Input::Text(text.clone())),
+        BenchPrompt::Tokens(n) => {
+            let mut text = FILLER.to_string();
+            loop {
+                let ids = model.tokenize(&Input::Text(text.clone()))?;
+                if ids.len() >= *n {
+                    return Ok(ids[..*n].to_vec());
+                }
+                text.push_str(FILLER);
+            }
+        }
+    }
+}
+
+async fn run_once(model: &dyn crate::LoadedModel, request: GenerationRequest) -> Result<Rep> {
+    let started = Instant::now();
+    let mut stream = model.stream(request).await?;
+    let mut first = None;
+    while let Some(event) = stream.next().await {
+        match event? {
+            StreamEvent::Delta(_) => {
+                first.get_or_insert_with(|| started.elapsed().as_secs_f64());
+            }
+            StreamEvent::Done { usage, .. } => {
+                let total = started.elapsed().as_secs_f64();
+                let ttft = first.unwrap_or(total);
+                return Ok(Rep {
+                    ttft,
+                    after_first: total - ttft,
+                    prompt_tokens: usage.prompt_tokens,
+                    generated: usage.completion_tokens,
+                });
+            }
+        }
+    }
+    Err(Error::engine(
+        "bench",
+        "generation ended without a final event",
+    ))
+}
+
+/// A short stable fingerprint of token ids (FNV-1a).
+fn fingerprint(ids: &[u32]) -> String {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for id in ids {
+        for byte in id.to_le_bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_median_and_range() {
+        let s = Spread::of(&[3.0, 1.0, 2.0, 10.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 10.0));
+        assert_eq!(Spread::of(&[4.0]).unwrap().median, 4.0);
+        assert!(Spread::of(&[]).is_none());
+    }
+
+    #[test]
+    fn fingerprints_tell_prompts_apart() {
+        assert_eq!(fingerprint(&[1, 2, 3]), fingerprint(&[1, 2, 3]));
+        assert_ne!(fingerprint(&[1, 2, 3]), fingerprint(&[1, 3, 2]));
+    }
+}

@@ -1,0 +1,190 @@
+//! A finished benchmark: the `--json` document, the text and Markdown tables, fairness notes.
+
+use serde::{Deserialize, Serialize};
+
+use super::machine::Machine;
+use super::{BenchPlan, BenchResult, Spread};
+
+/// The whole benchmark (`minerva bench --json` prints exactly this).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Where it ran.
+    pub machine: Machine,
+    /// What every model was asked to do.
+    pub plan: BenchPlan,
+    /// CPU threads per model.
+    pub threads: usize,
+    /// Context size per model.
+    pub context_size: u32,
+    /// One row per model, in the order given.
+    pub results: Vec<BenchResult>,
+    /// Things that make the figures less comparable.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// Assemble a report and work out its notes.
+    pub fn new(
+        machine: Machine,
+        plan: BenchPlan,
+        threads: usize,
+        context_size: u32,
+        results: Vec<BenchResult>,
+    ) -> Report {
+        let mut notes: Vec<String> = machine.busy_warning().into_iter().collect();
+        let ok: Vec<&BenchResult> = results.iter().filter(|r| r.error.is_none()).collect();
+        let mut prints: Vec<&str> = ok
+            .iter()
+            .filter_map(|r| r.prompt_fingerprint.as_deref())
+            .collect();
+        prints.sort_unstable();
+        prints.dedup();
+        if prints.len() > 1 {
+            let counts = ok
+                .iter()
+                .map(|r| format!("{}: {}", r.model, r.prompt_tokens.unwrap_or(0)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            notes.push(format!(
+                "the models' tokenizers disagree, so their prompts differ (prompt tokens: {counts})"
+            ));
+        } else if ok.len() > 1 {
+            notes.push("every model got the same prompt token ids".into());
+        }
+        Report {
+            machine,
+            plan,
+            threads,
+            context_size,
+            results,
+            notes,
+        }
+    }
+
+    /// The header lines: machine, settings, notes.
+    pub fn header(&self) -> Vec<String> {
+        let m = &self.machine;
+        let prompt = match &self.plan.prompt {
+            super::BenchPrompt::Text(t) => format!("{} chars of text", t.chars().count()),
+            super::BenchPrompt::Tokens(n) => format!("{n} tokens"),
+        };
+        let mut lines = vec![
+            format!(
+                "machine: {} ({} physical / {} logical cores, {} {}), load average {}",
+                m.cpu,
+                m.physical_cores,
+                m.logical_cores,
+                m.os,
+                m.arch,
+                m.load_average.map_or("?".into(), |l| format!("{l:.2}"))
+            ),
+            format!(
+                "plan: prompt {prompt}, generate {} tokens (greedy, end-of-sequence ignored), \
+                 {} reps after {} warm-up, cold prompt each rep, {} threads, context {}",
+                self.plan.tg, self.plan.reps, self.plan.warmup, self.threads, self.context_size
+            ),
+        ];
+        for r in self.results.iter().filter(|r| r.error.is_none()) {
+            lines.push(format!(
+                "{}: {} ({}), {} {}, {:.2} bits/weight",
+                r.model,
+                r.engine.as_deref().unwrap_or("?"),
+                r.engine_version.as_deref().unwrap_or("?"),
+                r.format.as_deref().unwrap_or("?"),
+                r.quantization.as_deref().unwrap_or("?"),
+                r.bits_per_weight.unwrap_or(0.0)
+            ));
+        }
+        lines.extend(self.notes.iter().map(|n| format!("note: {n}")));
+        lines
+    }
+
+    /// Table rows as cells: header first.
+    fn rows(&self) -> Vec<Vec<String>> {
+        let mut rows = vec![[
+            "model", "engine", "prompt", "load s", "TTFT s", "pp tok/s", "tg tok/s", "peak RSS",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for r in &self.results {
+            if let Some(e) = &r.error {
+                rows.push(vec![r.model.clone(), "error".into(), e.clone()]);
+                continue;
+            }
+            rows.push(vec![
+                r.model.clone(),
+                r.engine.clone().unwrap_or_default(),
+                r.prompt_tokens.map_or(String::new(), |n| n.to_string()),
+                r.load_s.map_or(String::new(), |s| format!("{s:.2}")),
+                spread(r.ttft_s, 3),
+                spread(r.pp_tps, 1),
+                spread(r.tg_tps, 1),
+                r.peak_rss_bytes
+                    .map_or(String::new(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+            ]);
+        }
+        rows
+    }
+
+    /// Plain-text table with aligned columns.
+    pub fn text_table(&self) -> String {
+        let rows = self.rows();
+        let widths: Vec<usize> = (0..rows[0].len())
+            .map(|c| {
+                rows.iter()
+                    .filter(|r| r.len() == rows[0].len())
+                    .map(|r| r[c].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        rows.iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .map(
+                        |(i, cell)| match (row.len() == widths.len(), widths.get(i)) {
+                            (true, Some(w)) => format!("{cell:<w$}"),
+                            _ => cell.clone(),
+                        },
+                    )
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// GitHub-flavoured Markdown: header lines as a list, then the table.
+    pub fn markdown(&self) -> String {
+        let mut out: Vec<String> = self.header().iter().map(|l| format!("- {l}")).collect();
+        out.push(String::new());
+        let rows = self.rows();
+        let columns = rows[0].len();
+        for (i, row) in rows.iter().enumerate() {
+            let mut cells = row.clone();
+            cells.resize(columns, String::new());
+            out.push(format!("| {} |", cells.join(" | ").replace('\n', " ")));
+            if i == 0 {
+                out.push(format!("|{}", "---|".repeat(columns)));
+            }
+        }
+        out.join("\n")
+    }
+}
+
+/// "median (min-max)".
+fn spread(s: Option<Spread>, decimals: usize) -> String {
+    match s {
+        Some(s) => format!(
+            "{:.d$} ({:.d$}-{:.d$})",
+            s.median,
+            s.min,
+            s.max,
+            d = decimals
+        ),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,72 @@
+//! `minerva bench` on the real GGUF and its MLX twin: the documented JSON schema with positive
+//! figures and identical prompts for both engines, a failing row that does not stop the others,
+//! and a well-formed SVG chart naming both engines.
+
+use minerva_tests::{minerva, run, smollm2_gguf, smollm2_mlx};
+
+#[test]
+fn bench_json_compares_the_gguf_and_its_mlx_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("bench.svg");
+    let (ok, out, err) = run(minerva()
+        .arg("bench")
+        .arg(smollm2_gguf())
+        .arg(dir.path().join("missing.gguf"))
+        .arg(smollm2_mlx())
+        .args([
+            "--reps", "2", "--tg", "8", "--pp", "32", "--json", "--chart",
+        ])
+        .arg(&chart));
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert!(report["machine"]["logical_cores"].as_u64().unwrap() >= 1);
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+
+    let missing = &results[1];
+    assert!(
+        missing["error"].as_str().unwrap().contains("missing.gguf"),
+        "{missing}"
+    );
+
+    for (row, engine, format) in [
+        (&results[0], "llama", "gguf"),
+        (&results[2], "mlx", "safetensors"),
+    ] {
+        assert!(row["error"].is_null(), "{row}");
+        assert_eq!(row["engine"], engine);
+        assert_eq!(row["format"], format);
+        assert!(row["bits_per_weight"].as_f64().unwrap() > 4.0);
+        assert_eq!(row["prompt_tokens"], 32);
+        assert!(row["load_s"].as_f64().unwrap() > 0.0);
+        assert!(row["peak_rss_bytes"].as_u64().unwrap() > 10_000_000);
+        for key in ["ttft_s", "pp_tps", "tg_tps"] {
+            let f = &row[key];
+            let (min, median, max) = (
+                f["min"].as_f64().unwrap(),
+                f["median"].as_f64().unwrap(),
+                f["max"].as_f64().unwrap(),
+            );
+            assert!(min > 0.0 && min <= median && median <= max, "{key}: {f}");
+        }
+    }
+    assert_eq!(
+        results[0]["prompt_fingerprint"],
+        results[2]["prompt_fingerprint"]
+    );
+    assert!(report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_str().unwrap().contains("same prompt token ids")));
+
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    let (ok, _, err) = run(std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.dom.minidom as m; m.parse(sys.argv[1])",
+        ])
+        .arg(&chart));
+    assert!(ok, "SVG is not well-formed XML: {err}");
+    assert!(svg.starts_with("<svg") && svg.contains(">llama<") && svg.contains(">mlx<"));
+}
