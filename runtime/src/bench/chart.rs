@@ -11,6 +11,9 @@ const PANEL_H: f64 = 260.0;
 const MARGIN: f64 = 50.0;
 const LEGEND_H: f64 = 30.0;
 
+/// Picks one figure of a result.
+type Figure = fn(&super::BenchResult) -> Option<Spread>;
+
 /// Colour of an engine's bars.
 fn colour(engine: &str) -> &'static str {
     match engine {
@@ -52,7 +55,7 @@ pub fn svg(report: &Report) -> String {
         r#"<text x="{MARGIN}" y="24" font-size="14" font-weight="bold">{}</text>"#,
         esc(&title)
     );
-    let panels: [(&str, fn(&super::BenchResult) -> Option<Spread>); 2] = [
+    let panels: [(&str, Figure); 2] = [
         ("prompt processing (tok/s)", |r| r.pp_tps),
         ("generation (tok/s)", |r| r.tg_tps),
     ];
