@@ -256,3 +256,50 @@ fn our_own_4_bit_quantization_runs_on_mlx() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_seeds_stop_strings_and_cancellation_on_mlx() {
+    let engines: Vec<std::sync::Arc<dyn InferenceBackend>> =
+        vec![std::sync::Arc::new(MlxEngine::new())];
+    let runtime = Runtime::new(Config::default(), Router::new(engines));
+    let mlx = load(&runtime, &smollm2_mlx()).await;
+    let sampled = |seed: u64| {
+        let mut r = GenerationRequest::chat("Write a poem about the sea.", None);
+        r.sampling = SamplingParams {
+            temperature: Some(1.0),
+            seed: Some(seed),
+            repeat_penalty: Some(1.1),
+            ..Default::default()
+        };
+        r.max_tokens = Some(24);
+        r
+    };
+    let a = mlx.generate(sampled(1)).await.unwrap().text;
+    let b = mlx.generate(sampled(1)).await.unwrap().text;
+    let c = mlx.generate(sampled(2)).await.unwrap().text;
+    assert_eq!(a, b, "same seed, same text");
+    assert_ne!(a, c, "another seed, another text");
+
+    let mut stop = france(24);
+    stop.stop = vec!["Paris".into()];
+    let cut = mlx.generate(stop).await.unwrap();
+    assert_eq!(cut.finish_reason, minerva_runtime::FinishReason::Stop);
+    assert!(
+        cut.text.ends_with("France is ") && !cut.text.contains("Paris"),
+        "{}",
+        cut.text
+    );
+
+    // Dropping a stream mid-generation frees the model for the next request.
+    let mut long = france(400);
+    long.ignore_eos = true;
+    let mut stream = mlx.stream(long).await.unwrap();
+    use futures::StreamExt;
+    assert!(stream.next().await.is_some());
+    drop(stream);
+    let next = tokio::time::timeout(std::time::Duration::from_secs(60), mlx.generate(france(8)))
+        .await
+        .expect("the model is free again")
+        .unwrap();
+    assert!(next.text.contains("Paris"));
+}
