@@ -70,3 +70,23 @@ fn bench_json_compares_the_gguf_and_its_mlx_twin() {
     assert!(ok, "SVG is not well-formed XML: {err}");
     assert!(svg.starts_with("<svg") && svg.contains(">llama<") && svg.contains(">mlx<"));
 }
+
+#[test]
+fn bench_at_depth_measures_after_a_filled_context() {
+    let (ok, out, err) = run(minerva()
+        .arg("bench")
+        .arg(smollm2_gguf())
+        .arg(smollm2_mlx())
+        .args([
+            "--reps", "1", "--warmup", "0", "--tg", "4", "--pp", "16", "--depth", "100", "--json",
+        ]));
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["plan"]["depth"], 100);
+    assert!(report["context_size"].as_u64().unwrap() >= 120);
+    for row in report["results"].as_array().unwrap() {
+        assert!(row["error"].is_null(), "{row}");
+        assert_eq!(row["prompt_tokens"], 16);
+        assert!(row["pp_tps"]["median"].as_f64().unwrap() > 0.0, "{row}");
+    }
+}

@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// Unmeasured repetitions before them.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// Measure after this many tokens already in the context (like llama-bench -d).
+    #[arg(long, default_value_t = 0)]
+    depth: usize,
     /// Print one JSON document instead of the table.
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
@@ -69,6 +72,7 @@ impl BenchArgs {
             tg: self.tg,
             reps: self.reps,
             warmup: self.warmup,
+            depth: self.depth,
         })
     }
 }
@@ -101,8 +105,10 @@ pub async fn run(runtime: &Runtime, args: BenchArgs) -> Result<ExitCode> {
     }
     let threads = runtime.config().threads.unwrap_or_else(default_threads);
     let context_size = runtime.config().context_size.unwrap_or(match &plan.prompt {
-        BenchPrompt::Tokens(n) => ((*n as u32 + args.tg + 64).div_ceil(256) * 256).max(512),
-        BenchPrompt::Text(_) => 4096,
+        BenchPrompt::Tokens(n) => {
+            (((args.depth + *n) as u32 + args.tg + 64).div_ceil(256) * 256).max(512)
+        }
+        BenchPrompt::Text(_) => 4096 + args.depth as u32,
     });
     let machine = Machine::current();
     if let Some(warning) = machine.busy_warning() {
@@ -143,7 +149,8 @@ fn run_child(args: &BenchArgs, model: &str, threads: usize, context_size: u32) -
         .args(["bench", "--child"])
         .args(["--tg", &args.tg.to_string()])
         .args(["--reps", &args.reps.to_string()])
-        .args(["--warmup", &args.warmup.to_string()]);
+        .args(["--warmup", &args.warmup.to_string()])
+        .args(["--depth", &args.depth.to_string()]);
     if let Some(p) = &args.prompt {
         cmd.args(["--prompt", p]);
     } else if let Some(f) = &args.prompt_file {

@@ -33,6 +33,9 @@ pub struct BenchPlan {
     pub reps: usize,
     /// Unmeasured repetitions first.
     pub warmup: usize,
+    /// Tokens already in the context before the measured prompt (like llama-bench `-d`).
+    #[serde(default)]
+    pub depth: usize,
 }
 
 /// Where the prompt comes from.
@@ -127,7 +130,8 @@ impl BenchResult {
 struct Rep {
     ttft: f64,
     after_first: f64,
-    prompt_tokens: u32,
+    /// Prompt tokens processed in the measured request (not served from the cache).
+    processed: u32,
     generated: u32,
 }
 
@@ -165,6 +169,7 @@ async fn bench_model_inner(
         &plan.prompt,
         handle.info().has_chat_template,
     )?;
+    let context = filler_tokens(model.as_ref(), plan.depth)?;
     let mut reps = Vec::new();
     for i in 0..plan.warmup + plan.reps {
         let label = if i < plan.warmup {
@@ -173,21 +178,28 @@ async fn bench_model_inner(
             format!("rep {}/{}", i + 1 - plan.warmup, plan.reps)
         };
         progress(label);
-        let mut request = GenerationRequest::new(Input::Tokens(ids.clone()));
-        request.sampling = SamplingParams::greedy();
-        request.max_tokens = Some(plan.tg);
-        request.ignore_eos = true;
-        request.cache_prompt = false;
-        let rep = run_once(model.as_ref(), request).await?;
+        let request = |tokens: Vec<u32>, max_tokens: u32, cache_prompt: bool| {
+            let mut r = GenerationRequest::new(Input::Tokens(tokens));
+            r.sampling = SamplingParams::greedy();
+            r.max_tokens = Some(max_tokens);
+            r.ignore_eos = true;
+            r.cache_prompt = cache_prompt;
+            r
+        };
+        let rep = if context.is_empty() {
+            run_once(model.as_ref(), request(ids.clone(), plan.tg, false)).await?
+        } else {
+            // Fill the context (untimed, cold), then time the prompt on top of it.
+            run_once(model.as_ref(), request(context.clone(), 1, false)).await?;
+            let full = [context.as_slice(), ids.as_slice()].concat();
+            run_once(model.as_ref(), request(full, plan.tg, true)).await?
+        };
         if i >= plan.warmup {
             reps.push(rep);
         }
     }
     let info = handle.info();
-    let pp: Vec<f64> = reps
-        .iter()
-        .map(|r| r.prompt_tokens as f64 / r.ttft)
-        .collect();
+    let pp: Vec<f64> = reps.iter().map(|r| r.processed as f64 / r.ttft).collect();
     let tg: Vec<f64> = reps
         .iter()
         .filter(|r| r.generated > 1 && r.after_first > 0.0)
@@ -223,16 +235,22 @@ fn prompt_tokens(
             model.tokenize(&GenerationRequest::chat(text.clone(), None).input)
         }
         BenchPrompt::Text(text) => model.tokenize(&Input::Text(text.clone())),
-        BenchPrompt::Tokens(n) => {
-            let mut text = FILLER.to_string();
-            loop {
-                let ids = model.tokenize(&Input::Text(text.clone()))?;
-                if ids.len() >= *n {
-                    return Ok(ids[..*n].to_vec());
-                }
-                text.push_str(FILLER);
-            }
+        BenchPrompt::Tokens(n) => filler_tokens(model, *n),
+    }
+}
+
+/// Exactly `n` tokens of filler text (none for 0).
+fn filler_tokens(model: &dyn crate::LoadedModel, n: usize) -> Result<Vec<u32>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let mut text = FILLER.to_string();
+    loop {
+        let ids = model.tokenize(&Input::Text(text.clone()))?;
+        if ids.len() >= n {
+            return Ok(ids[..n].to_vec());
         }
+        text.push_str(FILLER);
     }
 }
 
@@ -251,7 +269,7 @@ async fn run_once(model: &dyn crate::LoadedModel, request: GenerationRequest) ->
                 return Ok(Rep {
                     ttft,
                     after_first: total - ttft,
-                    prompt_tokens: usage.prompt_tokens,
+                    processed: usage.prompt_tokens - usage.cached_tokens,
                     generated: usage.completion_tokens,
                 });
             }

@@ -80,8 +80,13 @@ impl Report {
             ),
             format!(
                 "plan: prompt {prompt}, generate {} tokens (greedy, end-of-sequence ignored), \
-                 {} reps after {} warm-up, cold prompt each rep, {} threads, context {}",
-                self.plan.tg, self.plan.reps, self.plan.warmup, self.threads, self.context_size
+                 {} reps after {} warm-up, cold prompt each rep, depth {}, {} threads, context {}",
+                self.plan.tg,
+                self.plan.reps,
+                self.plan.warmup,
+                self.plan.depth,
+                self.threads,
+                self.context_size
             ),
         ];
         for r in self.results.iter().filter(|r| r.error.is_none()) {
