@@ -246,13 +246,13 @@ fn mlx_style_directory_is_detected_and_routed_to_mlx() {
     assert_eq!(v["engine"], "mlx");
     assert_eq!(v["parameter_count"], 8 * 64);
 
-    // Without an MLX engine in this build, running it says so and how to proceed.
+    // The MLX engine takes it and refuses it clearly: the config lacks what a model needs.
     let mut cmd = minerva();
     cmd.arg("run").arg(&model).args(["--prompt", "hi"]);
     let (ok, _, err) = run(&mut cmd);
     assert!(!ok);
     assert!(
-        err.contains("engine `mlx`") && err.contains("tiny-mlx"),
+        err.contains("tiny-mlx") && err.contains("config.json") && err.contains("hidden_size"),
         "{err}"
     );
 
