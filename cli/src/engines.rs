@@ -1,16 +1,53 @@
-//! The engines linked into this binary: the one place that knows which cargo features are on.
+//! The engines of this process: the ones linked in (the one place that knows which cargo
+//! features are on) and the plugins found in the configured folders.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use minerva_runtime::{InferenceBackend, Router};
+use minerva_runtime::plugin::{self, PluginFailure};
+use minerva_runtime::{Config, InferenceBackend, Result, Router};
 
-/// A router over every engine built in.
-pub fn router() -> Router {
-    let engines: Vec<Arc<dyn InferenceBackend>> = vec![
+/// Environment variable with more plugin folders (a path list).
+pub const PLUGIN_DIRS_VAR: &str = "MINERVA_PLUGIN_DIRS";
+
+/// A router over every engine built in and every plugin found, with the config's per-format
+/// choices; plugin files that failed are returned (and logged) so callers can show them.
+pub fn router(config: &Config) -> Result<(Router, Vec<PluginFailure>)> {
+    let built_in: Vec<Arc<dyn InferenceBackend>> = vec![
         #[cfg(feature = "llama")]
         Arc::new(minerva_backend_llama::LlamaEngine::new()),
         #[cfg(feature = "mlx")]
         Arc::new(minerva_backend_mlx::MlxEngine::new()),
     ];
-    Router::new(engines)
+    let mut router = Router::new(built_in);
+    let scan = plugin::scan(&plugin_dirs(config))?;
+    let mut failures = scan.failures;
+    for (engine, path) in scan.engines {
+        let name = engine.name().to_string();
+        match router.add_plugin(engine, path.clone()) {
+            Ok(()) => {
+                tracing::info!(engine = %name, plugin = %path.display(), "plugin engine loaded")
+            }
+            Err(e) => failures.push(PluginFailure {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    for failure in &failures {
+        tracing::warn!(plugin = %failure.path.display(), "plugin skipped: {}", failure.reason);
+    }
+    for (format, engine) in &config.formats {
+        router.set_format_engine(*format, engine);
+    }
+    Ok((router, failures))
+}
+
+/// `plugin_dirs` from the config, then those in `MINERVA_PLUGIN_DIRS`.
+fn plugin_dirs(config: &Config) -> Vec<PathBuf> {
+    let mut dirs = config.plugin_dirs.clone();
+    if let Some(list) = std::env::var_os(PLUGIN_DIRS_VAR) {
+        dirs.extend(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()));
+    }
+    dirs
 }

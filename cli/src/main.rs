@@ -47,6 +47,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Compare models and engines: load time, TTFT, prompt and generation tok/s, peak memory.
     Bench(commands::bench::BenchArgs),
+    /// List the engines: built in and plugins, with version, formats, device and status.
+    Engines(commands::engines::EnginesArgs),
 }
 
 /// Flags that override config keys.
@@ -81,7 +83,8 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
         context_size: cli.context_size,
     };
     let config = Config::load(cli.config.as_deref(), &flags)?;
-    let runtime = Runtime::new(config, engines::router());
+    let (router, plugin_failures) = engines::router(&config)?;
+    let runtime = Runtime::new(config, router);
     tokio_runtime()?.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(&runtime, args).await,
@@ -90,6 +93,7 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
             Command::Serve(args) => commands::serve::run(&runtime, args).await,
             Command::Convert(args) => commands::convert::run(args),
             Command::Bench(args) => commands::bench::run(&runtime, args).await,
+            Command::Engines(args) => commands::engines::run(&runtime, &plugin_failures, args),
         }
     })
 }

@@ -57,6 +57,10 @@ pub trait InferenceBackend: Send + Sync {
     fn formats(&self) -> &[ModelFormat];
     /// The request features it honours.
     fn capabilities(&self) -> Capabilities;
+    /// Where it computes: `cpu`, `metal`, `cuda`, ...
+    fn device(&self) -> String {
+        "cpu".into()
+    }
     /// Load a model.
     async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>>;
 }

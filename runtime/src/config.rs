@@ -39,6 +39,12 @@ pub struct Config {
     /// Configured models.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// Folders searched for engine plugins (`MINERVA_PLUGIN_DIRS`, a path list, adds more).
+    #[serde(default)]
+    pub plugin_dirs: Vec<std::path::PathBuf>,
+    /// The engine serving each format when a model's backend is `auto`, e.g. `gguf = "llama"`.
+    #[serde(default)]
+    pub formats: std::collections::BTreeMap<crate::format::ModelFormat, String>,
     /// HTTP server settings (`minerva serve`).
     #[serde(default)]
     pub server: ServerConfig,
@@ -257,7 +263,7 @@ mod tests {
         )
         .unwrap();
         let m = c.model("smol").unwrap();
-        assert_eq!(m.backend, BackendChoice::Llama);
+        assert_eq!(m.backend, BackendChoice::named("llama"));
         assert_eq!(m.sampling.temperature, Some(0.2));
         assert_eq!(c.threads, Some(2));
     }
@@ -268,10 +274,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("context_sise"), "{err}");
-        let err = Config::from_toml("[[models]]\nid='a'\npath='b'\nbackend='cuda'")
+        let err = Config::from_toml("[[models]]\nid='a'\npath='b'\nbackend=3")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("backend") && err.contains("cuda"), "{err}");
+        assert!(err.contains("backend"), "{err}");
+        let err = Config::from_toml("[formats]\nonnx='x'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("onnx"), "{err}");
         let err = Config::from_toml("threads = 'many'")
             .unwrap_err()
             .to_string();

@@ -9,6 +9,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod format;
+pub mod plugin;
 pub mod pool;
 pub mod request;
 pub mod resolve;

@@ -1,5 +1,9 @@
-//! Picks the engine for a model: by detected format, or as the model's config says.
+//! Picks the engine for a model: by detected format (with per-format defaults from config), or
+//! by the name the model's config gives. Engines are built in or come from plugins; a plugin
+//! engine with a built-in engine's name replaces it.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -8,20 +12,44 @@ use crate::backend::InferenceBackend;
 use crate::error::{Error, Result};
 use crate::format::{ModelFormat, ModelInfo};
 
-/// The engine a model's config asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// The engine a model's config asks for: `"auto"` (by format) or an engine's name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum BackendChoice {
-    /// Choose by format: GGUF -> llama, safetensors -> mlx.
+    /// Choose by format: the config's `[formats]` entry, else GGUF -> llama, safetensors -> mlx.
     #[default]
     Auto,
-    /// llama.cpp.
-    Llama,
-    /// MLX.
-    Mlx,
+    /// The engine with this name.
+    Engine(String),
 }
 
-/// The engine that serves a format when the config says `auto`.
+impl BackendChoice {
+    /// The engine named `name` (`"auto"` means [`BackendChoice::Auto`]).
+    pub fn named(name: &str) -> Self {
+        BackendChoice::from(name.to_string())
+    }
+}
+
+impl From<String> for BackendChoice {
+    fn from(name: String) -> Self {
+        if name == "auto" {
+            BackendChoice::Auto
+        } else {
+            BackendChoice::Engine(name)
+        }
+    }
+}
+
+impl From<BackendChoice> for String {
+    fn from(choice: BackendChoice) -> String {
+        match choice {
+            BackendChoice::Auto => "auto".into(),
+            BackendChoice::Engine(name) => name,
+        }
+    }
+}
+
+/// The engine that serves a format when neither the model nor `[formats]` says.
 pub fn default_engine(format: ModelFormat) -> &'static str {
     match format {
         ModelFormat::Gguf => "llama",
@@ -29,38 +57,113 @@ pub fn default_engine(format: ModelFormat) -> &'static str {
     }
 }
 
-/// How to get an engine that this build lacks.
+/// How to get an engine that this process lacks.
 fn engine_hint(engine: &str) -> String {
     match engine {
-        "llama" => "build minerva with the `llama` feature: cargo build --release -p minerva-cli --features llama".into(),
-        "mlx" => "this build has no MLX engine; convert the model to GGUF for llama.cpp, or use a minerva built with MLX".into(),
-        other => format!("no engine named `{other}` is known"),
+        "llama" => "build minerva with the `llama` feature, or add a llama plugin to plugin_dirs".into(),
+        "mlx" => "build minerva with the `mlx` feature (after scripts/setup-mlx), add an mlx plugin to plugin_dirs, or convert the model to GGUF".into(),
+        other => format!("no built-in or plugin engine is named `{other}`; `minerva engines` lists them"),
     }
 }
 
-/// The engines available to this process and the rule that picks one per model.
+/// Where an engine comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineSource {
+    /// Linked into this binary.
+    BuiltIn,
+    /// Loaded from this plugin file.
+    Plugin(PathBuf),
+}
+
+/// An engine available to this process.
+#[derive(Clone)]
+pub struct RegisteredEngine {
+    /// The engine.
+    pub engine: Arc<dyn InferenceBackend>,
+    /// Where it comes from.
+    pub source: EngineSource,
+    /// The engine it replaced (a plugin over a built-in of the same name), if any.
+    pub replaced: Option<EngineSource>,
+}
+
+/// The engines available to this process and the rules that pick one per model.
 #[derive(Clone, Default)]
 pub struct Router {
-    engines: Vec<Arc<dyn InferenceBackend>>,
+    engines: Vec<RegisteredEngine>,
+    format_engines: BTreeMap<ModelFormat, String>,
 }
 
 impl Router {
-    /// A router over `engines`.
+    /// A router over built-in `engines`.
     pub fn new(engines: Vec<Arc<dyn InferenceBackend>>) -> Self {
-        Router { engines }
+        Router {
+            engines: engines
+                .into_iter()
+                .map(|engine| RegisteredEngine {
+                    engine,
+                    source: EngineSource::BuiltIn,
+                    replaced: None,
+                })
+                .collect(),
+            format_engines: BTreeMap::new(),
+        }
+    }
+
+    /// Add a plugin engine; one with the same name as a built-in replaces it. A second plugin
+    /// with a name already taken by a plugin is refused (the first one found wins).
+    pub fn add_plugin(&mut self, engine: Arc<dyn InferenceBackend>, path: PathBuf) -> Result<()> {
+        let name = engine.name().to_string();
+        let entry = RegisteredEngine {
+            engine,
+            source: EngineSource::Plugin(path),
+            replaced: None,
+        };
+        match self.engines.iter_mut().find(|e| e.engine.name() == name) {
+            Some(existing) => match &existing.source {
+                EngineSource::Plugin(first) => Err(Error::Config(format!(
+                    "engine `{name}` is already provided by plugin {}",
+                    first.display()
+                ))),
+                EngineSource::BuiltIn => {
+                    *existing = RegisteredEngine {
+                        replaced: Some(EngineSource::BuiltIn),
+                        ..entry
+                    };
+                    Ok(())
+                }
+            },
+            None => {
+                self.engines.push(entry);
+                Ok(())
+            }
+        }
+    }
+
+    /// Serve `format` with the engine named `engine` when a model's backend is `auto`.
+    pub fn set_format_engine(&mut self, format: ModelFormat, engine: &str) {
+        self.format_engines.insert(format, engine.to_string());
     }
 
     /// The engines, in registration order.
-    pub fn engines(&self) -> &[Arc<dyn InferenceBackend>] {
+    pub fn engines(&self) -> impl Iterator<Item = &Arc<dyn InferenceBackend>> {
+        self.engines.iter().map(|e| &e.engine)
+    }
+
+    /// The engines with where they come from.
+    pub fn registered(&self) -> &[RegisteredEngine] {
         &self.engines
     }
 
-    /// The name of the engine that would serve `info` under `choice` (whether built in or not).
-    pub fn engine_name(info: &ModelInfo, choice: BackendChoice) -> &'static str {
+    /// The name of the engine that would serve `info` under `choice` (available or not).
+    pub fn engine_name(&self, info: &ModelInfo, choice: &BackendChoice) -> String {
         match choice {
-            BackendChoice::Auto => default_engine(info.format),
-            BackendChoice::Llama => "llama",
-            BackendChoice::Mlx => "mlx",
+            BackendChoice::Auto => self
+                .format_engines
+                .get(&info.format)
+                .cloned()
+                .unwrap_or_else(|| default_engine(info.format).to_string()),
+            BackendChoice::Engine(name) => name.clone(),
         }
     }
 
@@ -68,19 +171,18 @@ impl Router {
     pub fn choose(
         &self,
         info: &ModelInfo,
-        choice: BackendChoice,
+        choice: &BackendChoice,
     ) -> Result<Arc<dyn InferenceBackend>> {
-        let name = Self::engine_name(info, choice);
+        let name = self.engine_name(info, choice);
         let model = info.path.display().to_string();
-        let engine = self
-            .engines
-            .iter()
-            .find(|e| e.name() == name)
-            .ok_or_else(|| Error::EngineUnavailable {
-                engine: name.to_string(),
-                model: model.clone(),
-                hint: engine_hint(name),
-            })?;
+        let engine =
+            self.engines()
+                .find(|e| e.name() == name)
+                .ok_or_else(|| Error::EngineUnavailable {
+                    engine: name.clone(),
+                    model: model.clone(),
+                    hint: engine_hint(&name),
+                })?;
         if !engine.formats().contains(&info.format) {
             return Err(Error::Config(format!(
                 "engine `{name}` cannot load {} models ({model}); use backend = \"auto\" or one that reads {}",
@@ -141,25 +243,67 @@ mod tests {
         let router = Router::new(vec![Arc::new(Named("llama", vec![ModelFormat::Gguf]))]);
         let gguf = info(ModelFormat::Gguf);
         assert_eq!(
-            router.choose(&gguf, BackendChoice::Auto).unwrap().name(),
+            router.choose(&gguf, &BackendChoice::Auto).unwrap().name(),
             "llama"
         );
         let st = info(ModelFormat::Safetensors);
         let err = router
-            .choose(&st, BackendChoice::Auto)
+            .choose(&st, &BackendChoice::Auto)
             .err()
             .unwrap()
             .to_string();
         assert!(
-            err.contains("engine `mlx`") && err.contains("not built into"),
+            err.contains("engine `mlx`") && err.contains("plugin"),
             "{err}"
         );
         let err = router
-            .choose(&st, BackendChoice::Llama)
+            .choose(&st, &BackendChoice::named("llama"))
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("cannot load safetensors"), "{err}");
+    }
+
+    #[test]
+    fn plugins_replace_built_ins_and_formats_pick_defaults() {
+        let mut router = Router::new(vec![Arc::new(Named("llama", vec![ModelFormat::Gguf]))]);
+        router
+            .add_plugin(
+                Arc::new(Named("llama", vec![ModelFormat::Gguf])),
+                "a.so".into(),
+            )
+            .unwrap();
+        assert_eq!(router.registered().len(), 1);
+        assert_eq!(router.registered()[0].replaced, Some(EngineSource::BuiltIn));
+        assert!(router
+            .add_plugin(
+                Arc::new(Named("llama", vec![ModelFormat::Gguf])),
+                "b.so".into()
+            )
+            .is_err());
+        router
+            .add_plugin(
+                Arc::new(Named("other", vec![ModelFormat::Gguf])),
+                "c.so".into(),
+            )
+            .unwrap();
+        let gguf = info(ModelFormat::Gguf);
+        assert_eq!(
+            router.choose(&gguf, &BackendChoice::Auto).unwrap().name(),
+            "llama"
+        );
+        router.set_format_engine(ModelFormat::Gguf, "other");
+        assert_eq!(
+            router.choose(&gguf, &BackendChoice::Auto).unwrap().name(),
+            "other"
+        );
+        assert_eq!(
+            router
+                .choose(&gguf, &BackendChoice::named("llama"))
+                .unwrap()
+                .name(),
+            "llama"
+        );
     }
 
     #[test]
@@ -173,11 +317,14 @@ mod tests {
         ]);
         let gguf = info(ModelFormat::Gguf);
         assert_eq!(
-            router.choose(&gguf, BackendChoice::Mlx).unwrap().name(),
+            router
+                .choose(&gguf, &BackendChoice::named("mlx"))
+                .unwrap()
+                .name(),
             "mlx"
         );
         assert_eq!(
-            router.choose(&gguf, BackendChoice::Auto).unwrap().name(),
+            router.choose(&gguf, &BackendChoice::Auto).unwrap().name(),
             "llama"
         );
     }

@@ -74,9 +74,9 @@ impl Runtime {
     }
 
     /// Detect `entry`'s format and name the engine that would serve it.
-    pub fn inspect(&self, entry: &ModelEntry) -> Result<(ModelInfo, &'static str)> {
+    pub fn inspect(&self, entry: &ModelEntry) -> Result<(ModelInfo, String)> {
         let info = inspect(&entry.path)?;
-        let engine = Router::engine_name(&info, entry.config.backend);
+        let engine = self.router.engine_name(&info, &entry.config.backend);
         Ok((info, engine))
     }
 
@@ -88,7 +88,7 @@ impl Runtime {
     /// Detect, route and load an entry (e.g. one adjusted by command-line flags).
     pub async fn load_entry(&self, entry: ModelEntry) -> Result<ModelHandle> {
         let info = inspect(&entry.path)?;
-        let engine = self.router.choose(&info, entry.config.backend)?;
+        let engine = self.router.choose(&info, &entry.config.backend)?;
         let spec = LoadSpec {
             id: entry.config.id.clone(),
             path: entry.path.clone(),

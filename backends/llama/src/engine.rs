@@ -12,7 +12,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 use minerva_runtime::format::gguf::{Arrays, GgufFile};
-use minerva_runtime::threads::default_threads;
+use minerva_runtime::threads::{default_threads, run_blocking};
 use minerva_runtime::{
     Capabilities, ChatTemplate, Embeddings, Error, GenerationRequest, InferenceBackend, Input,
     LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, Result, TokenStream,
@@ -74,9 +74,7 @@ impl InferenceBackend for LlamaEngine {
 
     async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
         let spec = spec.clone();
-        let model = tokio::task::spawn_blocking(move || LlamaLoadedModel::load(&spec))
-            .await
-            .map_err(|e| Error::engine(ENGINE_NAME, format!("model load task failed: {e}")))??;
+        let model = run_blocking(ENGINE_NAME, move || LlamaLoadedModel::load(&spec)).await??;
         Ok(Arc::new(model))
     }
 }
@@ -226,10 +224,9 @@ impl LoadedModel for LlamaLoadedModel {
     async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {
         let model = Arc::clone(&self.model);
         let (max_tokens, threads) = (self.descriptor.context_size as usize, self.threads);
-        tokio::task::spawn_blocking(move || {
+        run_blocking(ENGINE_NAME, move || {
             crate::embed::embed(&model, llama_backend()?, &inputs, max_tokens, threads)
         })
-        .await
-        .map_err(|e| Error::engine(ENGINE_NAME, format!("embedding task failed: {e}")))?
+        .await?
     }
 }

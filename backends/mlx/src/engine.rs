@@ -46,6 +46,14 @@ impl InferenceBackend for MlxEngine {
         Capabilities::all()
     }
 
+    fn device(&self) -> String {
+        match mlx_rs::Device::try_default().and_then(|d| d.get_type()) {
+            Ok(mlx_rs::DeviceType::Gpu) if cfg!(target_os = "macos") => "metal".into(),
+            Ok(mlx_rs::DeviceType::Gpu) => "cuda".into(),
+            _ => "cpu".into(),
+        }
+    }
+
     async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
         // The model's own thread loads it: no async runtime is needed on the engine side.
         let (ready, loaded) = oneshot::channel();

@@ -23,7 +23,7 @@ pub struct Report<'a> {
     pub info: &'a ModelInfo,
     /// The engine the router would pick.
     pub engine: &'a str,
-    /// Whether that engine is built into this binary.
+    /// Whether that engine is available (built in or a loaded plugin).
     pub engine_available: bool,
 }
 
@@ -33,12 +33,8 @@ pub fn run(runtime: &Runtime, args: InspectArgs) -> Result<ExitCode> {
     let (info, engine) = runtime.inspect(&entry)?;
     let report = Report {
         info: &info,
-        engine,
-        engine_available: runtime
-            .router()
-            .engines()
-            .iter()
-            .any(|e| e.name() == engine),
+        engine: &engine,
+        engine_available: runtime.router().engines().any(|e| e.name() == engine),
     };
     if args.json {
         println!(

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod convert;
+pub mod engines;
 pub mod inspect;
 pub mod models;
 pub mod run;

@@ -48,11 +48,7 @@ pub fn run(runtime: &Runtime, args: ModelsArgs) -> Result<ExitCode> {
                     row.format = Some(info.format.to_string());
                     row.architecture = info.architecture;
                     row.quantization = info.quantization;
-                    row.engine_available = runtime
-                        .router()
-                        .engines()
-                        .iter()
-                        .any(|e| e.name() == engine);
+                    row.engine_available = runtime.router().engines().any(|e| e.name() == engine);
                     row.engine = Some(engine.to_string());
                 }
                 Err(e) => row.error = Some(e.to_string()),

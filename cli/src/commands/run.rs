@@ -57,34 +57,17 @@ pub struct RunArgs {
     /// Keep generating past end-of-sequence tokens.
     #[arg(long = "ignore-eos")]
     ignore_eos: bool,
-    /// Engine to use instead of the one picked by format.
-    #[arg(long, value_enum)]
-    backend: Option<Backend>,
-}
-
-/// `--backend` values.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Backend {
-    Auto,
-    Llama,
-    Mlx,
-}
-
-impl From<Backend> for BackendChoice {
-    fn from(b: Backend) -> Self {
-        match b {
-            Backend::Auto => BackendChoice::Auto,
-            Backend::Llama => BackendChoice::Llama,
-            Backend::Mlx => BackendChoice::Mlx,
-        }
-    }
+    /// Engine to use instead of the one picked by format: `auto`, `llama`, `mlx` or a plugin
+    /// engine's name (`minerva engines` lists them).
+    #[arg(long)]
+    backend: Option<String>,
 }
 
 /// Run the command.
 pub async fn run(runtime: &Runtime, args: RunArgs) -> Result<ExitCode> {
     let mut entry = runtime.entry(&args.model)?;
     if let Some(backend) = args.backend {
-        entry.config.backend = backend.into();
+        entry.config.backend = BackendChoice::named(&backend);
     }
     let started = Instant::now();
     let model = runtime.load_entry(entry).await?;

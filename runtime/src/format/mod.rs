@@ -7,14 +7,14 @@ pub mod safetensors_dir;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use gguf::{Arrays, GgufFile, GGUF_MAGIC};
 use safetensors_dir::SafetensorsDir;
 
 /// The on-disk format of a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelFormat {
     /// A single GGUF file (llama.cpp).
