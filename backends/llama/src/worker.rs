@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::ENGINE_NAME;
 use crate::sampler;
+use minerva_runtime::sampler::argmax;
 
 /// A request's event channel. Unbounded so that a reader that stops reading can never stall the
 /// decoding thread (and with it every other request); what it buffers is bounded by the
@@ -131,6 +132,9 @@ struct Sequence {
     /// Prompt tokens already in the KV cache.
     prefilled: usize,
     sampler: LlamaSampler,
+    /// Plain greedy (no penalties): pick the largest logit directly, skipping the sampler
+    /// chain's per-token candidate array over the whole vocabulary.
+    greedy: bool,
     text: TextAssembler,
     max_tokens: Option<u32>,
     ignore_eos: bool,
@@ -327,6 +331,7 @@ impl<'m> Scheduler<'m> {
                 prompt: job.tokens,
                 prefilled: reuse,
                 sampler,
+                greedy: job.sampling.is_greedy() && !job.sampling.has_penalties(),
                 text: TextAssembler::new(job.stop),
                 max_tokens: job.max_tokens,
                 ignore_eos: job.ignore_eos,
@@ -461,7 +466,11 @@ fn sample(model: &LlamaModel, ctx: &LlamaContext<'_>, seq: &mut Sequence, n_ctx:
     let Some(at) = seq.logits_at.take() else {
         return Outcome::Continue;
     };
-    let token = seq.sampler.sample(ctx, at);
+    let token = if seq.greedy {
+        LlamaToken(argmax(ctx.get_logits_ith(at)) as i32)
+    } else {
+        seq.sampler.sample(ctx, at)
+    };
     let vocab = model.vocab();
     if !seq.ignore_eos && vocab.is_eog(token) {
         return Outcome::Finished(FinishReason::Stop);
