@@ -84,6 +84,11 @@ pub trait LoadedModel: Send + Sync {
         collect(self.stream(request).await?).await
     }
 
+    /// The engine's own count of the memory it uses for this model, if it keeps one.
+    fn engine_memory(&self) -> Option<EngineMemory> {
+        None
+    }
+
     /// One L2-normalised embedding per input. Engines without embeddings keep this default,
     /// which refuses the request by name.
     async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {
@@ -93,6 +98,15 @@ pub trait LoadedModel: Send + Sync {
             option: "embeddings".into(),
         })
     }
+}
+
+/// Memory as an engine counts it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct EngineMemory {
+    /// Bytes.
+    pub bytes: u64,
+    /// What the figure covers, e.g. "MLX allocator peak" or "weights".
+    pub what: String,
 }
 
 /// Embeddings of several inputs.

@@ -22,7 +22,9 @@ pub mod template;
 pub mod text_stream;
 pub mod threads;
 
-pub use backend::{Embeddings, InferenceBackend, LoadSpec, LoadedModel, ModelDescriptor};
+pub use backend::{
+    Embeddings, EngineMemory, InferenceBackend, LoadSpec, LoadedModel, ModelDescriptor,
+};
 pub use capabilities::{Capabilities, Feature};
 pub use config::{Config, ModelConfig, ServerConfig};
 pub use error::{Error, Result};

@@ -40,6 +40,10 @@ fn bench_json_compares_the_gguf_and_its_mlx_twin() {
         assert_eq!(row["prompt_tokens"], 32);
         assert!(row["load_s"].as_f64().unwrap() > 0.0);
         assert!(row["peak_rss_bytes"].as_u64().unwrap() > 10_000_000);
+        assert!(
+            row["engine_memory"]["bytes"].as_u64().unwrap() > 50_000_000,
+            "{row}"
+        );
         for key in ["ttft_s", "pp_tps", "tg_tps"] {
             let f = &row[key];
             let (min, median, max) = (

@@ -14,8 +14,9 @@ use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 use minerva_runtime::format::gguf::{Arrays, GgufFile};
 use minerva_runtime::threads::{default_threads, run_blocking};
 use minerva_runtime::{
-    Capabilities, ChatTemplate, Embeddings, Error, GenerationRequest, InferenceBackend, Input,
-    LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, Result, TokenStream,
+    Capabilities, ChatTemplate, Embeddings, EngineMemory, Error, GenerationRequest,
+    InferenceBackend, Input, LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, Result,
+    TokenStream,
 };
 
 use crate::worker::{Job, Worker};
@@ -198,6 +199,13 @@ impl LlamaLoadedModel {
 impl LoadedModel for LlamaLoadedModel {
     fn descriptor(&self) -> &ModelDescriptor {
         &self.descriptor
+    }
+
+    fn engine_memory(&self) -> Option<EngineMemory> {
+        Some(EngineMemory {
+            bytes: self.model.size(),
+            what: "llama.cpp model weights (KV cache not included)".into(),
+        })
     }
 
     fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use minerva_runtime::{
-    Capabilities, Error, GenerationRequest, InferenceBackend, Input, LoadSpec, LoadedModel,
-    ModelDescriptor, ModelFormat, Result, TokenStream,
+    Capabilities, EngineMemory, Error, GenerationRequest, InferenceBackend, Input, LoadSpec,
+    LoadedModel, ModelDescriptor, ModelFormat, Result, TokenStream,
 };
 use tokio::sync::oneshot;
 
@@ -86,6 +86,15 @@ pub struct MlxLoadedModel {
 impl LoadedModel for MlxLoadedModel {
     fn descriptor(&self) -> &ModelDescriptor {
         &self.descriptor
+    }
+
+    fn engine_memory(&self) -> Option<EngineMemory> {
+        // Process-wide: MLX keeps one allocator for every model of the process.
+        let bytes = mlx_rs::memory::peak_memory().ok()?;
+        Some(EngineMemory {
+            bytes: bytes as u64,
+            what: "MLX allocator peak (all models of the process)".into(),
+        })
     }
 
     fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {

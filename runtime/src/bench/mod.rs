@@ -111,6 +111,8 @@ pub struct BenchResult {
     pub tg_tps: Option<Spread>,
     /// Peak resident memory of the benchmarking process.
     pub peak_rss_bytes: Option<u64>,
+    /// The engine's own memory count, where it keeps one.
+    pub engine_memory: Option<crate::backend::EngineMemory>,
     /// Why the row failed.
     pub error: Option<String>,
 }
@@ -220,6 +222,7 @@ async fn bench_model_inner(
         pp_tps: Spread::of(&pp),
         tg_tps: Spread::of(&tg),
         peak_rss_bytes: machine::peak_rss_bytes(),
+        engine_memory: model.engine_memory(),
         error: None,
     })
 }

@@ -107,7 +107,15 @@ impl Report {
     /// Table rows as cells: header first.
     fn rows(&self) -> Vec<Vec<String>> {
         let mut rows = vec![[
-            "model", "engine", "prompt", "load s", "TTFT s", "pp tok/s", "tg tok/s", "peak RSS",
+            "model",
+            "engine",
+            "prompt",
+            "load s",
+            "TTFT s",
+            "pp tok/s",
+            "tg tok/s",
+            "peak RSS",
+            "engine memory",
         ]
         .map(String::from)
         .to_vec()];
@@ -126,6 +134,9 @@ impl Report {
                 spread(r.tg_tps, 1),
                 r.peak_rss_bytes
                     .map_or(String::new(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+                r.engine_memory.as_ref().map_or(String::new(), |m| {
+                    format!("{:.0} MB ({})", m.bytes as f64 / 1e6, m.what)
+                }),
             ]);
         }
         rows
