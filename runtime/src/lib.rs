@@ -30,7 +30,7 @@ pub use config::{Config, ModelConfig, ServerConfig};
 pub use error::{Error, Result};
 pub use format::{inspect, ModelFormat, ModelInfo};
 pub use pool::ModelPool;
-pub use request::{ChatMessage, GenerationRequest, Input, Role};
+pub use request::{ChatMessage, GenerationRequest, Input, JobOptions, Role};
 pub use response::{Completion, FinishReason, StreamEvent, TokenStream, Usage};
 pub use router::{BackendChoice, Router};
 pub use runtime::{ModelEntry, ModelHandle, Runtime};

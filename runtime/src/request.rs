@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::sampling::SamplingParams;
+use crate::sampling::{ResolvedSampling, SamplingParams};
 
 /// A chat message role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +64,34 @@ pub struct GenerationRequest {
     pub cache_prompt: bool,
 }
 
+/// A request's generation options as an engine's decoding loop uses them: sampling resolved to
+/// values, prompt and input handling left to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOptions {
+    /// Sampling with defaults filled in.
+    pub sampling: ResolvedSampling,
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Generate past end-of-sequence.
+    pub ignore_eos: bool,
+    /// Reuse cached KV state of a shared prompt prefix.
+    pub cache_prompt: bool,
+}
+
 impl GenerationRequest {
+    /// The options a decoding loop needs.
+    pub fn job_options(&self) -> JobOptions {
+        JobOptions {
+            sampling: self.sampling.resolve(),
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
+            cache_prompt: self.cache_prompt,
+        }
+    }
+
     /// A request for `input` with default options.
     pub fn new(input: Input) -> Self {
         GenerationRequest {

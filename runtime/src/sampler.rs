@@ -27,7 +27,7 @@ impl Sampler {
 
     /// Whether the choice is the plain argmax of the logits (an engine may then pick on device).
     pub fn is_plain_greedy(&self) -> bool {
-        self.params.is_greedy() && !self.params.has_penalties()
+        self.params.is_plain_greedy()
     }
 
     /// Pick the next token. `logits` is modified in place; `history` is every token so far

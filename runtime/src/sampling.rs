@@ -59,6 +59,11 @@ impl ResolvedSampling {
     }
 
     /// Whether any token penalty is active.
+    pub fn is_plain_greedy(&self) -> bool {
+        self.is_greedy() && !self.has_penalties()
+    }
+
+    /// Whether any repetition, presence or frequency penalty is active.
     pub fn has_penalties(&self) -> bool {
         self.repeat_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
     }

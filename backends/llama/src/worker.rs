@@ -24,7 +24,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use minerva_runtime::backend::done;
 use minerva_runtime::{
-    Error, FinishReason, GenerationRequest, ResolvedSampling, Result, StreamEvent, TextAssembler,
+    Error, FinishReason, GenerationRequest, JobOptions, Result, StreamEvent, TextAssembler,
     TokenStream, Usage,
 };
 use tokio::sync::mpsc;
@@ -41,11 +41,7 @@ type Events = mpsc::UnboundedSender<Result<StreamEvent>>;
 /// One generation to run.
 pub struct Job {
     tokens: Vec<LlamaToken>,
-    sampling: ResolvedSampling,
-    max_tokens: Option<u32>,
-    stop: Vec<String>,
-    ignore_eos: bool,
-    cache_prompt: bool,
+    options: JobOptions,
     events: Option<Events>,
 }
 
@@ -54,11 +50,7 @@ impl Job {
     pub fn new(tokens: Vec<LlamaToken>, request: &GenerationRequest) -> Self {
         Job {
             tokens,
-            sampling: request.sampling.resolve(),
-            max_tokens: request.max_tokens,
-            stop: request.stop.clone(),
-            ignore_eos: request.ignore_eos,
-            cache_prompt: request.cache_prompt,
+            options: request.job_options(),
             events: None,
         }
     }
@@ -293,7 +285,7 @@ impl<'m> Scheduler<'m> {
             };
             let best = (0..self.slots.len())
                 .filter(|&i| self.slots[i].is_none())
-                .map(|i| match job.cache_prompt {
+                .map(|i| match job.options.cache_prompt {
                     true => (i, common_prefix(&self.caches[i], &job.tokens)),
                     // Any free slot: the whole prompt is processed again.
                     false => (i, 0),
@@ -320,8 +312,8 @@ impl<'m> Scheduler<'m> {
             let _ = self
                 .ctx
                 .clear_kv_cache_seq(Some(slot as u32), Some(reuse as u32), None);
-            let mut sampler = sampler::build(&job.sampling, self.model.n_vocab());
-            if job.sampling.has_penalties() {
+            let mut sampler = sampler::build(&job.options.sampling, self.model.n_vocab());
+            if job.options.sampling.has_penalties() {
                 sampler.accept_many(&job.tokens);
             }
             self.admitted += 1;
@@ -331,10 +323,10 @@ impl<'m> Scheduler<'m> {
                 prompt: job.tokens,
                 prefilled: reuse,
                 sampler,
-                greedy: job.sampling.is_greedy() && !job.sampling.has_penalties(),
-                text: TextAssembler::new(job.stop),
-                max_tokens: job.max_tokens,
-                ignore_eos: job.ignore_eos,
+                greedy: job.options.sampling.is_plain_greedy(),
+                text: TextAssembler::new(job.options.stop),
+                max_tokens: job.options.max_tokens,
+                ignore_eos: job.options.ignore_eos,
                 generated: 0,
                 pending: None,
                 fed: Vec::new(),

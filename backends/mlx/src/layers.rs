@@ -19,6 +19,23 @@ pub struct QuantParams {
     pub bits: i32,
 }
 
+/// `x W^T`, with `W` dense or MLX-quantized.
+fn times_transposed(x: &Array, weight: &Array, quant: Option<&QuantParams>) -> Result<Array> {
+    match quant {
+        Some(q) => quantized_matmul(
+            x,
+            weight,
+            &q.scales,
+            q.biases.as_ref(),
+            true,
+            q.group_size,
+            q.bits,
+        )
+        .mlx(),
+        None => x.matmul(weight.t()).mlx(),
+    }
+}
+
 /// `y = x W^T + b`, with W dense or quantized.
 pub struct Linear {
     weight: Array,
@@ -38,19 +55,7 @@ impl Linear {
 
     /// Apply to `x` (last axis = input features).
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let y = match &self.quant {
-            Some(q) => quantized_matmul(
-                x,
-                &self.weight,
-                &q.scales,
-                q.biases.as_ref(),
-                true,
-                q.group_size,
-                q.bits,
-            )
-            .mlx()?,
-            None => x.matmul(self.weight.t()).mlx()?,
-        };
+        let y = times_transposed(x, &self.weight, self.quant.as_ref())?;
         match &self.bias {
             Some(b) => y.add(b).mlx(),
             None => Ok(y),
@@ -88,19 +93,7 @@ impl Embedding {
 
     /// Logits over the vocabulary for hidden states `x` (tied output head).
     pub fn as_linear(&self, x: &Array) -> Result<Array> {
-        match &self.quant {
-            Some(q) => quantized_matmul(
-                x,
-                &self.weight,
-                &q.scales,
-                q.biases.as_ref(),
-                true,
-                q.group_size,
-                q.bits,
-            )
-            .mlx(),
-            None => x.matmul(self.weight.t()).mlx(),
-        }
+        times_transposed(x, &self.weight, self.quant.as_ref())
     }
 }
 

@@ -11,8 +11,8 @@ use minerva_runtime::backend::done;
 use minerva_runtime::format::safetensors_dir::SafetensorsDir;
 use minerva_runtime::threads::default_threads;
 use minerva_runtime::{
-    Error, FinishReason, GenerationRequest, LoadSpec, ResolvedSampling, Result, Sampler,
-    StreamEvent, TextAssembler, TokenStream, Usage,
+    Error, FinishReason, GenerationRequest, JobOptions, LoadSpec, Result, Sampler, StreamEvent,
+    TextAssembler, TokenStream, Usage,
 };
 use mlx_rs::transforms::{async_eval, eval};
 use mlx_rs::{ops, Array, Device, DeviceType};
@@ -59,11 +59,7 @@ type Events = mpsc::UnboundedSender<Result<StreamEvent>>;
 /// One generation to run.
 pub struct Job {
     tokens: Vec<u32>,
-    sampling: ResolvedSampling,
-    max_tokens: Option<u32>,
-    stop: Vec<String>,
-    ignore_eos: bool,
-    cache_prompt: bool,
+    options: JobOptions,
     events: Option<Events>,
 }
 
@@ -72,11 +68,7 @@ impl Job {
     pub fn new(tokens: Vec<u32>, request: &GenerationRequest) -> Self {
         Job {
             tokens,
-            sampling: request.sampling.resolve(),
-            max_tokens: request.max_tokens,
-            stop: request.stop.clone(),
-            ignore_eos: request.ignore_eos,
-            cache_prompt: request.cache_prompt,
+            options: request.job_options(),
             events: None,
         }
     }
@@ -264,7 +256,7 @@ impl ModelThread {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len() - 1);
-        let reused = if job.cache_prompt { reused } else { 0 };
+        let reused = if job.options.cache_prompt { reused } else { 0 };
         self.cached.truncate(reused);
         for c in &mut self.caches {
             c.truncate(reused as i32);
@@ -281,12 +273,13 @@ impl ModelThread {
 
         let room = self.context_size as usize - prompt.len();
         let limit = job
+            .options
             .max_tokens
             .map_or(room, |m| (m as usize).min(room))
             .max(1);
-        let mut sampler = Sampler::new(job.sampling);
+        let mut sampler = Sampler::new(job.options.sampling);
         let on_device = sampler.is_plain_greedy();
-        let mut assembler = TextAssembler::new(job.stop.clone());
+        let mut assembler = TextAssembler::new(job.options.stop.clone());
         let mut history = prompt.clone();
         let mut usage = Usage {
             prompt_tokens: prompt.len() as u32,
@@ -364,7 +357,7 @@ impl ModelThread {
         if events.is_closed() {
             return Outcome::Cancelled;
         }
-        if !job.ignore_eos && self.tokenizer.is_eos(token) {
+        if !job.options.ignore_eos && self.tokenizer.is_eos(token) {
             return Outcome::Finish(FinishReason::Stop);
         }
         let pushed = assembler.push(self.tokenizer.piece(token, first));
