@@ -107,3 +107,23 @@ pub fn smollm2_mlx() -> PathBuf {
     .1
     .clone()
 }
+
+/// Spawn `cmd` (a prepared `minerva ... serve --port 0 ...`) with stdout piped and return the
+/// child and the base URL from its first line, `minerva listening on URL`.
+pub fn spawn_server(cmd: &mut Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("minerva serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let url = line
+        .trim()
+        .strip_prefix("minerva listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, url)
+}

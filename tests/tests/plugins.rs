@@ -3,13 +3,12 @@
 //! interface version and a shared library that is not a plugin are refused by name while the
 //! rest runs; a missing plugin folder is an error naming it.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use minerva_tests::{
-    minerva, minerva_bin, run, smollm2_gguf, smollm2_mlx, venv_python, FRANCE, SYSTEM,
+    minerva, minerva_bin, run, smollm2_gguf, smollm2_mlx, spawn_server, venv_python, FRANCE, SYSTEM,
 };
 
 /// Build both plugins (once per test process) and return their files.
@@ -113,33 +112,23 @@ fn plugins_are_listed_and_bad_ones_refused_by_name() {
 fn one_server_serves_a_model_on_each_plugin_engine() {
     let folder = plugin_folder();
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut server = minerva()
-        .env("MINERVA_PLUGIN_DIRS", folder.path())
-        .args([
-            "--log",
-            "info",
-            "serve",
-            "--port",
-            "0",
-            "--preload",
-            "--model",
-        ])
-        .arg(smollm2_gguf())
-        .arg("--model")
-        .arg(smollm2_mlx())
-        .stdout(Stdio::piped())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("minerva listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (mut server, url) = spawn_server(
+        minerva()
+            .env("MINERVA_PLUGIN_DIRS", folder.path())
+            .args([
+                "--log",
+                "info",
+                "serve",
+                "--port",
+                "0",
+                "--preload",
+                "--model",
+            ])
+            .arg(smollm2_gguf())
+            .arg("--model")
+            .arg(smollm2_mlx())
+            .stderr(log.reopen().unwrap()),
+    );
     let ask = |model: &str| {
         let script = format!(
             "from openai import OpenAI\n\

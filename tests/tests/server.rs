@@ -1,11 +1,10 @@
 //! `minerva serve` on the real SmolLM2 GGUF, driven over loopback HTTP by the official `openai`
 //! Python client (tests/python/openai_checks.py) and raw HTTP.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use minerva_tests::{minerva, smollm2_gguf, venv_python, workspace_root};
+use minerva_tests::{minerva, smollm2_gguf, spawn_server, venv_python, workspace_root};
 
 const MODEL_ID: &str = "SmolLM2-135M-Instruct.Q4_1";
 
@@ -21,32 +20,23 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("minerva.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = minerva()
-            .arg("--config")
-            .arg(&path)
-            .args([
-                "--log",
-                "info",
-                "serve",
-                "--port",
-                "0",
-                "--preload",
-                "--model",
-            ])
-            .arg(smollm2_gguf())
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("minerva serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let base_url = line
-            .trim()
-            .strip_prefix("minerva listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let (child, base_url) = spawn_server(
+            minerva()
+                .arg("--config")
+                .arg(&path)
+                .args([
+                    "--log",
+                    "info",
+                    "serve",
+                    "--port",
+                    "0",
+                    "--preload",
+                    "--model",
+                ])
+                .arg(smollm2_gguf())
+                .args(extra)
+                .stderr(Stdio::inherit()),
+        );
         Server {
             child,
             base_url,
