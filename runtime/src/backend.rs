@@ -11,7 +11,7 @@ use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::format::{ModelFormat, ModelInfo};
 use crate::request::{GenerationRequest, Input};
-use crate::response::{Completion, FinishReason, StreamEvent, TokenStream, Usage};
+use crate::response::{Choice, Completion, StreamEvent, TokenLogprob, TokenStream, Usage};
 
 /// What an engine needs to load one model.
 #[derive(Debug, Clone)]
@@ -118,34 +118,58 @@ pub struct Embeddings {
     pub prompt_tokens: u32,
 }
 
-/// Drain a stream into a [`Completion`].
+/// Drain a stream into a [`Completion`], its choices in index order.
 pub async fn collect(mut stream: TokenStream) -> Result<Completion> {
-    let mut text = String::new();
+    let mut open: Vec<Option<(String, Option<Vec<TokenLogprob>>)>> = Vec::new();
+    let mut done: Vec<Option<Choice>> = Vec::new();
     while let Some(event) = stream.next().await {
         match event? {
-            StreamEvent::Delta(delta) => text.push_str(&delta),
+            StreamEvent::Delta {
+                choice,
+                text,
+                logprobs,
+            } => {
+                let i = choice as usize;
+                if open.len() <= i {
+                    open.resize(i + 1, None);
+                }
+                let (all_text, all_logprobs) = open[i].get_or_insert_with(Default::default);
+                all_text.push_str(&text);
+                if !logprobs.is_empty() {
+                    all_logprobs.get_or_insert_with(Vec::new).extend(logprobs);
+                }
+            }
             StreamEvent::Done {
+                choice,
                 finish_reason,
                 usage,
             } => {
-                return Ok(Completion {
+                let i = choice as usize;
+                if done.len() <= i {
+                    done.resize(i + 1, None);
+                }
+                let (text, logprobs) = open.get_mut(i).and_then(Option::take).unwrap_or_default();
+                done[i] = Some(Choice {
                     text,
                     finish_reason,
+                    logprobs,
                     usage,
-                })
+                });
             }
         }
     }
-    Err(Error::engine(
-        "stream",
-        "generation ended without a final event",
-    ))
-}
-
-/// A finished stream's final event, for engines building streams by hand.
-pub fn done(finish_reason: FinishReason, usage: Usage) -> StreamEvent {
-    StreamEvent::Done {
-        finish_reason,
-        usage,
+    let choices: Vec<Choice> = done
+        .into_iter()
+        .collect::<Option<_>>()
+        .ok_or_else(|| Error::engine("stream", "generation ended without a final event"))?;
+    if choices.is_empty() {
+        return Err(Error::engine(
+            "stream",
+            "generation ended without a final event",
+        ));
     }
+    Ok(Completion {
+        usage: Usage::of_choices(choices.iter().map(|c| &c.usage)),
+        choices,
+    })
 }

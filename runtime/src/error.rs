@@ -51,6 +51,14 @@ pub enum Error {
     /// The request is malformed or out of range.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// One request field is out of range or does not fit the model.
+    #[error("invalid request: {message}")]
+    InvalidParam {
+        /// The field, as the user spelled it (`top_p`, `logit_bias`, ...).
+        param: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The prompt does not fit the model's context window.
     #[error("prompt has {prompt_tokens} tokens but the context holds {context_size}; raise the context size (--ctx-size or context_size) or shorten the prompt")]
     ContextOverflow {
@@ -94,6 +102,14 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// An [`Error::InvalidParam`] for `param`.
+    pub fn param(param: &str, message: impl Into<String>) -> Self {
+        Error::InvalidParam {
+            param: param.to_string(),
+            message: message.into(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! Minerva's core: the engine interface, requests and responses, sampling options, stop strings,
+//! Minerva's core: the engine interface, the generation core every engine shares (sequences,
+//! token picking, scheduling), requests and responses, sampling options, stop strings,
 //! chat templates, model format detection, routing, configuration and model resolution. Engines
 //! live in their own crates; the CLI and the server are thin layers over [`Runtime`].
 
@@ -9,6 +10,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod format;
+pub mod generation;
 pub mod plugin;
 pub mod pool;
 pub mod request;
@@ -16,7 +18,6 @@ pub mod resolve;
 pub mod response;
 pub mod router;
 pub mod runtime;
-pub mod sampler;
 pub mod sampling;
 pub mod template;
 pub mod text_stream;
@@ -30,11 +31,12 @@ pub use config::{Config, ModelConfig, ServerConfig};
 pub use error::{Error, Result};
 pub use format::{inspect, ModelFormat, ModelInfo};
 pub use pool::ModelPool;
-pub use request::{ChatMessage, GenerationRequest, Input, JobOptions, Role};
-pub use response::{Completion, FinishReason, StreamEvent, TokenStream, Usage};
+pub use request::{ChatMessage, GenerationRequest, Input, Role, MAX_CHOICES};
+pub use response::{
+    Choice, Completion, FinishReason, StreamEvent, TokenLogprob, TokenProb, TokenStream, Usage,
+};
 pub use router::{BackendChoice, Router};
 pub use runtime::{ModelEntry, ModelHandle, Runtime};
-pub use sampler::Sampler;
 pub use sampling::{ResolvedSampling, SamplingParams};
 pub use template::ChatTemplate;
 pub use text_stream::TextAssembler;

@@ -196,13 +196,19 @@ mod tests {
             Ok(vec![0])
         }
         async fn stream(&self, _: GenerationRequest) -> Result<TokenStream> {
-            let events = futures::stream::repeat_with(|| Ok(StreamEvent::Delta("x".into())))
+            let delta = || StreamEvent::Delta {
+                choice: 0,
+                text: "x".into(),
+                logprobs: Vec::new(),
+            };
+            let events = futures::stream::repeat_with(move || Ok(delta()))
                 .take(3)
                 .chain(futures::stream::once(async {
-                    Ok(crate::backend::done(
-                        crate::FinishReason::Length,
-                        Usage::default(),
-                    ))
+                    Ok(StreamEvent::Done {
+                        choice: 0,
+                        finish_reason: crate::FinishReason::Length,
+                        usage: Usage::default(),
+                    })
                 }));
             Ok(Box::pin(events))
         }

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::sampling::{ResolvedSampling, SamplingParams};
+use crate::error::{Error, Result};
+use crate::generation::MAX_TOP_LOGPROBS;
+use crate::sampling::SamplingParams;
 
 /// A chat message role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,12 +48,15 @@ pub enum Input {
     Tokens(Vec<u32>),
 }
 
+/// Most choices one request may ask for (`n`).
+pub const MAX_CHOICES: u32 = 8;
+
 /// A generation request, engine-independent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationRequest {
     /// Prompt or chat.
     pub input: Input,
-    /// Most tokens to generate; `None` means until end of sequence or a full context.
+    /// Most tokens to generate per choice; `None` means until end of sequence or a full context.
     pub max_tokens: Option<u32>,
     /// Sampling options; unset fields take the runtime's defaults.
     pub sampling: SamplingParams,
@@ -62,36 +67,16 @@ pub struct GenerationRequest {
     /// Reuse KV state cached from earlier requests that share a prompt prefix (default on; off
     /// gives every request a cold prompt, e.g. for benchmarks).
     pub cache_prompt: bool,
-}
-
-/// A request's generation options as an engine's decoding loop uses them: sampling resolved to
-/// values, prompt and input handling left to the engine.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobOptions {
-    /// Sampling with defaults filled in.
-    pub sampling: ResolvedSampling,
-    /// Most tokens to generate.
-    pub max_tokens: Option<u32>,
-    /// Stop strings.
-    pub stop: Vec<String>,
-    /// Generate past end-of-sequence.
-    pub ignore_eos: bool,
-    /// Reuse cached KV state of a shared prompt prefix.
-    pub cache_prompt: bool,
+    /// Choices generated from the one prompt (1 to [`MAX_CHOICES`]); choice `i` of a seeded
+    /// request draws with seed `seed + i`.
+    pub n: u32,
+    /// Report each token's log-probability and this many alternatives (0 to 20).
+    pub logprobs: Option<u32>,
+    /// Added to the logits of these token ids (-100 bans a token, +100 forces it).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl GenerationRequest {
-    /// The options a decoding loop needs.
-    pub fn job_options(&self) -> JobOptions {
-        JobOptions {
-            sampling: self.sampling.resolve(),
-            max_tokens: self.max_tokens,
-            stop: self.stop.clone(),
-            ignore_eos: self.ignore_eos,
-            cache_prompt: self.cache_prompt,
-        }
-    }
-
     /// A request for `input` with default options.
     pub fn new(input: Input) -> Self {
         GenerationRequest {
@@ -101,6 +86,9 @@ impl GenerationRequest {
             stop: Vec::new(),
             ignore_eos: false,
             cache_prompt: true,
+            n: 1,
+            logprobs: None,
+            logit_bias: Vec::new(),
         }
     }
 
@@ -114,28 +102,45 @@ impl GenerationRequest {
         Self::new(Input::Chat(messages))
     }
 
-    /// Check values every engine would reject.
-    pub fn validate(&self) -> crate::Result<()> {
+    /// Check values every engine would reject (vocabulary-dependent checks happen when the
+    /// model's core admits the request).
+    pub fn validate(&self) -> Result<()> {
         if self.max_tokens == Some(0) {
-            return Err(crate::Error::InvalidRequest(
-                "max_tokens must be at least 1".into(),
-            ));
+            return Err(Error::param("max_tokens", "max_tokens must be at least 1"));
         }
         if self.stop.iter().any(String::is_empty) {
-            return Err(crate::Error::InvalidRequest(
-                "stop strings must not be empty".into(),
+            return Err(Error::param("stop", "stop strings must not be empty"));
+        }
+        if !(1..=MAX_CHOICES).contains(&self.n) {
+            return Err(Error::param(
+                "n",
+                format!("`n` must be between 1 and {MAX_CHOICES}, got {}", self.n),
+            ));
+        }
+        if let Some(top) = self.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+            return Err(Error::param(
+                "top_logprobs",
+                format!(
+                    "at most {MAX_TOP_LOGPROBS} alternatives per token can be reported, got {top}"
+                ),
+            ));
+        }
+        if let Some((id, bias)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| !b.is_finite() || !(-100.0..=100.0).contains(b))
+        {
+            return Err(Error::param(
+                "logit_bias",
+                format!("the bias of token {id} must be between -100 and 100, got {bias}"),
             ));
         }
         match &self.input {
             Input::Chat(messages) if messages.is_empty() => {
-                return Err(crate::Error::InvalidRequest(
-                    "messages must not be empty".into(),
-                ));
+                return Err(Error::param("messages", "messages must not be empty"));
             }
             Input::Tokens(ids) if ids.is_empty() => {
-                return Err(crate::Error::InvalidRequest(
-                    "the prompt has no tokens".into(),
-                ));
+                return Err(Error::InvalidRequest("the prompt has no tokens".into()));
             }
             _ => {}
         }

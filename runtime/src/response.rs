@@ -1,4 +1,4 @@
-//! What an engine returns: text, token counts and why generation ended.
+//! What an engine returns: text, token counts, log-probabilities and why generation ended.
 
 use std::pin::Pin;
 
@@ -17,12 +17,12 @@ pub enum FinishReason {
     Length,
 }
 
-/// Token counts of one request.
+/// Token counts of one request (all of its choices).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Usage {
-    /// Tokens in the prompt.
+    /// Tokens in the prompt (counted once, however many choices share it).
     pub prompt_tokens: u32,
-    /// Tokens generated.
+    /// Tokens generated, end-of-sequence tokens included.
     pub completion_tokens: u32,
     /// Prompt tokens whose KV state was reused from an earlier request (prefix cache).
     pub cached_tokens: u32,
@@ -33,29 +33,101 @@ impl Usage {
     pub fn total_tokens(&self) -> u32 {
         self.prompt_tokens + self.completion_tokens
     }
+
+    /// The usage of a request with these per-choice usages: the shared prompt once, every
+    /// choice's completion.
+    pub fn of_choices<'a>(choices: impl IntoIterator<Item = &'a Usage>) -> Usage {
+        choices.into_iter().fold(Usage::default(), |acc, u| Usage {
+            prompt_tokens: acc.prompt_tokens.max(u.prompt_tokens),
+            completion_tokens: acc.completion_tokens + u.completion_tokens,
+            cached_tokens: acc.cached_tokens.max(u.cached_tokens),
+        })
+    }
 }
 
-/// A finished generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completion {
+/// A token and its log-probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenProb {
+    /// Token id.
+    pub id: u32,
+    /// The bytes it stands for (empty for control tokens).
+    pub bytes: Vec<u8>,
+    /// Natural log of its probability.
+    pub logprob: f32,
+}
+
+impl TokenProb {
+    /// The token's text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// One generated token's log-probability and the most likely alternatives at its position.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenLogprob {
+    /// The generated token.
+    pub token: TokenProb,
+    /// The most likely tokens, most likely first (as many as the request asked for).
+    pub top: Vec<TokenProb>,
+}
+
+/// One finished choice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
     /// The generated text, stop string excluded.
     pub text: String,
     /// Why it ended.
     pub finish_reason: FinishReason,
-    /// Token counts.
+    /// Per-token log-probabilities of the text, when asked for.
+    pub logprobs: Option<Vec<TokenLogprob>>,
+    /// Token counts of this choice.
     pub usage: Usage,
 }
 
-/// One event of a streamed generation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A finished generation: one choice per requested `n`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The choices, in index order.
+    pub choices: Vec<Choice>,
+    /// Token counts of the whole request.
+    pub usage: Usage,
+}
+
+impl Completion {
+    /// The first choice's text.
+    pub fn text(&self) -> &str {
+        self.choices.first().map_or("", |c| c.text.as_str())
+    }
+
+    /// Why the first choice ended.
+    pub fn finish_reason(&self) -> FinishReason {
+        self.choices
+            .first()
+            .map_or(FinishReason::Stop, |c| c.finish_reason)
+    }
+}
+
+/// One event of a streamed generation. Events of several choices interleave.
+#[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
-    /// New text; always whole UTF-8 characters and never past a stop string.
-    Delta(String),
-    /// The last event: why generation ended and the token counts.
+    /// New text of one choice; always whole UTF-8 characters and never past a stop string.
+    Delta {
+        /// The choice's index.
+        choice: u32,
+        /// The text.
+        text: String,
+        /// Log-probabilities of the tokens whose text this delta completes (empty unless asked
+        /// for).
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// The last event of one choice: why it ended and its token counts.
     Done {
+        /// The choice's index.
+        choice: u32,
         /// Why it ended.
         finish_reason: FinishReason,
-        /// Token counts.
+        /// Token counts of this choice (the prompt and cached tokens are the request's).
         usage: Usage,
     },
 }

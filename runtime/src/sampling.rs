@@ -111,9 +111,10 @@ impl SamplingParams {
     /// Reject values outside their meaningful ranges.
     pub fn validate(&self) -> Result<()> {
         let check = |name: &str, value: Option<f32>, ok: fn(f32) -> bool, range: &str| match value {
-            Some(v) if !v.is_finite() || !ok(v) => Err(Error::InvalidRequest(format!(
-                "`{name}` must be {range}, got {v}"
-            ))),
+            Some(v) if !v.is_finite() || !ok(v) => Err(Error::param(
+                name,
+                format!("`{name}` must be {range}, got {v}"),
+            )),
             _ => Ok(()),
         };
         check(

@@ -88,6 +88,9 @@ impl From<Error> for ApiError {
             Error::InvalidRequest(_) | Error::Template(_) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error", None, None)
             }
+            Error::InvalidParam { param, .. } => {
+                return ApiError::invalid(message, Some(param));
+            }
             Error::Unsupported { option, .. } => {
                 return ApiError::invalid(message, Some(option)).with_code("unsupported_parameter")
             }

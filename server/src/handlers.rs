@@ -11,7 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
-use minerva_runtime::{StreamEvent, TokenStream};
+use minerva_runtime::{GenerationRequest, StreamEvent, TokenLogprob, TokenStream, Usage};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -103,7 +103,7 @@ pub async fn chat_completions(
     let body = body.map_err(body_error)?;
     let (req, options) = openai::parse::<ChatRequest>(&body, ChatRequest::FIELDS)?;
     let request = req.to_request(&options)?;
-    let chunks = Chunks::new("chatcmpl", &options.model, true);
+    let chunks = Chunks::new("chatcmpl", &options.model, true, &request);
     let started = Instant::now();
     if !options.stream {
         let (_, completion) = state.pool.generate(&chunks.model, request).await?;
@@ -120,6 +120,7 @@ pub async fn chat_completions(
             chunks.created,
             &chunks.model,
             &completion,
+            chunks.logprobs,
         ))
         .into_response());
     }
@@ -133,8 +134,20 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(body_error)?;
     let (req, options) = openai::parse::<CompletionRequest>(&body, CompletionRequest::FIELDS)?;
+    if let Some(n) = req
+        .logprobs
+        .filter(|&n| n > minerva_runtime::generation::MAX_TOP_LOGPROBS)
+    {
+        return Err(ApiError::invalid(
+            format!(
+                "`logprobs` must be at most {}, got {n}",
+                minerva_runtime::generation::MAX_TOP_LOGPROBS
+            ),
+            Some("logprobs"),
+        ));
+    }
     let requests = req.to_requests(&options)?;
-    let chunks = Chunks::new("cmpl", &options.model, false);
+    let chunks = Chunks::new("cmpl", &options.model, false, &requests[0]);
     let started = Instant::now();
     if !options.stream {
         // Several prompts run concurrently: the engine batches them.
@@ -149,6 +162,7 @@ pub async fn completions(
             chunks.created,
             &chunks.model,
             &completions,
+            chunks.logprobs,
         ))
         .into_response());
     }
@@ -178,7 +192,7 @@ pub async fn embeddings(
 /// Start `request` on the pool and answer with its SSE stream.
 async fn stream_response(
     state: Arc<AppState>,
-    request: minerva_runtime::GenerationRequest,
+    request: GenerationRequest,
     chunks: Chunks,
     include_usage: bool,
     started: Instant,
@@ -199,15 +213,24 @@ struct Chunks {
     model: String,
     created: u64,
     chat: bool,
+    /// Choices per prompt.
+    n: u32,
+    /// Whether chunks carry log-probabilities.
+    logprobs: bool,
+    /// Text offset of each choice so far (text completions' log-probabilities).
+    offsets: Vec<usize>,
 }
 
 impl Chunks {
-    fn new(prefix: &str, model: &str, chat: bool) -> Self {
+    fn new(prefix: &str, model: &str, chat: bool, request: &GenerationRequest) -> Self {
         Chunks {
             id: new_id(prefix),
             model: model.to_string(),
             created: now(),
             chat,
+            n: request.n,
+            logprobs: request.logprobs.is_some(),
+            offsets: vec![0; request.n as usize],
         }
     }
 
@@ -223,7 +246,14 @@ impl Chunks {
         json!({"id": self.id, "object": self.object(), "created": self.created, "model": self.model, "choices": choices})
     }
 
-    fn choice(&self, text: Option<&str>, finish: Option<&str>, role: bool) -> Value {
+    fn choice(
+        &self,
+        index: u32,
+        text: Option<&str>,
+        logprobs: Value,
+        finish: Option<&str>,
+        role: bool,
+    ) -> Value {
         if self.chat {
             let mut delta = serde_json::Map::new();
             if role {
@@ -233,24 +263,37 @@ impl Chunks {
                 delta.insert("content".into(), t.into());
             }
             self.wrap(
-                json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]),
+                json!([{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]),
             )
         } else {
-            self.wrap(json!([{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}]))
+            self.wrap(json!([{"index": index, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish}]))
         }
     }
 
-    /// The opening chunk (chat only: announces the assistant role).
-    fn first(&self) -> Option<Value> {
-        self.chat.then(|| self.choice(Some(""), None, true))
+    /// The opening chunks (chat only: each choice announces the assistant role).
+    fn first(&self) -> Vec<Value> {
+        match self.chat {
+            true => (0..self.n)
+                .map(|i| self.choice(i, Some(""), Value::Null, None, true))
+                .collect(),
+            false => Vec::new(),
+        }
     }
 
-    fn delta(&self, text: &str) -> Value {
-        self.choice(Some(text), None, false)
+    fn delta(&mut self, choice: u32, text: &str, logprobs: &[TokenLogprob]) -> Value {
+        let logprobs = match (self.logprobs, self.chat) {
+            (false, _) => Value::Null,
+            (true, true) => openai::chat_logprobs(logprobs),
+            (true, false) => match self.offsets.get_mut(choice as usize) {
+                Some(offset) => openai::completion_logprobs(logprobs, offset),
+                None => Value::Null,
+            },
+        };
+        self.choice(choice, Some(text), logprobs, None, false)
     }
 
-    fn finish(&self, reason: &str) -> Value {
-        self.choice(None, Some(reason), false)
+    fn finish(&self, choice: u32, reason: &str) -> Value {
+        self.choice(choice, None, Value::Null, Some(reason), false)
     }
 
     fn usage(&self, usage: Value) -> Value {
@@ -277,35 +320,49 @@ fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
         .into_response()
 }
 
-/// Turn a token stream into SSE events: the opening chunk, one chunk per delta, the finish
-/// chunk, the usage chunk if asked, then `[DONE]`. An engine error mid-stream becomes an error
-/// event. Dropping the returned stream (client gone) drops the token stream, which cancels the
-/// generation and frees the model's queue slot.
+/// Turn a token stream into SSE events: the opening chunks, one chunk per delta, a finish chunk
+/// per choice, the usage chunk if asked, then `[DONE]`. An engine error mid-stream becomes an
+/// error event. Dropping the returned stream (client gone) drops the token stream, which cancels
+/// the generation and frees the model's queue slot.
 fn sse_events(
     state: Arc<AppState>,
     mut tokens: TokenStream,
-    chunks: Chunks,
+    mut chunks: Chunks,
     include_usage: bool,
     started: Instant,
 ) -> impl Stream<Item = Event> + Send + 'static {
     let data = |v: Value| Event::default().data(v.to_string());
     async_stream(move |tx| async move {
-        if let Some(first) = chunks.first() {
+        for first in chunks.first() {
             tx.send(data(first)).await?;
         }
         let mut first_token = None;
+        let mut done = Vec::new();
         while let Some(event) = tokens.next().await {
             match event {
-                Ok(StreamEvent::Delta(text)) => {
+                Ok(StreamEvent::Delta {
+                    choice,
+                    text,
+                    logprobs,
+                }) => {
                     first_token.get_or_insert_with(|| started.elapsed());
-                    tx.send(data(chunks.delta(&text))).await?;
+                    tx.send(data(chunks.delta(choice, &text, &logprobs)))
+                        .await?;
                 }
                 Ok(StreamEvent::Done {
+                    choice,
                     finish_reason,
                     usage,
                 }) => {
-                    tx.send(data(chunks.finish(openai::finish_reason(finish_reason))))
-                        .await?;
+                    tx.send(data(
+                        chunks.finish(choice, openai::finish_reason(finish_reason)),
+                    ))
+                    .await?;
+                    done.push(usage);
+                    if done.len() < chunks.n as usize {
+                        continue;
+                    }
+                    let usage = Usage::of_choices(&done);
                     if include_usage {
                         tx.send(data(chunks.usage(openai::usage(&usage)))).await?;
                     }

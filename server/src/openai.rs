@@ -1,8 +1,11 @@
 //! OpenAI request and response shapes, and their translation to runtime requests. Fields that
 //! would change the output but are not honoured are refused by name, never dropped.
 
+use std::collections::BTreeMap;
+
 use minerva_runtime::{
-    ChatMessage, Completion, FinishReason, GenerationRequest, Input, Role, SamplingParams, Usage,
+    ChatMessage, Completion, FinishReason, GenerationRequest, Input, Role, SamplingParams,
+    TokenLogprob, Usage,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,9 +24,6 @@ const UNSUPPORTED_FIELDS: &[&str] = &[
     "functions",
     "function_call",
     "response_format",
-    "logprobs",
-    "top_logprobs",
-    "logit_bias",
     "audio",
     "modalities",
     "prediction",
@@ -131,6 +131,7 @@ pub struct CommonOptions {
     #[serde(default)]
     ignore_eos: bool,
     n: Option<u32>,
+    logit_bias: Option<BTreeMap<String, f32>>,
 }
 
 impl CommonOptions {
@@ -153,13 +154,12 @@ impl CommonOptions {
         "stop",
         "ignore_eos",
         "n",
+        "logit_bias",
     ];
 
     /// Fill `request`'s options from these fields.
     pub fn apply(&self, request: &mut GenerationRequest) -> Result<(), ApiError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
-        }
+        request.n = self.n.unwrap_or(1);
         request.max_tokens = self.max_completion_tokens.or(self.max_tokens);
         request.ignore_eos = self.ignore_eos;
         request.sampling = SamplingParams {
@@ -184,6 +184,18 @@ impl CommonOptions {
                 Some("stop"),
             ));
         }
+        request.logit_bias = self
+            .logit_bias
+            .iter()
+            .flatten()
+            .map(|(id, &bias)| match id.trim().parse::<u32>() {
+                Ok(id) => Ok((id, bias)),
+                Err(_) => Err(ApiError::invalid(
+                    format!("logit_bias keys must be token ids, got `{id}`"),
+                    Some("logit_bias"),
+                )),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(())
     }
 
@@ -219,18 +231,30 @@ pub struct ContentPart {
 #[derive(Debug, Deserialize)]
 pub struct InMessage {
     role: String,
-    content: Option<Content>,
+    #[serde(default, deserialize_with = "present_or_null")]
+    content: Option<Option<Content>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present_or_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `POST /v1/chat/completions`'s own fields.
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     messages: Vec<InMessage>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<u32>,
 }
 
 impl ChatRequest {
     /// The JSON fields this struct reads.
-    pub const FIELDS: &'static [&'static str] = &["messages"];
+    pub const FIELDS: &'static [&'static str] = &["messages", "logprobs", "top_logprobs"];
 
     /// The runtime request.
     pub fn to_request(&self, options: &CommonOptions) -> Result<GenerationRequest, ApiError> {
@@ -248,9 +272,15 @@ impl ChatRequest {
                 }
             };
             let content = match &m.content {
-                None => String::new(),
-                Some(Content::Text(t)) => t.clone(),
-                Some(Content::Parts(parts)) => {
+                Some(None) | None if role != Role::Assistant => {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].content must be a string or a list of parts"),
+                        Some(&format!("messages[{i}].content")),
+                    ))
+                }
+                Some(None) | None => String::new(),
+                Some(Some(Content::Text(t))) => t.clone(),
+                Some(Some(Content::Parts(parts))) => {
                     let mut text = String::new();
                     for (j, p) in parts.iter().enumerate() {
                         match (p.kind.as_str(), &p.text) {
@@ -278,6 +308,16 @@ impl ChatRequest {
         }
         let mut request = GenerationRequest::new(Input::Chat(messages));
         options.apply(&mut request)?;
+        request.logprobs = match (self.logprobs, self.top_logprobs) {
+            (Some(true), top) => Some(top.unwrap_or(0)),
+            (_, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "`top_logprobs` needs `logprobs: true`",
+                    Some("top_logprobs"),
+                ))
+            }
+            _ => None,
+        };
         Ok(request)
     }
 }
@@ -297,11 +337,13 @@ pub enum Prompt {
 pub struct CompletionRequest {
     /// The prompt(s).
     pub prompt: Prompt,
+    /// Report each token's log-probability and this many alternatives.
+    pub logprobs: Option<u32>,
 }
 
 impl CompletionRequest {
     /// The JSON fields this struct reads.
-    pub const FIELDS: &'static [&'static str] = &["prompt"];
+    pub const FIELDS: &'static [&'static str] = &["prompt", "logprobs"];
 
     /// One runtime request per prompt.
     pub fn to_requests(&self, options: &CommonOptions) -> Result<Vec<GenerationRequest>, ApiError> {
@@ -320,6 +362,7 @@ impl CompletionRequest {
             .map(|p| {
                 let mut r = GenerationRequest::new(Input::Text(p));
                 options.apply(&mut r)?;
+                r.logprobs = self.logprobs;
                 Ok(r)
             })
             .collect()
@@ -421,41 +464,103 @@ pub fn usage(u: &Usage) -> Value {
     })
 }
 
-/// A `chat.completion` response.
-pub fn chat_response(id: &str, created: u64, model: &str, c: &Completion) -> Value {
+/// Log-probabilities of a chat choice's tokens: `{"content": [...], "refusal": null}`.
+pub fn chat_logprobs(tokens: &[TokenLogprob]) -> Value {
+    let entry = |t: &minerva_runtime::TokenProb| json!({"token": t.text(), "logprob": t.logprob, "bytes": t.bytes});
+    let content: Vec<Value> = tokens
+        .iter()
+        .map(|t| {
+            let mut e = entry(&t.token);
+            e["top_logprobs"] = t.top.iter().map(entry).collect();
+            e
+        })
+        .collect();
+    json!({"content": content, "refusal": null})
+}
+
+/// Log-probabilities of a text completion's tokens in the legacy shape; `offset` is the text
+/// offset of the first token, advanced past the last.
+pub fn completion_logprobs(tokens: &[TokenLogprob], offset: &mut usize) -> Value {
+    let mut text_offset = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        text_offset.push(*offset);
+        *offset += t.token.text().chars().count();
+    }
+    json!({
+        "tokens": tokens.iter().map(|t| t.token.text()).collect::<Vec<_>>(),
+        "token_logprobs": tokens.iter().map(|t| t.token.logprob).collect::<Vec<_>>(),
+        "top_logprobs": tokens.iter().map(|t| {
+            t.top.iter().map(|a| (a.text(), json!(a.logprob))).collect::<serde_json::Map<_, _>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": text_offset,
+    })
+}
+
+/// A `chat.completion` response, one choice per generated choice (`with_logprobs`: the request
+/// asked for log-probabilities).
+pub fn chat_response(
+    id: &str,
+    created: u64,
+    model: &str,
+    c: &Completion,
+    with_logprobs: bool,
+) -> Value {
+    let choices: Vec<Value> = c
+        .choices
+        .iter()
+        .enumerate()
+        .map(|(i, ch)| {
+            json!({
+                "index": i,
+                "message": {"role": "assistant", "content": ch.text},
+                "logprobs": with_logprobs.then(|| chat_logprobs(ch.logprobs.as_deref().unwrap_or_default())),
+                "finish_reason": finish_reason(ch.finish_reason),
+            })
+        })
+        .collect();
     json!({
         "id": id,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": c.text},
-            "logprobs": null,
-            "finish_reason": finish_reason(c.finish_reason),
-        }],
+        "choices": choices,
         "usage": usage(&c.usage),
     })
 }
 
-/// A `text_completion` response with one choice per completion.
-pub fn completion_response(id: &str, created: u64, model: &str, cs: &[Completion]) -> Value {
-    let total = cs.iter().fold(Usage::default(), |acc, c| Usage {
-        prompt_tokens: acc.prompt_tokens + c.usage.prompt_tokens,
-        completion_tokens: acc.completion_tokens + c.usage.completion_tokens,
-        cached_tokens: acc.cached_tokens + c.usage.cached_tokens,
-    });
+/// A `text_completion` response: the choices of each prompt in turn.
+pub fn completion_response(
+    id: &str,
+    created: u64,
+    model: &str,
+    cs: &[Completion],
+    with_logprobs: bool,
+) -> Value {
+    let total = Usage {
+        prompt_tokens: cs.iter().map(|c| c.usage.prompt_tokens).sum(),
+        completion_tokens: cs.iter().map(|c| c.usage.completion_tokens).sum(),
+        cached_tokens: cs.iter().map(|c| c.usage.cached_tokens).sum(),
+    };
+    let choices: Vec<Value> = cs
+        .iter()
+        .flat_map(|c| &c.choices)
+        .enumerate()
+        .map(|(i, ch)| {
+            json!({
+                "index": i,
+                "text": ch.text,
+                "logprobs": with_logprobs
+                    .then(|| completion_logprobs(ch.logprobs.as_deref().unwrap_or_default(), &mut 0)),
+                "finish_reason": finish_reason(ch.finish_reason),
+            })
+        })
+        .collect();
     json!({
         "id": id,
         "object": "text_completion",
         "created": created,
         "model": model,
-        "choices": cs.iter().enumerate().map(|(i, c)| json!({
-            "index": i,
-            "text": c.text,
-            "logprobs": null,
-            "finish_reason": finish_reason(c.finish_reason),
-        })).collect::<Vec<_>>(),
+        "choices": choices,
         "usage": usage(&total),
     })
 }

@@ -47,7 +47,7 @@ async fn stream_deltas(request: GenerationRequest) -> (Vec<String>, FinishReason
     let mut deltas = Vec::new();
     while let Some(event) = stream.next().await {
         match event.unwrap() {
-            StreamEvent::Delta(d) => deltas.push(d),
+            StreamEvent::Delta { text: d, .. } => deltas.push(d),
             StreamEvent::Done { finish_reason, .. } => return (deltas, finish_reason),
         }
     }
@@ -59,26 +59,32 @@ async fn generate_reports_usage_and_length_limit() {
     let c = model().await.generate(greedy(4)).await.unwrap();
     assert_eq!(c.usage.prompt_tokens, 27);
     assert_eq!(c.usage.completion_tokens, 4);
-    assert_eq!(c.finish_reason, FinishReason::Length);
-    assert_eq!(c.text, "The capital of France");
+    assert_eq!(c.finish_reason(), FinishReason::Length);
+    assert_eq!(c.text(), "The capital of France");
     // Unlimited: the model ends its answer itself.
     let c = model().await.generate(greedy(64)).await.unwrap();
-    assert_eq!(c.finish_reason, FinishReason::Stop);
-    assert!(c.text.contains("Paris"), "{:?}", c.text);
+    assert_eq!(c.finish_reason(), FinishReason::Stop);
+    assert!(c.text().contains("Paris"), "{:?}", c.text());
     assert!(c.usage.completion_tokens < 64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_strings_cut_exactly_in_streaming_and_whole() {
-    let full = model().await.generate(greedy(24)).await.unwrap().text;
+    let full = model()
+        .await
+        .generate(greedy(24))
+        .await
+        .unwrap()
+        .text()
+        .to_string();
     // "tal of Fr" spans the tokens " capital", " of" and " France".
     for stop in ["tal of Fr", "Paris", "."] {
         let mut request = greedy(24);
         request.stop = vec![stop.to_string(), "never-appears".to_string()];
         let expected = &full[..full.find(stop).unwrap()];
         let whole = model().await.generate(request.clone()).await.unwrap();
-        assert_eq!(whole.text, expected, "stop {stop:?}");
-        assert_eq!(whole.finish_reason, FinishReason::Stop);
+        assert_eq!(whole.text(), expected, "stop {stop:?}");
+        assert_eq!(whole.finish_reason(), FinishReason::Stop);
         let (deltas, finish) = stream_deltas(request).await;
         assert_eq!(deltas.concat(), expected, "stop {stop:?}");
         assert_eq!(finish, FinishReason::Stop);
@@ -94,7 +100,7 @@ async fn dropped_stream_frees_the_model_promptly() {
     for _ in 0..3 {
         assert!(matches!(
             stream.next().await,
-            Some(Ok(StreamEvent::Delta(_)))
+            Some(Ok(StreamEvent::Delta { .. }))
         ));
     }
     drop(stream);
@@ -114,7 +120,7 @@ async fn bad_requests_are_refused_before_generation() {
     let mut r = greedy(0);
     assert!(matches!(
         model().await.generate(r.clone()).await,
-        Err(Error::InvalidRequest(_))
+        Err(Error::InvalidParam { param, .. }) if param == "max_tokens"
     ));
     r.max_tokens = Some(4);
     r.sampling.top_p = Some(0.0);
@@ -143,8 +149,8 @@ async fn raw_prompt_and_penalties_run() {
     let a = model().await.generate(r.clone()).await.unwrap();
     let b = model().await.generate(r).await.unwrap();
     assert_eq!(a.usage.prompt_tokens, 5);
-    assert_eq!(a.text, b.text);
-    assert!(!a.text.is_empty());
+    assert_eq!(a.text(), b.text());
+    assert!(!a.text().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,8 +170,8 @@ async fn concurrent_requests_share_a_full_context_without_errors() {
     request.ignore_eos = true;
     let (a, b) = tokio::join!(model.generate(request.clone()), model.generate(request));
     let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.finish_reason, FinishReason::Length);
-    assert_eq!(b.finish_reason, FinishReason::Length);
+    assert_eq!(a.finish_reason(), FinishReason::Length);
+    assert_eq!(b.finish_reason(), FinishReason::Length);
     let (short, long) = if a.usage.completion_tokens < b.usage.completion_tokens {
         (a, b)
     } else {
@@ -194,14 +200,14 @@ async fn repeated_prompt_prefix_is_served_from_the_cache() {
     let first = model.generate(greedy(16)).await.unwrap();
     assert_eq!(first.usage.cached_tokens, 0);
     let again = model.generate(greedy(16)).await.unwrap();
-    assert_eq!(again.text, first.text);
+    assert_eq!(again.text(), first.text());
     assert_eq!(again.usage.cached_tokens, again.usage.prompt_tokens - 1);
     // A follow-up turn resends the conversation: everything up to the new message is reused.
     let mut follow_up = greedy(16);
     if let minerva_runtime::Input::Chat(messages) = &mut follow_up.input {
         messages.push(minerva_runtime::ChatMessage::new(
             minerva_runtime::Role::Assistant,
-            first.text.clone(),
+            first.text().to_string(),
         ));
         messages.push(minerva_runtime::ChatMessage::new(
             minerva_runtime::Role::User,
@@ -211,7 +217,7 @@ async fn repeated_prompt_prefix_is_served_from_the_cache() {
     let next = model.generate(follow_up).await.unwrap();
     assert!(next.usage.cached_tokens >= 26, "{:?}", next.usage);
     assert!(next.usage.cached_tokens < next.usage.prompt_tokens);
-    assert!(next.text.contains("Rome"), "{:?}", next.text);
+    assert!(next.text().contains("Rome"), "{:?}", next.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

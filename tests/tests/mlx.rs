@@ -78,13 +78,13 @@ async fn both_engines_serve_in_one_process_and_mlx_reads_gguf_itself() {
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.usage.prompt_tokens, 27);
     assert_eq!(b.usage.prompt_tokens, 27);
-    assert_eq!(a.text, b.text);
-    assert!(b.text.contains("Paris"), "{}", b.text);
+    assert_eq!(a.text(), b.text());
+    assert!(b.text().contains("Paris"), "{}", b.text());
 
     // A second request with the same prompt reuses the cached prefix.
     let again = mlx.generate(france(4)).await.unwrap();
     assert!(again.usage.cached_tokens > 0, "{:?}", again.usage);
-    assert!(b.text.starts_with(&again.text));
+    assert!(b.text().starts_with(again.text()));
 
     // libmlx's own GGUF reader, in the process that also holds ggml: its gguf_* functions must
     // be its own (ggml exports a same-named gguf_get_key with another signature).
@@ -274,20 +274,20 @@ async fn sampling_seeds_stop_strings_and_cancellation_on_mlx() {
         r.max_tokens = Some(24);
         r
     };
-    let a = mlx.generate(sampled(1)).await.unwrap().text;
-    let b = mlx.generate(sampled(1)).await.unwrap().text;
-    let c = mlx.generate(sampled(2)).await.unwrap().text;
+    let a = mlx.generate(sampled(1)).await.unwrap().text().to_string();
+    let b = mlx.generate(sampled(1)).await.unwrap().text().to_string();
+    let c = mlx.generate(sampled(2)).await.unwrap().text().to_string();
     assert_eq!(a, b, "same seed, same text");
     assert_ne!(a, c, "another seed, another text");
 
     let mut stop = france(24);
     stop.stop = vec!["Paris".into()];
     let cut = mlx.generate(stop).await.unwrap();
-    assert_eq!(cut.finish_reason, minerva_runtime::FinishReason::Stop);
+    assert_eq!(cut.finish_reason(), minerva_runtime::FinishReason::Stop);
     assert!(
-        cut.text.ends_with("France is ") && !cut.text.contains("Paris"),
+        cut.text().ends_with("France is ") && !cut.text().contains("Paris"),
         "{}",
-        cut.text
+        cut.text()
     );
 
     // Dropping a stream mid-generation frees the model for the next request.
@@ -301,5 +301,5 @@ async fn sampling_seeds_stop_strings_and_cancellation_on_mlx() {
         .await
         .expect("the model is free again")
         .unwrap();
-    assert!(next.text.contains("Paris"));
+    assert!(next.text().contains("Paris"));
 }

@@ -12,6 +12,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
 use minerva_runtime::format::gguf::{Arrays, GgufFile};
+use minerva_runtime::generation::Generator;
 use minerva_runtime::threads::{default_threads, run_blocking};
 use minerva_runtime::{
     Capabilities, ChatTemplate, Embeddings, EngineMemory, Error, GenerationRequest,
@@ -19,7 +20,7 @@ use minerva_runtime::{
     TokenStream,
 };
 
-use crate::worker::{Job, Worker};
+use crate::evaluator::{vocabulary, LlamaEvaluator};
 
 /// Engine name used in config and messages.
 pub const ENGINE_NAME: &str = "llama";
@@ -87,7 +88,7 @@ pub struct LlamaLoadedModel {
     model: Arc<LlamaModel>,
     template: Option<ChatTemplate>,
     bos_text: String,
-    worker: Worker,
+    generator: Generator,
 }
 
 impl LlamaLoadedModel {
@@ -133,8 +134,22 @@ impl LlamaLoadedModel {
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let slots = spec.parallel.unwrap_or(DEFAULT_PARALLEL).max(1);
-        let worker = Worker::spawn(Arc::clone(&model), backend, params, slots, &spec.id)?;
-        let context_size = worker.n_ctx();
+        let params = params.with_n_seq_max(slots as u32).with_kv_unified(true);
+        let vocab_size = u32::try_from(vocab.n_tokens()).unwrap_or(0);
+        let pieces = vocabulary(&model);
+        let for_thread = Arc::clone(&model);
+        let (generator, ()) = Generator::spawn(&format!("llama:{}", spec.id), move |starter| {
+            let model = for_thread;
+            let context = model.new_context(backend, params);
+            match context {
+                Ok(ctx) => starter.serve(LlamaEvaluator::new(ctx, slots), pieces, ()),
+                Err(e) => starter.fail(Error::engine(
+                    ENGINE_NAME,
+                    format!("creating the context failed: {e}"),
+                )),
+            };
+        })?;
+        let context_size = generator.limits().kv_cells as u32;
         tracing::info!(
             model = %spec.id,
             context_size,
@@ -148,13 +163,13 @@ impl LlamaLoadedModel {
                 id: spec.id.clone(),
                 engine: ENGINE_NAME.to_string(),
                 context_size,
-                vocab_size: u32::try_from(vocab.n_tokens()).unwrap_or(0),
+                vocab_size,
                 has_chat_template: template.is_some(),
             },
             model,
             template,
             bos_text,
-            worker,
+            generator,
         })
     }
 
@@ -217,16 +232,8 @@ impl LoadedModel for LlamaLoadedModel {
     }
 
     async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
-        let tokens =
-            LlamaLoadedModel::tokenize(self, &request.input, Path::new(&self.descriptor.id))?;
-        let context_size = self.descriptor.context_size as usize;
-        if tokens.len() >= context_size {
-            return Err(Error::ContextOverflow {
-                prompt_tokens: tokens.len(),
-                context_size,
-            });
-        }
-        self.worker.submit(Job::new(tokens, &request))
+        let tokens = LoadedModel::tokenize(self, &request.input)?;
+        self.generator.submit(tokens, &request)
     }
 
     async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {

@@ -1,10 +1,10 @@
 //! The llama.cpp engine: GGUF models through `llama-cpp-2`. Prompts are rendered by the runtime's
-//! Jinja renderer (not llama.cpp's built-in template matcher), sampling uses llama.cpp's sampler
-//! chain, and each loaded model decodes on its own worker thread.
+//! Jinja renderer (not llama.cpp's built-in template matcher); generation (sampling, batching,
+//! stop strings) is the runtime's generation core, driving a llama.cpp context through
+//! [`evaluator`].
 
 mod embed;
 mod engine;
-mod sampler;
-mod worker;
+mod evaluator;
 
 pub use engine::LlamaEngine;

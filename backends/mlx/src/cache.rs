@@ -30,6 +30,16 @@ impl KvCache {
         self.keys.iter().chain(self.values.iter())
     }
 
+    /// A cache holding this one's first `len` positions (sharing its buffers until either is
+    /// written).
+    pub fn prefix(&self, len: i32) -> KvCache {
+        KvCache {
+            keys: self.keys.clone(),
+            values: self.values.clone(),
+            offset: self.offset.min(len.max(0)),
+        }
+    }
+
     /// Keep only the first `len` positions.
     pub fn truncate(&mut self, len: i32) {
         self.offset = self.offset.min(len.max(0));

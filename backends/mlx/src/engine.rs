@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use minerva_runtime::generation::Generator;
+use minerva_runtime::threads::run_blocking;
 use minerva_runtime::{
-    Capabilities, EngineMemory, Error, GenerationRequest, InferenceBackend, Input, LoadSpec,
-    LoadedModel, ModelDescriptor, ModelFormat, Result, TokenStream,
+    Capabilities, EngineMemory, GenerationRequest, InferenceBackend, Input, LoadSpec, LoadedModel,
+    ModelDescriptor, ModelFormat, Result, TokenStream,
 };
-use tokio::sync::oneshot;
 
+use crate::load::load;
 use crate::tokenizer::ModelTokenizer;
-use crate::worker::{Job, Worker};
 
 /// Engine name used in config and messages.
 pub const ENGINE_NAME: &str = "mlx";
@@ -55,22 +56,32 @@ impl InferenceBackend for MlxEngine {
     }
 
     async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
-        // The model's own thread loads it: no async runtime is needed on the engine side.
-        let (ready, loaded) = oneshot::channel();
-        let worker = Worker::spawn(spec.clone(), ready)?;
-        let loaded = loaded
-            .await
-            .map_err(|_| Error::engine(ENGINE_NAME, "the model thread stopped while loading"))??;
+        // The model's own thread loads it and then runs its generations.
+        let id = spec.id.clone();
+        let spec = spec.clone();
+        let (generator, loaded) = run_blocking(ENGINE_NAME, move || {
+            let name = format!("mlx-{}", spec.id);
+            Generator::spawn(&name, move |starter| match load(&spec) {
+                Ok(parts) => starter.serve(
+                    parts.evaluator,
+                    parts.vocabulary,
+                    (parts.tokenizer, parts.vocab_size),
+                ),
+                Err(e) => starter.fail(e),
+            })
+        })
+        .await??;
+        let (tokenizer, vocab_size) = loaded;
         Ok(Arc::new(MlxLoadedModel {
             descriptor: ModelDescriptor {
-                id: spec.id.clone(),
+                id,
                 engine: ENGINE_NAME.to_string(),
-                context_size: loaded.context_size,
-                vocab_size: loaded.vocab_size,
-                has_chat_template: loaded.tokenizer.has_chat_template(),
+                context_size: generator.limits().kv_cells as u32,
+                vocab_size,
+                has_chat_template: tokenizer.has_chat_template(),
             },
-            tokenizer: loaded.tokenizer,
-            worker,
+            tokenizer,
+            generator,
         }))
     }
 }
@@ -79,7 +90,7 @@ impl InferenceBackend for MlxEngine {
 pub struct MlxLoadedModel {
     descriptor: ModelDescriptor,
     tokenizer: Arc<ModelTokenizer>,
-    worker: Worker,
+    generator: Generator,
 }
 
 #[async_trait]
@@ -103,13 +114,6 @@ impl LoadedModel for MlxLoadedModel {
 
     async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
         let tokens = self.tokenizer.encode(&request.input, &self.descriptor.id)?;
-        let context_size = self.descriptor.context_size as usize;
-        if tokens.len() >= context_size {
-            return Err(Error::ContextOverflow {
-                prompt_tokens: tokens.len(),
-                context_size,
-            });
-        }
-        self.worker.submit(Job::new(tokens, &request))
+        self.generator.submit(tokens, &request)
     }
 }

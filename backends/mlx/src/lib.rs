@@ -6,12 +6,13 @@ mod cache;
 mod config;
 mod engine;
 mod error;
+mod evaluator;
 mod layers;
+mod load;
 mod models;
 mod rope;
 mod tokenizer;
 mod weights;
-mod worker;
 
 pub use config::SUPPORTED_MODEL_TYPES;
 pub use engine::{MlxEngine, MlxLoadedModel, ENGINE_NAME};

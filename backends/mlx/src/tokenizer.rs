@@ -1,33 +1,30 @@
-//! A model directory's tokenizer (`tokenizer.json` through the `tokenizers` crate), its chat
-//! template and end-of-sequence ids, and the raw bytes of every token for incremental,
-//! UTF-8-safe detokenization by the runtime's `TextAssembler`.
+//! A model directory's tokenizer (`tokenizer.json` through the `tokenizers` crate) and chat
+//! template, and the vocabulary the generation core detokenizes with: the raw bytes of every
+//! token and the end-of-sequence ids.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
+use minerva_runtime::generation::Vocabulary;
 use minerva_runtime::{ChatTemplate, Error, Input, Result};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::config::ModelConfig;
 
-/// Tokenizer, template and stop tokens of one model.
+/// Tokenizer and template of one model.
 pub struct ModelTokenizer {
     tokenizer: Tokenizer,
-    /// Bytes each token id stands for; empty for special tokens.
-    pieces: Vec<Vec<u8>>,
-    /// Ids that end a generation.
-    eos: BTreeSet<u32>,
+    /// Token ids in the vocabulary.
+    vocab_size: usize,
     bos_text: String,
     template: Option<ChatTemplate>,
-    /// SentencePiece-style vocabularies mark word starts with a space: drop it from the first
-    /// generated token, as Hugging Face's decoder does at the start of a text.
-    strip_first_space: bool,
 }
 
 impl ModelTokenizer {
-    /// Load the tokenizer files of `dir`, checking them against `config`.
-    pub fn load(dir: &Path, config: &ModelConfig) -> Result<ModelTokenizer> {
+    /// Load the tokenizer files of `dir`, checking them against `config`; also the vocabulary
+    /// (each token's bytes, empty for special tokens; end-of-sequence ids).
+    pub fn load(dir: &Path, config: &ModelConfig) -> Result<(ModelTokenizer, Vocabulary)> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             return Err(Error::invalid_model(
@@ -107,14 +104,17 @@ impl ModelTokenizer {
             Some(source) => Some(ChatTemplate::new(&source, &bos_text, &eos_text)?),
             None => None,
         };
-        Ok(ModelTokenizer {
+        let vocab_size = pieces.len();
+        // SentencePiece-style vocabularies mark word starts with a space: it is dropped from the
+        // first generated token, as Hugging Face's decoder does at the start of a text.
+        let vocabulary = Vocabulary::new(pieces, eos, !byte_level);
+        let tokenizer = ModelTokenizer {
             tokenizer,
-            pieces,
-            eos,
+            vocab_size,
             bos_text,
             template,
-            strip_first_space: !byte_level,
-        })
+        };
+        Ok((tokenizer, vocabulary))
     }
 
     /// Whether chat input can be rendered.
@@ -128,10 +128,10 @@ impl ModelTokenizer {
     pub fn encode(&self, input: &Input, model: &str) -> Result<Vec<u32>> {
         let (text, add_special) = match input {
             Input::Tokens(ids) => {
-                if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.pieces.len()) {
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
                     return Err(Error::InvalidRequest(format!(
                         "token id {bad} is outside the vocabulary of {} tokens",
-                        self.pieces.len()
+                        self.vocab_size
                     )));
                 }
                 return Ok(ids.clone());
@@ -160,20 +160,6 @@ impl ModelTokenizer {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
         }
         Ok(ids)
-    }
-
-    /// Whether `id` ends a generation.
-    pub fn is_eos(&self, id: u32) -> bool {
-        self.eos.contains(&id)
-    }
-
-    /// The bytes of token `id` (`first`: the first token of a generation).
-    pub fn piece(&self, id: u32, first: bool) -> &[u8] {
-        let bytes = self.pieces.get(id as usize).map_or(&[][..], Vec::as_slice);
-        match bytes {
-            [b' ', rest @ ..] if first && self.strip_first_space => rest,
-            _ => bytes,
-        }
     }
 }
 

@@ -100,7 +100,7 @@ pub async fn run(runtime: &Runtime, args: RunArgs) -> Result<ExitCode> {
     let mut first_token_at = None;
     while let Some(event) = stream.next().await {
         match event? {
-            StreamEvent::Delta(text) => {
+            StreamEvent::Delta { text, .. } => {
                 first_token_at.get_or_insert_with(|| generation_started.elapsed());
                 stdout.write_all(text.as_bytes()).map_err(write_err)?;
                 stdout.flush().map_err(write_err)?;
@@ -108,6 +108,7 @@ pub async fn run(runtime: &Runtime, args: RunArgs) -> Result<ExitCode> {
             StreamEvent::Done {
                 finish_reason,
                 usage,
+                ..
             } => {
                 writeln!(stdout).map_err(write_err)?;
                 let total = generation_started.elapsed().as_secs_f64();

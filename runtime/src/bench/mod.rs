@@ -263,7 +263,7 @@ async fn run_once(model: &dyn crate::LoadedModel, request: GenerationRequest) ->
     let mut first = None;
     while let Some(event) = stream.next().await {
         match event? {
-            StreamEvent::Delta(_) => {
+            StreamEvent::Delta { .. } => {
                 first.get_or_insert_with(|| started.elapsed().as_secs_f64());
             }
             StreamEvent::Done { usage, .. } => {

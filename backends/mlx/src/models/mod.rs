@@ -9,6 +9,7 @@ use std::path::Path;
 
 use minerva_runtime::{Error, Result};
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+use mlx_rs::ops::concatenate;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{nn, Array};
 
@@ -59,10 +60,11 @@ struct Attention {
 }
 
 impl Attention {
-    fn forward(&self, x: &Array, cache: &mut KvCache, rope: &Rope) -> Result<Array> {
-        let (batch, len) = (x.dim(0), x.dim(1));
+    /// `x` is `[rows, len, hidden]`, one row per sequence, each after what its cache holds.
+    fn forward(&self, x: &Array, caches: &mut [&mut KvCache], rope: &Rope) -> Result<Array> {
+        let (rows, len) = (x.dim(0), x.dim(1));
         let split = |y: Array, heads: i32, norm: Option<&RmsNorm>| -> Result<Array> {
-            let y = y.reshape(&[batch, len, heads, self.head_dim]).mlx()?;
+            let y = y.reshape(&[rows, len, heads, self.head_dim]).mlx()?;
             let y = match norm {
                 Some(n) => n.forward(&y)?,
                 None => y,
@@ -72,18 +74,46 @@ impl Attention {
         let q = split(self.q_proj.forward(x)?, self.heads, self.q_norm.as_ref())?;
         let k = split(self.k_proj.forward(x)?, self.kv_heads, self.k_norm.as_ref())?;
         let v = split(self.v_proj.forward(x)?, self.kv_heads, None)?;
-        let offset = cache.offset();
-        let q = rope.apply(&q, offset)?;
-        let k = rope.apply(&k, offset)?;
-        let (k, v) = cache.update(&k, &v)?;
-        let mask = (len > 1).then_some(ScaledDotProductAttentionMask::Causal);
-        let out = fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask, None).mlx()?;
+        let out = match caches {
+            [cache] => self.attend(&q, &k, &v, cache, rope)?,
+            // Sequences hold different positions: attention runs per sequence; the projections
+            // around it are batched.
+            _ => {
+                let (qs, ks, vs) = (
+                    q.split_equal(rows, 0).mlx()?,
+                    k.split_equal(rows, 0).mlx()?,
+                    v.split_equal(rows, 0).mlx()?,
+                );
+                let mut outs = Vec::with_capacity(rows as usize);
+                for (i, cache) in caches.iter_mut().enumerate() {
+                    outs.push(self.attend(&qs[i], &ks[i], &vs[i], cache, rope)?);
+                }
+                concatenate(&outs, 0).mlx()?
+            }
+        };
         let out = out
             .transpose_axes(&[0, 2, 1, 3])
             .mlx()?
-            .reshape(&[batch, len, self.heads * self.head_dim])
+            .reshape(&[rows, len, self.heads * self.head_dim])
             .mlx()?;
         self.o_proj.forward(&out)
+    }
+
+    /// Attention of one sequence's `[1, heads, len, head_dim]` queries over its cache.
+    fn attend(
+        &self,
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        cache: &mut KvCache,
+        rope: &Rope,
+    ) -> Result<Array> {
+        let offset = cache.offset();
+        let q = rope.apply(q, offset)?;
+        let k = rope.apply(k, offset)?;
+        let (k, v) = cache.update(&k, v)?;
+        let mask = (q.dim(2) > 1).then_some(ScaledDotProductAttentionMask::Causal);
+        fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask, None).mlx()
     }
 }
 
@@ -109,11 +139,11 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Array, cache: &mut KvCache, rope: &Rope) -> Result<Array> {
+    fn forward(&self, x: &Array, caches: &mut [&mut KvCache], rope: &Rope) -> Result<Array> {
         let h = x
             .add(
                 self.attention
-                    .forward(&self.input_norm.forward(x)?, cache, rope)?,
+                    .forward(&self.input_norm.forward(x)?, caches, rope)?,
             )
             .mlx()?;
         h.add(self.mlp.forward(&self.post_attention_norm.forward(&h)?)?)
@@ -191,20 +221,31 @@ impl Transformer {
         self.blocks.len()
     }
 
-    /// Run `tokens` (`[1, n]` int32) through the model after what `caches` hold; returns the
-    /// logits of the last position, `[1, vocab]`.
-    pub fn forward(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
+    /// Run `tokens` (`[rows, n]`, one row per sequence, each after what its per-layer `caches`
+    /// hold); returns the logits of each row's last `last` positions, `[rows, last, vocab]`, or
+    /// `None` when `last` is 0 (only the caches are wanted).
+    pub fn forward(
+        &self,
+        tokens: &Array,
+        caches: &mut [&mut Vec<KvCache>],
+        last: i32,
+    ) -> Result<Option<Array>> {
         let mut h = self.embed.forward(tokens)?;
-        for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
-            h = block.forward(&h, cache, &self.rope)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let mut layer_caches: Vec<&mut KvCache> =
+                caches.iter_mut().map(|c| &mut c[layer]).collect();
+            h = block.forward(&h, &mut layer_caches, &self.rope)?;
         }
-        // Only the last position's logits are used: skip the output head for the others.
-        let last = h.dim(1) - 1;
-        let h = h.try_index((.., last, ..)).mlx()?;
+        if last == 0 {
+            return Ok(None);
+        }
+        // Only the last positions' logits are used: skip the output head for the others.
+        let n = h.dim(1);
+        let h = h.try_index((.., n - last.min(n).., ..)).mlx()?;
         let h = self.norm.forward(&h)?;
         match &self.lm_head {
-            Some(head) => head.forward(&h),
-            None => self.embed.as_linear(&h),
+            Some(head) => head.forward(&h).map(Some),
+            None => self.embed.as_linear(&h).map(Some),
         }
     }
 }

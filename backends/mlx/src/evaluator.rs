@@ -1,0 +1,215 @@
+//! MLX's side of the generation core: one forward pass per step for every sequence generating a
+//! token (batched projections, attention over each sequence's own cache), prompt chunks as passes
+//! of their own, device picks (`argmax`) queued with `async_eval` so the core can feed them to the
+//! next step before reading them back, as mlx_lm's pipelined decoding does.
+
+use minerva_runtime::generation::{BatchEntry, BatchToken, Evaluator, Limits, Wanted};
+use minerva_runtime::{Error, Result};
+use mlx_rs::ops::concatenate;
+use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
+use mlx_rs::transforms::{async_eval, eval};
+use mlx_rs::{Array, Dtype};
+
+use crate::cache::KvCache;
+use crate::engine::ENGINE_NAME;
+use crate::error::MlxResultExt;
+use crate::models::Transformer;
+
+/// A loaded model and one KV cache per sequence.
+pub struct MlxEvaluator {
+    model: Transformer,
+    /// Per sequence, one cache per layer.
+    caches: Vec<Vec<KvCache>>,
+    limits: Limits,
+    /// Logits rows of the last step, on the device until first read.
+    rows: Vec<Array>,
+    /// The same rows on the host, once read.
+    host: Vec<Vec<f32>>,
+}
+
+impl MlxEvaluator {
+    /// Evaluate `model` within `limits`.
+    pub fn new(model: Transformer, limits: Limits) -> Self {
+        let layers = model.layers();
+        MlxEvaluator {
+            caches: (0..limits.sequences)
+                .map(|_| (0..layers).map(|_| KvCache::default()).collect())
+                .collect(),
+            model,
+            limits,
+            rows: Vec::new(),
+            host: Vec::new(),
+        }
+    }
+
+    fn cache_arrays(&self) -> impl Iterator<Item = &Array> {
+        self.caches.iter().flatten().flat_map(KvCache::arrays)
+    }
+
+    /// One token id of an entry as a `[1]` array.
+    fn token(token: BatchToken, previous: Option<&Array>) -> Result<Array> {
+        match token {
+            BatchToken::Id(id) => Ok(Array::from_slice(&[id], &[1])),
+            BatchToken::Picked(row) => previous
+                .ok_or_else(|| Error::engine(ENGINE_NAME, "a picked token is missing"))?
+                .try_index(row as i32..row as i32 + 1)
+                .mlx(),
+        }
+    }
+}
+
+/// How many last positions of `entry` need logits.
+fn outputs(entry: &BatchEntry) -> i32 {
+    match entry.wanted {
+        Wanted::Nothing => 0,
+        Wanted::Pick => 1,
+        Wanted::Logits(n) => n.min(entry.tokens.len()) as i32,
+    }
+}
+
+impl Evaluator for MlxEvaluator {
+    type Picks = Array;
+
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn pipelined(&self) -> bool {
+        true
+    }
+
+    fn evaluate(&mut self, entries: &[BatchEntry], previous: Option<&Array>) -> Result<Array> {
+        self.rows.clear();
+        self.host.clear();
+        // Logits `[last, vocab]` of each entry, in entry order.
+        let mut logits: Vec<Option<Array>> = vec![None; entries.len()];
+        // Entries of one token share one pass; longer ones (prompt chunks) get a pass each.
+        let single: Vec<usize> = (0..entries.len())
+            .filter(|&i| entries[i].tokens.len() == 1)
+            .collect();
+        if !single.is_empty() {
+            let ids = single
+                .iter()
+                .map(|&i| Self::token(entries[i].tokens[0], previous))
+                .collect::<Result<Vec<_>>>()?;
+            let tokens = concatenate(&ids, 0)
+                .mlx()?
+                .reshape(&[single.len() as i32, 1])
+                .mlx()?;
+            let last = single
+                .iter()
+                .map(|&i| outputs(&entries[i]))
+                .max()
+                .unwrap_or(0);
+            let mut caches = pick_caches(&mut self.caches, single.iter().map(|&i| entries[i].seq));
+            if let Some(out) = self.model.forward(&tokens, &mut caches, last)? {
+                let rows = out.split_equal(single.len() as i32, 0).mlx()?;
+                for (&i, row) in single.iter().zip(rows) {
+                    logits[i] = Some(row.squeeze_axes(&[0]).mlx()?);
+                }
+            }
+        }
+        let mut prefill_only = false;
+        for (i, entry) in entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.tokens.len() > 1)
+        {
+            let ids = entry
+                .tokens
+                .iter()
+                .map(|&t| Self::token(t, previous))
+                .collect::<Result<Vec<_>>>()?;
+            let tokens = concatenate(&ids, 0)
+                .mlx()?
+                .reshape(&[1, entry.tokens.len() as i32])
+                .mlx()?;
+            let mut caches = pick_caches(&mut self.caches, [entry.seq]);
+            let out = self.model.forward(&tokens, &mut caches, outputs(entry))?;
+            prefill_only |= out.is_none();
+            logits[i] = out.map(|o| o.squeeze_axes(&[0])).transpose().mlx()?;
+        }
+        let mut picks = Vec::new();
+        for (entry, out) in entries.iter().zip(logits) {
+            let Some(out) = out else { continue };
+            match entry.wanted {
+                Wanted::Nothing => {}
+                Wanted::Pick => {
+                    let n = out.dim(0);
+                    let last = out.try_index(n - 1..n).mlx()?;
+                    picks.push(argmax_axis(&last, -1, None).mlx()?);
+                }
+                Wanted::Logits(_) => {
+                    self.rows.extend(out.split_equal(out.dim(0), 0).mlx()?);
+                }
+            }
+        }
+        let picks = match picks.is_empty() {
+            true => Array::from_slice::<u32>(&[], &[0]),
+            false => concatenate(&picks, 0).mlx()?,
+        };
+        async_eval([&picks]).mlx()?;
+        if prefill_only {
+            // Keep the graph of a long prompt bounded: materialise its caches chunk by chunk.
+            eval(self.cache_arrays()).mlx()?;
+        }
+        Ok(picks)
+    }
+
+    fn logits(&mut self, row: usize) -> Result<&[f32]> {
+        if self.host.is_empty() && !self.rows.is_empty() {
+            eval(&self.rows).mlx()?;
+            for r in &self.rows {
+                let r = r.as_dtype(Dtype::Float32).mlx()?;
+                self.host.push(r.as_slice::<f32>().to_vec());
+            }
+        }
+        self.host.get(row).map(Vec::as_slice).ok_or_else(|| {
+            Error::engine(ENGINE_NAME, format!("no logits row {row} in the last step"))
+        })
+    }
+
+    fn read_picks(&mut self, picks: &Array) -> Result<Vec<u32>> {
+        eval([picks]).mlx()?;
+        Ok(picks
+            .as_dtype(Dtype::Uint32)
+            .mlx()?
+            .as_slice::<u32>()
+            .to_vec())
+    }
+
+    fn truncate(&mut self, seq: usize, len: usize) -> Result<()> {
+        for cache in &mut self.caches[seq] {
+            cache.truncate(len as i32);
+        }
+        Ok(())
+    }
+
+    fn copy_prefix(&mut self, from: usize, to: usize, len: usize) -> Result<()> {
+        let copy: Vec<KvCache> = self.caches[from]
+            .iter()
+            .map(|c| c.prefix(len as i32))
+            .collect();
+        self.caches[to] = copy;
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        eval(self.cache_arrays()).mlx()
+    }
+}
+
+/// Mutable borrows of the caches of sequences `seqs` (distinct), in that order.
+fn pick_caches(
+    caches: &mut [Vec<KvCache>],
+    seqs: impl IntoIterator<Item = usize>,
+) -> Vec<&mut Vec<KvCache>> {
+    let seqs: Vec<usize> = seqs.into_iter().collect();
+    let mut picked: Vec<(usize, &mut Vec<KvCache>)> = caches
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| seqs.contains(i))
+        .collect();
+    picked.sort_by_key(|(i, _)| seqs.iter().position(|s| s == i));
+    picked.into_iter().map(|(_, c)| c).collect()
+}

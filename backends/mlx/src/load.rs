@@ -1,0 +1,100 @@
+//! Loading a model directory into MLX on the model's own thread: config, tokenizer, weights in
+//! the layout that suits the device, and the evaluator the generation core drives.
+
+use std::sync::Arc;
+
+use minerva_runtime::format::safetensors_dir::SafetensorsDir;
+use minerva_runtime::generation::{Limits, Vocabulary};
+use minerva_runtime::threads::default_threads;
+use minerva_runtime::{LoadSpec, Result};
+use mlx_rs::{Device, DeviceType};
+
+use crate::config::ModelConfig;
+use crate::evaluator::MlxEvaluator;
+use crate::models::Transformer;
+use crate::tokenizer::ModelTokenizer;
+use crate::weights::{Layout, Weights};
+
+/// Prompt tokens processed per forward pass.
+const PREFILL_CHUNK: usize = 512;
+/// Largest context used when neither the config nor the model says.
+const DEFAULT_CONTEXT_CAP: u32 = 16_384;
+/// Sequences generated together when the config does not say.
+const DEFAULT_PARALLEL: usize = 8;
+
+/// Environment variable: largest model (MB of f32 weights) kept dense on the CPU.
+const DENSE_LIMIT_VAR: &str = "MINERVA_MLX_CPU_DENSE_MAX_MB";
+/// Its default.
+const DEFAULT_DENSE_LIMIT_MB: u64 = 2048;
+
+/// Dense f32 weights when MLX computes on the CPU and they fit the limit; as stored otherwise
+/// (GPU, Metal, or larger models).
+fn choose_layout(parameters: u64) -> Layout {
+    let on_cpu = Device::try_default()
+        .and_then(|d| d.get_type())
+        .map_or(true, |t| matches!(t, DeviceType::Cpu));
+    let limit_mb = std::env::var(DENSE_LIMIT_VAR)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(DEFAULT_DENSE_LIMIT_MB);
+    if on_cpu && parameters.saturating_mul(4) <= limit_mb << 20 {
+        Layout::DenseF32
+    } else {
+        Layout::AsStored
+    }
+}
+
+/// A loaded model: the evaluator for its thread, and what the request path needs.
+pub struct LoadedParts {
+    /// Drives the model for the generation core.
+    pub evaluator: MlxEvaluator,
+    /// The vocabulary for the generation core.
+    pub vocabulary: Vocabulary,
+    /// The tokenizer, shared with the request path.
+    pub tokenizer: Arc<ModelTokenizer>,
+    /// Rows of the embedding matrix.
+    pub vocab_size: u32,
+}
+
+/// Load `spec`'s directory.
+pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
+    let dir = spec.path.as_path();
+    // Validates config.json, every shard and every tensor header before MLX reads them.
+    let files = SafetensorsDir::read(dir)?;
+    let config_path = dir.join("config.json");
+    let config = ModelConfig::read(&config_path)?;
+    let (tokenizer, vocabulary) = ModelTokenizer::load(dir, &config)?;
+    let threads = spec.threads.unwrap_or_else(default_threads);
+    crate::blas::set_threads(threads);
+    let layout = choose_layout(files.parameter_count);
+    let mut weights = Weights::load(dir, &files.shards, layout)?;
+    let model = Transformer::new(&config, &config_path, &mut weights)?;
+    let trained = config
+        .max_position_embeddings
+        .unwrap_or(DEFAULT_CONTEXT_CAP);
+    let context_size = spec
+        .context_size
+        .unwrap_or_else(|| trained.min(DEFAULT_CONTEXT_CAP))
+        .max(1);
+    let limits = Limits {
+        kv_cells: context_size as usize,
+        sequences: spec.parallel.unwrap_or(DEFAULT_PARALLEL).max(1),
+        batch_tokens: PREFILL_CHUNK,
+    };
+    tracing::info!(
+        model = %spec.id,
+        context_size,
+        sequences = limits.sequences,
+        layers = model.layers(),
+        ?layout,
+        blas = crate::blas::name(),
+        threads,
+        "MLX model ready"
+    );
+    Ok(LoadedParts {
+        evaluator: MlxEvaluator::new(model, limits),
+        vocabulary,
+        tokenizer: Arc::new(tokenizer),
+        vocab_size: config.vocab_size as u32,
+    })
+}

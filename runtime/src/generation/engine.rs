@@ -1,0 +1,153 @@
+//! The narrow interface an engine implements for the generation core: evaluate batches of tokens
+//! into logits (or into tokens picked on the device), keep each sequence's KV cache, and describe
+//! its vocabulary. Everything else (sequences, sampling, scheduling) is the core's.
+
+use crate::error::Result;
+
+/// One input position of a batch entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchToken {
+    /// A known token id.
+    Id(u32),
+    /// The token the previous step picked on the device at this row of its picks (pipelined
+    /// decoding: fed before the host has read it back).
+    Picked(usize),
+}
+
+/// What a batch entry wants back from its last positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    /// Nothing (a prompt chunk that is not the prompt's end).
+    Nothing,
+    /// The largest logit of the last position, picked on the device (one row of the step's picks).
+    Pick,
+    /// Logits of the last `n` positions on the host (`n` rows, in position order).
+    Logits(usize),
+}
+
+/// A sequence's new tokens in one evaluation step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchEntry {
+    /// The sequence (0..[`Limits::sequences`]); its KV cache holds exactly `start` positions.
+    pub seq: usize,
+    /// Position of the first token.
+    pub start: usize,
+    /// The tokens, in order.
+    pub tokens: Vec<BatchToken>,
+    /// What to return.
+    pub wanted: Wanted,
+}
+
+/// Sizes the core schedules within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// KV cells shared by all sequences; also the most one sequence may hold.
+    pub kv_cells: usize,
+    /// Sequences with their own KV cache.
+    pub sequences: usize,
+    /// Most tokens evaluated in one step.
+    pub batch_tokens: usize,
+}
+
+/// An engine's vocabulary as the core needs it: the bytes each token stands for and which tokens
+/// end a generation.
+#[derive(Debug, Clone, Default)]
+pub struct Vocabulary {
+    pieces: Vec<Vec<u8>>,
+    end_of_generation: Vec<bool>,
+    strip_first_space: bool,
+}
+
+impl Vocabulary {
+    /// A vocabulary of `pieces` (empty for control tokens) whose `end_of_generation` ids end a
+    /// generation. `strip_first_space`: SentencePiece vocabularies mark word starts with a space,
+    /// dropped from a generation's first token as Hugging Face's decoder does.
+    pub fn new(
+        pieces: Vec<Vec<u8>>,
+        end_of_generation: impl IntoIterator<Item = u32>,
+        strip_first_space: bool,
+    ) -> Self {
+        let mut eog = vec![false; pieces.len()];
+        for id in end_of_generation {
+            if let Some(flag) = eog.get_mut(id as usize) {
+                *flag = true;
+            }
+        }
+        Vocabulary {
+            pieces,
+            end_of_generation: eog,
+            strip_first_space,
+        }
+    }
+
+    /// Number of token ids.
+    pub fn len(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Whether there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// The bytes of token `id` (`first`: the first token of a generation).
+    pub fn piece(&self, id: u32, first: bool) -> &[u8] {
+        let bytes = self.pieces.get(id as usize).map_or(&[][..], Vec::as_slice);
+        match bytes {
+            [b' ', rest @ ..] if first && self.strip_first_space => rest,
+            _ => bytes,
+        }
+    }
+
+    /// Whether `id` ends a generation (end of sequence, end of turn).
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.end_of_generation
+            .get(id as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+/// One model's evaluation on one engine, driven by the core's scheduler on the model's thread.
+pub trait Evaluator {
+    /// Tokens picked on the device in one step; the core reads them back later, possibly after
+    /// queueing the next step.
+    type Picks;
+
+    /// Sizes to schedule within.
+    fn limits(&self) -> Limits;
+
+    /// Whether steps run asynchronously, so that feeding [`BatchToken::Picked`] before reading
+    /// the picks back overlaps the host's work with the device's. Synchronous engines return
+    /// false and the core reads every step's picks at once.
+    fn pipelined(&self) -> bool {
+        false
+    }
+
+    /// Queue one step over `batch` (`previous`: the picks that [`BatchToken::Picked`] refers
+    /// to). Returns this step's picks, one row per entry wanting [`Wanted::Pick`], in entry
+    /// order.
+    fn evaluate(
+        &mut self,
+        batch: &[BatchEntry],
+        previous: Option<&Self::Picks>,
+    ) -> Result<Self::Picks>;
+
+    /// Logits row `row` of the last step: rows are numbered over the entries wanting
+    /// [`Wanted::Logits`], in entry order. Valid until the next step.
+    fn logits(&mut self, row: usize) -> Result<&[f32]>;
+
+    /// The token ids of `picks`, waiting for them if needed.
+    fn read_picks(&mut self, picks: &Self::Picks) -> Result<Vec<u32>>;
+
+    /// Keep only the first `len` positions of sequence `seq`'s KV cache.
+    fn truncate(&mut self, seq: usize, len: usize) -> Result<()>;
+
+    /// Make the first `len` positions of `to`'s KV cache those of `from` (which holds them).
+    fn copy_prefix(&mut self, from: usize, to: usize, len: usize) -> Result<()>;
+
+    /// Finish any queued work (called before the thread waits for new requests).
+    fn settle(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! The generation core: everything about generating text that is not engine-specific, written
+//! once for every engine. An engine implements [`Evaluator`] (evaluate token batches into logits
+//! or device-picked tokens, keep each sequence's KV cache) and describes its [`Vocabulary`]; the
+//! core owns the rest: sequences (end of generation, stop strings, limits, usage, cancellation),
+//! token picking (sampling, logit bias, log-probabilities), `n` choices per request, and the
+//! continuous-batching scheduler with its prefix cache and KV-full policy.
+//!
+//! Each loaded model has one [`Generator`]: a thread that owns the engine's evaluator and runs
+//! the scheduler, and a handle that submits requests to it.
+
+mod engine;
+mod picker;
+mod scheduler;
+mod sequence;
+#[cfg(test)]
+mod tests;
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+pub use engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
+pub use picker::{argmax, Picked, PickedLogprobs, PickerOptions, TokenPicker, MAX_TOP_LOGPROBS};
+
+use crate::error::{Error, Result};
+use crate::request::GenerationRequest;
+use crate::response::TokenStream;
+use scheduler::{Job, Scheduler};
+
+/// What the model's thread reports once its evaluator is ready.
+struct Ready<T> {
+    limits: Limits,
+    vocab_size: usize,
+    extra: T,
+}
+
+/// Given to the thread started by [`Generator::spawn`]: it either serves an evaluator or says
+/// why it could not make one.
+pub struct Starter<T> {
+    ready: std_mpsc::Sender<Result<Ready<T>>>,
+    inbox: std_mpsc::Receiver<Job>,
+}
+
+impl<T> Starter<T> {
+    /// Report that the evaluator could not be made.
+    pub fn fail(self, error: Error) {
+        let _ = self.ready.send(Err(error));
+    }
+
+    /// Report readiness (with `extra` for the caller of [`Generator::spawn`]), then run the
+    /// scheduler over `engine` until the [`Generator`] is dropped.
+    pub fn serve<E: Evaluator>(self, engine: E, vocab: Vocabulary, extra: T) {
+        let ready = Ready {
+            limits: engine.limits(),
+            vocab_size: vocab.len(),
+            extra,
+        };
+        if self.ready.send(Ok(ready)).is_err() {
+            return;
+        }
+        Scheduler::new(engine, Arc::new(vocab)).run(self.inbox);
+    }
+}
+
+/// Handle to one model's generation thread. Dropping it ends the thread (requests still
+/// running get an error) and waits for it, so no engine work outlives the model.
+pub struct Generator {
+    jobs: Option<std_mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    limits: Limits,
+    vocab_size: usize,
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Generator {
+    /// Start the thread `name`, on which `start` builds the engine's evaluator and hands it to
+    /// [`Starter::serve`]. Blocks until it is ready; returns the handle and what `start` passed
+    /// along.
+    pub fn spawn<T, F>(name: &str, start: F) -> Result<(Generator, T)>
+    where
+        T: Send + 'static,
+        F: FnOnce(Starter<T>) + Send + 'static,
+    {
+        let (jobs, inbox) = std_mpsc::channel();
+        let (ready, wait) = std_mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.chars().take(15).collect())
+            .spawn(move || start(Starter { ready, inbox }))
+            .map_err(|e| Error::engine("generation", format!("starting the model thread: {e}")))?;
+        let ready = wait.recv().map_err(|_| {
+            Error::engine("generation", "the model thread stopped while starting")
+        })??;
+        Ok((
+            Generator {
+                jobs: Some(jobs),
+                thread: Some(thread),
+                limits: ready.limits,
+                vocab_size: ready.vocab_size,
+            },
+            ready.extra,
+        ))
+    }
+
+    /// The sizes the model schedules within.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Start generating `request`'s choices from `prompt` (its token ids). Requests that cannot
+    /// fit the model are refused here, before any token; dropping the stream cancels them.
+    pub fn submit(&self, prompt: Vec<u32>, request: &GenerationRequest) -> Result<TokenStream> {
+        self.check(&prompt, request)?;
+        let sampling = request.sampling.resolve();
+        let (events, mut rx) = mpsc::unbounded_channel();
+        let job = Job {
+            prompt,
+            picker: PickerOptions {
+                sampling,
+                logit_bias: request.logit_bias.clone(),
+                logprobs: request.logprobs,
+            },
+            seed: sampling.seed,
+            stop: request.stop.clone(),
+            max_tokens: request.max_tokens,
+            ignore_eos: request.ignore_eos,
+            cache_prompt: request.cache_prompt,
+            n: request.n,
+            events,
+        };
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| Error::engine("generation", "the model is shutting down"))?
+            .send(job)
+            .map_err(|_| Error::engine("generation", "the model's thread has stopped"))?;
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))
+    }
+
+    fn check(&self, prompt: &[u32], request: &GenerationRequest) -> Result<()> {
+        let cells = self.limits.kv_cells;
+        if prompt.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        if prompt.len() >= cells {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: prompt.len(),
+                context_size: cells,
+            });
+        }
+        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= self.vocab_size) {
+            return Err(Error::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                self.vocab_size
+            )));
+        }
+        if let Some((bad, _)) = request
+            .logit_bias
+            .iter()
+            .find(|(t, _)| *t as usize >= self.vocab_size)
+        {
+            return Err(Error::param(
+                "logit_bias",
+                format!(
+                    "logit_bias names token {bad}, outside the vocabulary of {} tokens",
+                    self.vocab_size
+                ),
+            ));
+        }
+        let n = request.n as usize;
+        if n > self.limits.sequences {
+            return Err(Error::param(
+                "n",
+                format!(
+                    "n = {n} but this model generates at most {} sequences at once (its `parallel` setting)",
+                    self.limits.sequences
+                ),
+            ));
+        }
+        if n * (prompt.len() + 1) > cells {
+            return Err(Error::param(
+                "n",
+                format!(
+                    "{n} choices of a {}-token prompt do not fit the context of {cells} tokens",
+                    prompt.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,573 @@
+//! Continuous batching over one engine's sequences. Up to [`Limits::sequences`] choices share
+//! every step (one token each for generating choices, prompt chunks for new ones); requests join
+//! between steps and finished ones leave. All sequences share [`Limits::kv_cells`] cells, so a
+//! lone request may use the whole context; when concurrent requests together fill it, idle
+//! prefix caches go first, then the most recently started generation ends with `length`.
+//!
+//! Prefix cache: a finished sequence leaves its tokens' KV state in its slot. A new request goes
+//! to the free slot sharing the longest prompt prefix and only the rest of its prompt is
+//! processed. A request with `n` choices processes its prompt once; the other choices copy that
+//! KV state and pick their first tokens from the same logits, each with its own seed.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+
+use super::engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
+use super::picker::{Picked, PickerOptions, TokenPicker};
+use super::sequence::{Ending, Events, Outcome, Sequence};
+use crate::error::{Error, Result};
+use crate::response::FinishReason;
+
+/// A request waiting for slots.
+pub(crate) struct Job {
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// How its choices pick tokens.
+    pub picker: PickerOptions,
+    /// Seed of choice 0 (choice `i` uses `seed + i`); `None`: random.
+    pub seed: Option<u64>,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Most tokens per choice.
+    pub max_tokens: Option<u32>,
+    /// Generate past end-of-generation tokens.
+    pub ignore_eos: bool,
+    /// Reuse a cached prompt prefix.
+    pub cache_prompt: bool,
+    /// Choices.
+    pub n: u32,
+    /// Where its events go.
+    pub events: Events,
+}
+
+/// Where an admitted choice is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Processing the prompt (the slot's KV holds a prefix of it).
+    Prefill,
+    /// Waiting for the choice in slot `leader` to process the shared prompt.
+    Follow { leader: usize },
+    /// Generating; this token is fed next.
+    Feed(u32),
+    /// Generating; the previous step picked the next token on the device at this row, and it
+    /// has not been read back yet.
+    Unread { row: usize },
+}
+
+struct Active {
+    seq: Sequence,
+    phase: Phase,
+    /// Admission order: unique, and larger for newer choices.
+    id: u64,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Tokens whose KV state the engine holds for this slot, in position order.
+    kv: Vec<u32>,
+    active: Option<Active>,
+}
+
+impl Slot {
+    /// Cells this slot holds or has claimed.
+    fn reserved(&self) -> usize {
+        match &self.active {
+            Some(a) if matches!(a.phase, Phase::Prefill | Phase::Follow { .. }) => {
+                a.seq.prompt().len().max(self.kv.len())
+            }
+            _ => self.kv.len(),
+        }
+    }
+
+    fn is_generating(&self) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|a| matches!(a.phase, Phase::Feed(_) | Phase::Unread { .. }))
+    }
+}
+
+/// Picks queued by the last step, to be read after the next one is queued.
+struct InFlight<P> {
+    picks: P,
+    /// (slot, choice id, row) of each pick.
+    rows: Vec<(usize, u64, usize)>,
+}
+
+/// The scheduler of one model, owning its engine on the model's thread.
+pub(crate) struct Scheduler<E: Evaluator> {
+    engine: E,
+    vocab: Arc<Vocabulary>,
+    limits: Limits,
+    slots: Vec<Slot>,
+    waiting: VecDeque<Job>,
+    in_flight: Option<InFlight<E::Picks>>,
+    admitted: u64,
+}
+
+impl<E: Evaluator> Scheduler<E> {
+    pub fn new(engine: E, vocab: Arc<Vocabulary>) -> Self {
+        let limits = engine.limits();
+        Scheduler {
+            engine,
+            vocab,
+            limits,
+            slots: (0..limits.sequences).map(|_| Slot::default()).collect(),
+            waiting: VecDeque::new(),
+            in_flight: None,
+            admitted: 0,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.is_some() || self.slots.iter().any(|s| s.active.is_some())
+    }
+
+    /// Serve jobs from `inbox` until its senders are gone.
+    pub fn run(mut self, inbox: Receiver<Job>) {
+        loop {
+            if !self.busy() && self.waiting.is_empty() {
+                if let Err(e) = self.engine.settle() {
+                    tracing::warn!("finishing queued work failed: {e}");
+                }
+                match inbox.recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match inbox.try_recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return self.shut_down(),
+                }
+            }
+            self.admit();
+            if !self.busy() {
+                // Nothing runs, yet the first waiting request does not fit in an empty cache.
+                if let Some(job) = self.waiting.pop_front() {
+                    let _ = job.events.send(Err(Error::ContextOverflow {
+                        prompt_tokens: job.prompt.len(),
+                        context_size: self.limits.kv_cells,
+                    }));
+                }
+                continue;
+            }
+            if let Err(e) = self.step() {
+                self.fail_all(e);
+            }
+        }
+    }
+
+    /// The model is being unloaded: end what runs with an error.
+    fn shut_down(mut self) {
+        let gone = || Error::engine("generation", "the model was unloaded");
+        for job in self.waiting.drain(..) {
+            let _ = job.events.send(Err(gone()));
+        }
+        for slot in &mut self.slots {
+            if let Some(a) = slot.active.take() {
+                a.seq.fail(gone());
+            }
+        }
+        let _ = self.engine.settle();
+    }
+
+    /// An engine step failed: fail every running choice and forget every cache.
+    fn fail_all(&mut self, error: Error) {
+        let message = error.to_string();
+        self.in_flight = None;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(a) = slot.active.take() {
+                a.seq.fail(Error::engine("generation", message.clone()));
+            }
+            slot.kv.clear();
+            let _ = self.engine.truncate(i, 0);
+        }
+    }
+
+    fn reserved(&self) -> usize {
+        self.slots.iter().map(Slot::reserved).sum()
+    }
+
+    /// Drop the largest idle cache outside `keep`; false if there was none.
+    fn evict_one(&mut self, keep: &[usize]) -> bool {
+        let largest = (0..self.slots.len())
+            .filter(|i| !keep.contains(i))
+            .filter(|&i| self.slots[i].active.is_none() && !self.slots[i].kv.is_empty())
+            .max_by_key(|&i| self.slots[i].kv.len());
+        match largest {
+            Some(i) => {
+                self.slots[i].kv.clear();
+                if let Err(e) = self.engine.truncate(i, 0) {
+                    tracing::warn!("dropping a cached prefix failed: {e}");
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Move waiting requests into free slots while their prompts fit in the KV cells: the first
+    /// choice into the free slot whose cache shares the longest prefix with the prompt, the
+    /// others into the free slots with the smallest caches.
+    fn admit(&mut self) {
+        self.waiting.retain(|job| !job.events.is_closed());
+        while let Some(job) = self.waiting.front() {
+            let mut free: Vec<usize> = (0..self.slots.len())
+                .filter(|&i| self.slots[i].active.is_none())
+                .collect();
+            if free.len() < job.n as usize {
+                return;
+            }
+            free.sort_by_key(|&i| self.slots[i].kv.len());
+            let common = |i: usize| match job.cache_prompt {
+                true => common_prefix(&self.slots[i].kv, &job.prompt),
+                false => 0,
+            };
+            // The smallest cache among the longest shared prefixes.
+            let Some(&leader) = free.iter().rev().max_by_key(|&&i| common(i)) else {
+                return;
+            };
+            // Keep at least one prompt token to process: its logits give the first pick.
+            let reuse = common(leader).min(job.prompt.len() - 1);
+            let mut chosen = vec![leader];
+            chosen.extend(
+                free.iter()
+                    .copied()
+                    .filter(|&i| i != leader)
+                    .take(job.n as usize - 1),
+            );
+            let needed = job.n as usize * (job.prompt.len() + 1);
+            loop {
+                let others: usize = (0..self.slots.len())
+                    .filter(|i| !chosen.contains(i))
+                    .map(|i| self.slots[i].reserved())
+                    .sum();
+                if others + needed <= self.limits.kv_cells {
+                    break;
+                }
+                if !self.evict_one(&chosen) {
+                    return;
+                }
+            }
+            let Some(job) = self.waiting.pop_front() else {
+                return;
+            };
+            self.start(job, &chosen, reuse);
+        }
+    }
+
+    fn start(&mut self, job: Job, chosen: &[usize], reuse: usize) {
+        let prompt = Arc::new(job.prompt);
+        for (choice, &slot) in chosen.iter().enumerate() {
+            let keep = if choice == 0 { reuse } else { 0 };
+            self.slots[slot].kv.truncate(keep);
+            if let Err(e) = self.engine.truncate(slot, keep) {
+                self.slots[slot].kv.clear();
+                tracing::warn!("trimming a cached prefix failed: {e}");
+            }
+            let picker = TokenPicker::new(
+                job.picker.clone(),
+                job.seed.map(|s| s.wrapping_add(choice as u64)),
+            );
+            let mut seq = Sequence::new(
+                choice as u32,
+                job.events.clone(),
+                Arc::clone(&prompt),
+                picker,
+                job.stop.clone(),
+                Ending {
+                    max_tokens: job.max_tokens,
+                    ignore_eos: job.ignore_eos,
+                    kv_cells: self.limits.kv_cells,
+                },
+            );
+            seq.set_cached(self.slots[chosen[0]].kv.len());
+            self.admitted += 1;
+            self.slots[slot].active = Some(Active {
+                seq,
+                phase: match choice {
+                    0 => Phase::Prefill,
+                    _ => Phase::Follow { leader: chosen[0] },
+                },
+                id: self.admitted,
+            });
+        }
+    }
+
+    /// End the newest generations until every generating choice has a cell for its next token.
+    fn make_room(&mut self) {
+        loop {
+            let feeding = self.slots.iter().filter(|s| s.is_generating()).count();
+            if self.reserved() + feeding <= self.limits.kv_cells {
+                return;
+            }
+            if self.evict_one(&[]) {
+                continue;
+            }
+            let newest = (0..self.slots.len())
+                .filter(|&i| self.slots[i].is_generating())
+                .max_by_key(|&i| self.slots[i].active.as_ref().map_or(0, |a| a.id));
+            let Some(i) = newest else {
+                return;
+            };
+            if let Some(mut a) = self.slots[i].active.take() {
+                a.seq.finish(FinishReason::Length);
+            }
+        }
+    }
+
+    /// One evaluation step over every running choice.
+    fn step(&mut self) -> Result<()> {
+        for slot in &mut self.slots {
+            if slot.active.as_ref().is_some_and(|a| a.seq.is_cancelled()) {
+                slot.active = None;
+            }
+        }
+        self.fail_orphans();
+        self.make_room();
+        let (batch, routes, fed_unread) = self.build_batch();
+        let previous = self.in_flight.take();
+        let picks = match batch.is_empty() {
+            true => None,
+            false => Some(
+                self.engine
+                    .evaluate(&batch, previous.as_ref().map(|p| &p.picks))?,
+            ),
+        };
+        if let Some(previous) = previous {
+            let ids = self.engine.read_picks(&previous.picks)?;
+            for (slot, id, row) in previous.rows {
+                if let Some(&token) = ids.get(row) {
+                    self.take_unread(slot, id, token, fed_unread[slot]);
+                }
+            }
+        }
+        let mut device_rows = Vec::new();
+        let (mut pick_row, mut logits_row) = (0, 0);
+        for (entry, &(slot, id)) in batch.iter().zip(&routes) {
+            match entry.wanted {
+                Wanted::Nothing => {}
+                Wanted::Pick => {
+                    device_rows.push((slot, id, pick_row));
+                    pick_row += 1;
+                }
+                Wanted::Logits(n) => {
+                    self.pick_on_host(slot, id, logits_row + n - 1)?;
+                    logits_row += n;
+                }
+            }
+        }
+        if let Some(picks) = picks.filter(|_| !device_rows.is_empty()) {
+            if self.engine.pipelined() {
+                for &(slot, id, row) in &device_rows {
+                    if let Some(a) = self.active_mut(slot, id) {
+                        a.phase = Phase::Unread { row };
+                    }
+                }
+                self.in_flight = Some(InFlight {
+                    picks,
+                    rows: device_rows,
+                });
+            } else {
+                let ids = self.engine.read_picks(&picks)?;
+                for (slot, id, row) in device_rows {
+                    if let Some(&token) = ids.get(row) {
+                        self.take(
+                            slot,
+                            id,
+                            Picked {
+                                token,
+                                logprobs: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Followers whose leader is gone can never start: fail them.
+    fn fail_orphans(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some(Phase::Follow { leader }) = self.slots[i].active.as_ref().map(|a| a.phase)
+            else {
+                continue;
+            };
+            let leading = self.slots[leader]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.phase == Phase::Prefill);
+            if !leading {
+                if let Some(a) = self.slots[i].active.take() {
+                    a.seq.fail(Error::engine(
+                        "generation",
+                        "the request's prompt could not be processed",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// This step's entries (generating choices first, one token each, so new prompts never
+    /// stall them; then prompt chunks within the token budget), each entry's (slot, choice id),
+    /// and which slots were fed their unread token.
+    fn build_batch(&mut self) -> (Vec<BatchEntry>, Vec<(usize, u64)>, Vec<bool>) {
+        let mut batch = Vec::new();
+        let mut routes = Vec::new();
+        let mut fed_unread = vec![false; self.slots.len()];
+        let mut budget = self.limits.batch_tokens;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(a) = slot.active.as_ref() else {
+                continue;
+            };
+            let token = match a.phase {
+                Phase::Feed(t) => BatchToken::Id(t),
+                // Only when the unread token cannot be the last one.
+                Phase::Unread { row } if a.seq.may_generate_after(a.seq.generated() + 1) => {
+                    BatchToken::Picked(row)
+                }
+                _ => continue,
+            };
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            batch.push(BatchEntry {
+                seq: i,
+                start: slot.kv.len(),
+                tokens: vec![token],
+                wanted: wanted(&a.seq.picker, false),
+            });
+            routes.push((i, a.id));
+            match token {
+                BatchToken::Id(t) => slot.kv.push(t),
+                BatchToken::Picked(_) => fed_unread[i] = true,
+            }
+        }
+        let leaders: Vec<usize> = self
+            .slots
+            .iter()
+            .filter_map(|s| match s.active.as_ref()?.phase {
+                Phase::Follow { leader } => Some(leader),
+                _ => None,
+            })
+            .collect();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(a) = slot.active.as_ref().filter(|a| a.phase == Phase::Prefill) else {
+                continue;
+            };
+            let prompt = a.seq.prompt();
+            let done = slot.kv.len();
+            let take = (prompt.len() - done).min(budget);
+            if take == 0 {
+                continue;
+            }
+            budget -= take;
+            let last = done + take == prompt.len();
+            batch.push(BatchEntry {
+                seq: i,
+                start: done,
+                tokens: prompt[done..done + take]
+                    .iter()
+                    .map(|&t| BatchToken::Id(t))
+                    .collect(),
+                wanted: match last {
+                    false => Wanted::Nothing,
+                    true => wanted(&a.seq.picker, leaders.contains(&i)),
+                },
+            });
+            routes.push((i, a.id));
+            slot.kv.extend_from_slice(&prompt[done..done + take]);
+        }
+        (batch, routes, fed_unread)
+    }
+
+    fn active_mut(&mut self, slot: usize, id: u64) -> Option<&mut Active> {
+        self.slots[slot].active.as_mut().filter(|a| a.id == id)
+    }
+
+    /// Pick from logits row `row` for the choice in `slot`, and for the choices following it
+    /// (which first copy its prompt's KV state).
+    fn pick_on_host(&mut self, slot: usize, id: u64, row: usize) -> Result<()> {
+        let Some(leader) = self.active_mut(slot, id) else {
+            return Ok(());
+        };
+        let prefilled = leader.phase == Phase::Prefill;
+        let mut group = vec![(slot, id)];
+        if prefilled {
+            for f in 0..self.slots.len() {
+                let Some(a) = self.slots[f].active.as_ref() else {
+                    continue;
+                };
+                if a.phase == (Phase::Follow { leader: slot }) {
+                    let (prompt, follower) = (Arc::clone(a.seq.prompt()), a.id);
+                    self.engine.copy_prefix(slot, f, prompt.len())?;
+                    self.slots[f].kv = prompt.to_vec();
+                    group.push((f, follower));
+                }
+            }
+        }
+        let logits = self.engine.logits(row)?;
+        let picks: Vec<(usize, u64, Picked)> = group
+            .into_iter()
+            .filter_map(|(s, id)| {
+                let a = self.slots[s].active.as_mut()?;
+                Some((s, id, a.seq.pick(logits)))
+            })
+            .collect();
+        for (s, id, picked) in picks {
+            self.take(s, id, picked);
+        }
+        Ok(())
+    }
+
+    /// Give a picked token to its choice; it is fed next step unless the choice has ended.
+    fn take(&mut self, slot: usize, id: u64, picked: Picked) {
+        let token = picked.token;
+        let vocab = Arc::clone(&self.vocab);
+        let Some(a) = self.active_mut(slot, id) else {
+            return;
+        };
+        if a.seq.accept(picked, &vocab) == Outcome::Continue {
+            a.phase = Phase::Feed(token);
+        } else {
+            self.slots[slot].active = None;
+        }
+    }
+
+    /// The previous step's device pick for `slot`, now read back. If this step already fed it,
+    /// its KV state is in the cache and this step's pick (if the choice goes on) comes next.
+    fn take_unread(&mut self, slot: usize, id: u64, token: u32, fed: bool) {
+        if self.active_mut(slot, id).is_none() {
+            return;
+        }
+        if fed {
+            self.slots[slot].kv.push(token);
+        }
+        self.take(
+            slot,
+            id,
+            Picked {
+                token,
+                logprobs: None,
+            },
+        );
+    }
+}
+
+/// What a choice wants from the last position of its entry.
+fn wanted(picker: &TokenPicker, shared_with_followers: bool) -> Wanted {
+    if picker.picks_on_device() && !shared_with_followers {
+        Wanted::Pick
+    } else {
+        Wanted::Logits(1)
+    }
+}
+
+/// Length of the common prefix of two token lists.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}

@@ -1,0 +1,315 @@
+//! The scheduler's policy on a small deterministic evaluator (the real engines are tested on
+//! real models in tests/): synchronous and pipelined engines give the same tokens, batching and
+//! prefix reuse change nothing, `n` choices share a prompt, a full KV cache ends the newest
+//! sequence, a dropped stream frees its sequence.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::backend::collect;
+use crate::request::Input;
+use crate::response::FinishReason;
+use crate::sampling::SamplingParams;
+
+const VOCAB: usize = 16;
+const EOS: u32 = 15;
+
+/// The next token after `tokens`: depends on every token, so a wrong KV cache shows.
+fn next(tokens: &[u32]) -> u32 {
+    let sum: u64 = tokens.iter().map(|&t| u64::from(t) * 7 + 3).sum();
+    ((sum + tokens.len() as u64 * 5) % VOCAB as u64) as u32
+}
+
+/// Logits whose largest entry is [`next`] and whose others are distinct.
+fn logits_after(tokens: &[u32]) -> Vec<f32> {
+    let best = next(tokens) as usize;
+    (0..VOCAB)
+        .map(|j| -(((j + VOCAB - best) % VOCAB) as f32))
+        .collect()
+}
+
+/// Keeps each sequence's tokens as its "KV cache" and checks what the core claims about it.
+struct Toy {
+    kv: Vec<Vec<u32>>,
+    limits: Limits,
+    pipelined: bool,
+    rows: Vec<Vec<f32>>,
+    /// Entries per step, for batching checks.
+    steps: Arc<Mutex<Vec<usize>>>,
+    /// Time each step takes.
+    delay: std::time::Duration,
+}
+
+impl Evaluator for Toy {
+    type Picks = Vec<u32>;
+
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn pipelined(&self) -> bool {
+        self.pipelined
+    }
+
+    fn evaluate(&mut self, batch: &[BatchEntry], previous: Option<&Vec<u32>>) -> Result<Vec<u32>> {
+        self.rows.clear();
+        self.steps.lock().unwrap().push(batch.len());
+        std::thread::sleep(self.delay);
+        let mut picks = Vec::new();
+        for e in batch {
+            let kv = &mut self.kv[e.seq];
+            assert_eq!(e.start, kv.len(), "the core's idea of the cache is wrong");
+            for t in &e.tokens {
+                kv.push(match *t {
+                    BatchToken::Id(id) => id,
+                    BatchToken::Picked(row) => previous.unwrap()[row],
+                });
+            }
+            let cells: usize = self.kv.iter().map(Vec::len).sum();
+            assert!(cells <= self.limits.kv_cells, "{cells} cells used");
+            let kv = &self.kv[e.seq];
+            match e.wanted {
+                Wanted::Nothing => {}
+                Wanted::Pick => picks.push(next(kv)),
+                Wanted::Logits(n) => {
+                    for back in (0..n).rev() {
+                        self.rows.push(logits_after(&kv[..kv.len() - back]));
+                    }
+                }
+            }
+        }
+        Ok(picks)
+    }
+
+    fn logits(&mut self, row: usize) -> Result<&[f32]> {
+        Ok(&self.rows[row])
+    }
+
+    fn read_picks(&mut self, picks: &Vec<u32>) -> Result<Vec<u32>> {
+        Ok(picks.clone())
+    }
+
+    fn truncate(&mut self, seq: usize, len: usize) -> Result<()> {
+        self.kv[seq].truncate(len);
+        Ok(())
+    }
+
+    fn copy_prefix(&mut self, from: usize, to: usize, len: usize) -> Result<()> {
+        self.kv[to] = self.kv[from][..len].to_vec();
+        Ok(())
+    }
+}
+
+fn toy(pipelined: bool, kv_cells: usize, sequences: usize) -> (Generator, Arc<Mutex<Vec<usize>>>) {
+    slow_toy(pipelined, kv_cells, sequences, std::time::Duration::ZERO)
+}
+
+fn slow_toy(
+    pipelined: bool,
+    kv_cells: usize,
+    sequences: usize,
+    delay: std::time::Duration,
+) -> (Generator, Arc<Mutex<Vec<usize>>>) {
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&steps);
+    let pieces = (0..VOCAB as u8).map(|i| vec![b'a' + i]).collect();
+    let (generator, ()) = Generator::spawn("toy", move |starter| {
+        let limits = Limits {
+            kv_cells,
+            sequences,
+            batch_tokens: 8,
+        };
+        let engine = Toy {
+            kv: vec![Vec::new(); sequences],
+            limits,
+            pipelined,
+            rows: Vec::new(),
+            steps: recorded,
+            delay,
+        };
+        starter.serve(engine, Vocabulary::new(pieces, [EOS], false), ());
+    })
+    .unwrap();
+    (generator, steps)
+}
+
+/// What greedy decoding of `prompt` gives, by hand.
+fn expected(prompt: &[u32], max: usize) -> (String, FinishReason) {
+    let mut tokens = prompt.to_vec();
+    let mut text = String::new();
+    for _ in 0..max {
+        let t = next(&tokens);
+        if t == EOS {
+            return (text, FinishReason::Stop);
+        }
+        tokens.push(t);
+        text.push((b'a' + t as u8) as char);
+    }
+    (text, FinishReason::Length)
+}
+
+fn greedy(prompt: &[u32], max: u32) -> GenerationRequest {
+    let mut r = GenerationRequest::new(Input::Tokens(prompt.to_vec()));
+    r.sampling = SamplingParams::greedy();
+    r.max_tokens = Some(max);
+    r
+}
+
+/// Prompts whose greedy answers are long, short, and end at EOS.
+fn prompts() -> Vec<Vec<u32>> {
+    (0..8u32)
+        .map(|i| (0..3 + i * 5).map(|k| (k * 3 + i) % 15).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn greedy_tokens_are_the_same_alone_batched_and_pipelined() {
+    for pipelined in [false, true] {
+        // Steps slow enough that requests sent together are batched together.
+        let step = std::time::Duration::from_millis(2);
+        let (generator, steps) = slow_toy(pipelined, 512, 8, step);
+        let mut alone = Vec::new();
+        for prompt in prompts() {
+            let c = collect(
+                generator
+                    .submit(prompt.clone(), &greedy(&prompt, 20))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+            let (text, reason) = expected(&prompt, 20);
+            assert_eq!((c.text(), c.finish_reason()), (text.as_str(), reason));
+            assert_eq!(c.usage.prompt_tokens as usize, prompt.len());
+            // The end-of-sequence token counts as generated.
+            let eos = usize::from(reason == FinishReason::Stop);
+            assert_eq!(c.usage.completion_tokens as usize, text.len() + eos);
+            alone.push(c.text().to_string());
+        }
+        // All at once: one batch, each answer as alone; the prefix cache serves every prompt.
+        steps.lock().unwrap().clear();
+        let streams: Vec<_> = prompts()
+            .iter()
+            .map(|p| generator.submit(p.clone(), &greedy(p, 20)).unwrap())
+            .collect();
+        let together = futures::future::join_all(streams.into_iter().map(collect)).await;
+        for (c, text) in together.into_iter().zip(&alone) {
+            let c = c.unwrap();
+            assert_eq!(c.text(), text.as_str(), "pipelined: {pipelined}");
+            assert_eq!(c.usage.cached_tokens + 1, c.usage.prompt_tokens);
+        }
+        assert!(
+            steps.lock().unwrap().iter().any(|&n| n > 1),
+            "no batched step"
+        );
+    }
+}
+
+#[tokio::test]
+async fn n_choices_share_the_prompt_and_draw_with_their_own_seeds() {
+    let (generator, _) = toy(true, 512, 4);
+    let prompt = prompts()[3].clone();
+    let mut request = greedy(&prompt, 12);
+    request.n = 3;
+    let c = collect(generator.submit(prompt.clone(), &request).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(c.choices.len(), 3);
+    let (text, _) = expected(&prompt, 12);
+    assert!(c.choices.iter().all(|ch| ch.text == text));
+    assert_eq!(c.usage.prompt_tokens as usize, prompt.len());
+    let per_choice: u32 = c.choices.iter().map(|ch| ch.usage.completion_tokens).sum();
+    assert_eq!(c.usage.completion_tokens, per_choice);
+
+    request.sampling = SamplingParams {
+        temperature: Some(5.0),
+        top_k: Some(0),
+        top_p: Some(1.0),
+        min_p: Some(0.0),
+        seed: Some(11),
+        ..Default::default()
+    };
+    request.ignore_eos = true;
+    let draw = || async {
+        collect(generator.submit(prompt.clone(), &request).unwrap())
+            .await
+            .unwrap()
+            .choices
+            .into_iter()
+            .map(|ch| ch.text)
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (draw().await, draw().await);
+    assert_eq!(a, b, "seeded choices repeat");
+    assert!(
+        a[0] != a[1] || a[1] != a[2],
+        "each choice draws with its own seed: {a:?}"
+    );
+
+    request.n = 5;
+    let err = generator.submit(prompt.clone(), &request).err().unwrap();
+    assert!(
+        matches!(err, Error::InvalidParam { ref param, .. } if param == "n"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_cache_ends_the_newest_generation() {
+    for pipelined in [false, true] {
+        let (generator, _) = toy(pipelined, 64, 2);
+        let prompt = vec![1, 2, 3, 4, 5, 6, 7, 8];
+        let mut request = greedy(&prompt, 100);
+        request.ignore_eos = true;
+        let older = generator.submit(prompt.clone(), &request).unwrap();
+        let newer = generator.submit(prompt.clone(), &request).unwrap();
+        let (older, newer) = futures::join!(collect(older), collect(newer));
+        let (older, newer) = (older.unwrap(), newer.unwrap());
+        assert_eq!(older.finish_reason(), FinishReason::Length);
+        assert_eq!(newer.finish_reason(), FinishReason::Length);
+        // The older one fills the context alone once the newer has ended.
+        assert_eq!(older.usage.total_tokens(), 64, "pipelined: {pipelined}");
+        assert!(newer.usage.total_tokens() < 40, "{:?}", newer.usage);
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_stream_frees_its_sequence() {
+    use futures::StreamExt;
+    // 4000 steps of 5 ms: 20 s unless the dropped request is cancelled.
+    let (generator, _) = slow_toy(true, 4096, 1, std::time::Duration::from_millis(5));
+    let prompt = vec![1, 2, 3];
+    let mut long = greedy(&prompt, 4000);
+    long.ignore_eos = true;
+    let mut stream = generator.submit(prompt.clone(), &long).unwrap();
+    assert!(stream.next().await.is_some());
+    drop(stream);
+    // One sequence only: this waits unless the dropped one was freed.
+    let c = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        collect(
+            generator
+                .submit(prompt.clone(), &greedy(&prompt, 4))
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("the sequence was freed")
+    .unwrap();
+    assert_eq!(c.text(), expected(&prompt, 4).0);
+}
+
+#[tokio::test]
+async fn requests_that_cannot_fit_are_refused_up_front() {
+    let (generator, _) = toy(false, 32, 2);
+    let err = generator
+        .submit(vec![1; 32], &greedy(&[1], 4))
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::ContextOverflow { .. }), "{err}");
+    let mut biased = greedy(&[1], 4);
+    biased.logit_bias = vec![(VOCAB as u32, 1.0)];
+    let err = generator.submit(vec![1], &biased).err().unwrap();
+    assert!(err.to_string().contains("16"), "{err}");
+    let err = generator.submit(vec![99], &greedy(&[1], 4)).err().unwrap();
+    assert!(err.to_string().contains("99"), "{err}");
+}
