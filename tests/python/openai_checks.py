@@ -112,6 +112,59 @@ def completions_single_list_and_stream():
 
 
 @check("main")
+def chat_logprobs_in_openai_shape_streaming_included():
+    c = client()
+    r = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=12,
+                                  logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == r.choices[0].message.content, content
+    for t in content:
+        assert len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token, t
+        assert t.logprob <= 0 and bytes(t.bytes).decode("utf-8", "replace") == t.token
+        assert [a.logprob for a in t.top_logprobs] == sorted((a.logprob for a in t.top_logprobs), reverse=True)
+    plain = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=12)
+    assert plain.choices[0].logprobs is None
+    chunks = list(c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=12,
+                                            logprobs=True, top_logprobs=3, stream=True))
+    streamed = [t for ch in chunks if ch.choices and ch.choices[0].logprobs for t in ch.choices[0].logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in content], streamed
+
+
+@check("main")
+def completion_logprobs_in_the_legacy_shape():
+    r = client().completions.create(model=args.model, prompt="The capital of France is", max_tokens=6,
+                                    temperature=0, logprobs=2)
+    lp = r.choices[0].logprobs
+    assert "".join(lp.tokens) == r.choices[0].text, lp
+    assert len(lp.token_logprobs) == len(lp.tokens) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert lp.text_offset[0] == 0 and all(len(t) == 2 for t in lp.top_logprobs), lp
+    for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert top[token] == logprob and logprob == max(top.values()), (token, top)
+
+
+@check("main")
+def n_choices_and_logit_bias():
+    c = client()
+    r = c.chat.completions.create(model=args.model, messages=[{"role": "user", "content": "Write a poem."}], n=3,
+                                  temperature=1.0, seed=4, max_tokens=16, extra_body={"ignore_eos": True})
+    assert [ch.index for ch in r.choices] == [0, 1, 2], r
+    assert len({ch.message.content for ch in r.choices}) > 1, r
+    assert r.usage.completion_tokens == 48 and r.usage.prompt_tokens > 0, r.usage
+    chunks = list(c.chat.completions.create(model=args.model, messages=MESSAGES, n=2, temperature=0, max_tokens=12,
+                                            stream=True, stream_options={"include_usage": True}))
+    texts = ["".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices and ch.choices[0].index == i)
+             for i in range(2)]
+    assert texts[0] == texts[1] and "Paris" in texts[0], texts
+    assert sum(1 for ch in chunks if ch.choices and ch.choices[0].finish_reason) == 2
+    # Two identical greedy choices: an even total.
+    assert chunks[-1].usage.completion_tokens % 2 == 0, chunks[-1].usage
+    # 7042 is " Paris" in SmolLM2's vocabulary: banned, the answer names Paris otherwise.
+    banned = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=12,
+                                       logit_bias={"7042": -100}, logprobs=True)
+    assert " Paris" not in [t.token for t in banned.choices[0].logprobs.content], banned
+
+
+@check("main")
 def models_lists_the_model_with_engine():
     models = client().models.list().data
     ours = [m for m in models if m.id == args.model]
@@ -205,12 +258,26 @@ def errors_have_openai_shape_and_status():
     assert_error(raw("POST", "/v1/chat/completions",
                      json={"model": args.model, "messages": MESSAGES, "response_format": {"type": "json_object"}}),
                  400, param="response_format")
-    assert_error(raw("POST", "/v1/chat/completions", json={"model": args.model, "messages": MESSAGES, "n": 2}),
+    assert_error(raw("POST", "/v1/chat/completions", json={"model": args.model, "messages": MESSAGES, "n": 9}),
                  400, param="n")
     assert_error(raw("POST", "/v1/chat/completions",
                      json={"model": args.model, "messages": MESSAGES, "frobnicate": 1}), 400, param="frobnicate")
     assert_error(raw("POST", "/v1/chat/completions",
-                     json={"model": args.model, "messages": MESSAGES, "top_p": 7}), 400, contains="top_p")
+                     json={"model": args.model, "messages": MESSAGES, "top_p": 7}), 400, param="top_p")
+    assert_error(raw("POST", "/v1/chat/completions",
+                     json={"model": args.model, "messages": MESSAGES, "temperature": -1}), 400, param="temperature")
+    # OpenAI refuses a user message without content.
+    assert_error(raw("POST", "/v1/chat/completions",
+                     json={"model": args.model, "messages": [{"role": "user", "content": None}]}), 400,
+                 param="messages[0].content")
+    chat = lambda **kw: raw("POST", "/v1/chat/completions", json={"model": args.model, "messages": MESSAGES, **kw})
+    assert_error(chat(logprobs=True, top_logprobs=21), 400, param="top_logprobs")
+    assert_error(chat(top_logprobs=2), 400, param="top_logprobs")
+    assert_error(chat(logit_bias={"49152": 5}), 400, param="logit_bias", contains="49152")
+    assert_error(chat(logit_bias={"abc": 5}), 400, param="logit_bias", contains="abc")
+    assert_error(chat(logit_bias={"5": 101}), 400, param="logit_bias")
+    assert_error(raw("POST", "/v1/completions", json={"model": args.model, "prompt": "x", "logprobs": 21}), 400,
+                 param="logprobs")
     long_prompt = "Paris " * 3000
     assert_error(raw("POST", "/v1/chat/completions",
                      json={"model": args.model, "messages": [{"role": "user", "content": long_prompt}]}),
