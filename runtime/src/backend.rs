@@ -1,15 +1,17 @@
 //! The engine interface every backend implements, linked in or (later) loaded as a plugin.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
-use crate::format::{ModelFormat, ModelInfo};
+use crate::format::{Detected, ModelFormat};
 use crate::request::{GenerationRequest, Input};
 use crate::response::{Choice, Completion, StreamEvent, TokenLogprob, TokenStream, Usage};
 
@@ -20,14 +22,38 @@ pub struct LoadSpec {
     pub id: String,
     /// The resolved local file or directory.
     pub path: PathBuf,
-    /// What format detection found.
-    pub info: ModelInfo,
+    /// What format detection found, with the header it parsed (not to be read again).
+    pub detected: Detected,
+    /// How to load it.
+    pub options: LoadOptions,
+}
+
+/// How to load one model: the settings every engine reads, and the engine's own table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadOptions {
     /// Context window in tokens; `None`: the model's training context, capped by the engine.
     pub context_size: Option<u32>,
     /// CPU threads; `None`: the machine's physical cores.
     pub threads: Option<usize>,
     /// Requests generated concurrently (batched); `None`: the engine's default.
     pub parallel: Option<usize>,
+    /// The model's `engine_options`, for its engine to validate and read.
+    pub engine: EngineOptions,
+}
+
+/// An engine's own settings for one model (`engine_options` in its config entry).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct EngineOptions(pub BTreeMap<String, serde_json::Value>);
+
+impl EngineOptions {
+    /// The settings as `engine`'s own type `T` (which denies unknown fields, so that a key the
+    /// engine does not know is an error naming it).
+    pub fn parse<T: DeserializeOwned>(&self, engine: &str) -> Result<T> {
+        let table = serde_json::Value::Object(self.0.clone().into_iter().collect());
+        serde_json::from_value(table)
+            .map_err(|e| Error::Config(format!("engine_options for engine `{engine}`: {e}")))
+    }
 }
 
 /// Facts about a loaded model.

@@ -7,6 +7,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::EngineOptions;
 use crate::error::{Error, Result};
 use crate::router::BackendChoice;
 use crate::sampling::SamplingParams;
@@ -110,6 +111,9 @@ pub struct ModelConfig {
     /// Default sampling for requests to this model.
     #[serde(default)]
     pub sampling: SamplingParams,
+    /// Settings of the engine that serves it (each engine documents and checks its own keys).
+    #[serde(default)]
+    pub engine_options: EngineOptions,
 }
 
 impl ModelConfig {
@@ -126,6 +130,7 @@ impl ModelConfig {
             parallel: None,
             max_tokens: None,
             sampling: SamplingParams::default(),
+            engine_options: EngineOptions::default(),
         }
     }
 }

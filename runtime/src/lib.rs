@@ -24,12 +24,13 @@ pub mod text_stream;
 pub mod threads;
 
 pub use backend::{
-    Embeddings, EngineMemory, InferenceBackend, LoadSpec, LoadedModel, ModelDescriptor,
+    Embeddings, EngineMemory, EngineOptions, InferenceBackend, LoadOptions, LoadSpec, LoadedModel,
+    ModelDescriptor,
 };
 pub use capabilities::{Capabilities, Feature};
 pub use config::{Config, ModelConfig, ServerConfig};
 pub use error::{Error, Result};
-pub use format::{inspect, ModelFormat, ModelInfo};
+pub use format::{detect, inspect, Detected, ModelFormat, ModelHeader, ModelInfo};
 pub use pool::ModelPool;
 pub use request::{ChatMessage, GenerationRequest, Input, Role, MAX_CHOICES};
 pub use response::{

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::backend::{InferenceBackend, LoadSpec, LoadedModel};
+use crate::backend::{InferenceBackend, LoadOptions, LoadSpec, LoadedModel};
 use crate::config::{Config, ModelConfig};
 use crate::error::Result;
-use crate::format::{inspect, ModelInfo};
+use crate::format::{detect, inspect, ModelInfo};
 use crate::request::GenerationRequest;
 use crate::resolve::resolve_model_path;
 use crate::response::{Completion, TokenStream};
@@ -20,12 +20,8 @@ pub struct ModelEntry {
     pub config: ModelConfig,
     /// The local file or directory.
     pub path: PathBuf,
-    /// Context size after global defaults.
-    pub context_size: Option<u32>,
-    /// Threads after global defaults.
-    pub threads: Option<usize>,
-    /// Concurrent requests after global defaults.
-    pub parallel: Option<usize>,
+    /// How to load it: the model's settings over the global ones.
+    pub load: LoadOptions,
 }
 
 /// Configured models and the engines that can serve them.
@@ -65,9 +61,12 @@ impl Runtime {
             config.revision.as_deref(),
         )?;
         Ok(ModelEntry {
-            context_size: config.context_size.or(self.config.context_size),
-            threads: config.threads.or(self.config.threads),
-            parallel: config.parallel.or(self.config.parallel),
+            load: LoadOptions {
+                context_size: config.context_size.or(self.config.context_size),
+                threads: config.threads.or(self.config.threads),
+                parallel: config.parallel.or(self.config.parallel),
+                engine: config.engine_options.clone(),
+            },
             config,
             path,
         })
@@ -87,15 +86,14 @@ impl Runtime {
 
     /// Detect, route and load an entry (e.g. one adjusted by command-line flags).
     pub async fn load_entry(&self, entry: ModelEntry) -> Result<ModelHandle> {
-        let info = inspect(&entry.path)?;
+        let detected = detect(&entry.path)?;
+        let info = detected.info.clone();
         let engine = self.router.choose(&info, &entry.config.backend)?;
         let spec = LoadSpec {
             id: entry.config.id.clone(),
             path: entry.path.clone(),
-            info: info.clone(),
-            context_size: entry.context_size,
-            threads: entry.threads,
-            parallel: entry.parallel,
+            detected,
+            options: entry.load.clone(),
         };
         tracing::info!(model = %spec.id, engine = engine.name(), path = %spec.path.display(), "loading model");
         let model = engine.load_model(&spec).await?;

@@ -303,3 +303,35 @@ async fn sampling_seeds_stop_strings_and_cancellation_on_mlx() {
         .unwrap();
     assert!(next.text().contains("Paris"));
 }
+
+#[test]
+fn engine_options_are_checked_by_their_engine_and_choose_the_mlx_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minerva.toml");
+    let run_with = |model: &Path, options: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[[models]]\nid = \"m\"\npath = {model:?}\n[models.engine_options]\n{options}\n"
+            ),
+        )
+        .unwrap();
+        run(minerva().arg("--config").arg(&config).args([
+            "--log", "info", "run", "m", "--system", SYSTEM, "--prompt", FRANCE, "-t", "0", "-n",
+            "8",
+        ]))
+    };
+    // The per-model key keeps the weights quantized; the default dequantizes them on the CPU.
+    let (ok, out, err) = run_with(&smollm2_mlx(), "cpu_dense_max_mb = 0");
+    assert!(ok && out.contains("Paris"), "{err}");
+    assert!(err.contains("AsStored"), "{err}");
+    let (ok, _, err) = run_with(&smollm2_mlx(), "");
+    assert!(ok && err.contains("DenseF32"), "{err}");
+    // Keys an engine does not know are refused by name, on both engines.
+    for model in [smollm2_mlx(), smollm2_gguf()] {
+        let (ok, _, err) = run_with(&model, "cpu_dense_max = 0");
+        assert!(!ok && err.contains("cpu_dense_max"), "{err}");
+    }
+    let (ok, out, err) = run_with(&smollm2_gguf(), "batch_size = 64");
+    assert!(ok && out.contains("Paris"), "{err}");
+}

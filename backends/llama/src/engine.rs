@@ -11,13 +11,12 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
-use minerva_runtime::format::gguf::{Arrays, GgufFile};
 use minerva_runtime::generation::Generator;
 use minerva_runtime::threads::{default_threads, run_blocking};
 use minerva_runtime::{
     Capabilities, ChatTemplate, Embeddings, EngineMemory, Error, GenerationRequest,
-    InferenceBackend, Input, LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, Result,
-    TokenStream,
+    InferenceBackend, Input, LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, ModelHeader,
+    Result, TokenStream,
 };
 
 use crate::evaluator::{vocabulary, LlamaEvaluator};
@@ -30,6 +29,14 @@ const LLAMA_CPP_BUILD: &str = "b11434";
 const DEFAULT_CONTEXT_CAP: u32 = 16_384;
 /// Tokens per prompt-processing batch.
 const BATCH_SIZE: u32 = 512;
+
+/// The llama engine's `engine_options`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlamaOptions {
+    /// Tokens evaluated per step (llama.cpp's `n_batch` and `n_ubatch`); default 512.
+    batch_size: Option<u32>,
+}
 /// Requests generated together when the config does not say.
 const DEFAULT_PARALLEL: usize = 8;
 
@@ -94,8 +101,12 @@ pub struct LlamaLoadedModel {
 impl LlamaLoadedModel {
     fn load(spec: &LoadSpec) -> Result<Self> {
         let path = spec.path.as_path();
-        // Validate the whole file layout first: llama.cpp aborts the process on some corrupt files.
-        let gguf = GgufFile::read(path, Arrays::Skip)?;
+        // Detection validated the whole file layout: llama.cpp aborts the process on some
+        // corrupt files.
+        let ModelHeader::Gguf(gguf) = &spec.detected.header else {
+            return Err(Error::invalid_model(path, "not a GGUF file"));
+        };
+        let options: LlamaOptions = spec.options.engine.parse(ENGINE_NAME)?;
         let backend = llama_backend()?;
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .map_err(|e| {
@@ -123,17 +134,19 @@ impl LlamaLoadedModel {
         };
         let train_ctx = model.n_ctx_train().max(1);
         let context_size = spec
+            .options
             .context_size
             .unwrap_or_else(|| train_ctx.min(DEFAULT_CONTEXT_CAP));
-        let threads = spec.threads.unwrap_or_else(default_threads);
+        let threads = spec.options.threads.unwrap_or_else(default_threads);
         let threads = i32::try_from(threads).unwrap_or(i32::MAX);
+        let batch_size = options.batch_size.unwrap_or(BATCH_SIZE).max(1);
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(context_size))
-            .with_n_batch(BATCH_SIZE)
-            .with_n_ubatch(BATCH_SIZE)
+            .with_n_batch(batch_size)
+            .with_n_ubatch(batch_size)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
-        let slots = spec.parallel.unwrap_or(DEFAULT_PARALLEL).max(1);
+        let slots = spec.options.parallel.unwrap_or(DEFAULT_PARALLEL).max(1);
         let params = params.with_n_seq_max(slots as u32).with_kv_unified(true);
         let vocab_size = u32::try_from(vocab.n_tokens()).unwrap_or(0);
         let pieces = vocabulary(&model);

@@ -81,11 +81,9 @@ fn default_rope_theta() -> f32 {
 }
 
 impl ModelConfig {
-    /// Parse `config.json`, refusing architectures this engine does not implement.
-    pub fn read(path: &Path) -> Result<ModelConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::invalid_model(path, format!("invalid JSON: {e}")))?;
+    /// Read the parsed `config.json` (at `path`), refusing architectures this engine does not
+    /// implement.
+    pub fn from_json(value: &Value, path: &Path) -> Result<ModelConfig> {
         let model_type = value.get("model_type").and_then(Value::as_str);
         match model_type {
             Some(t) if SUPPORTED_MODEL_TYPES.contains(&t) => {}
@@ -100,7 +98,7 @@ impl ModelConfig {
                 ))
             }
         }
-        let config: ModelConfig = serde_json::from_value(value)
+        let config: ModelConfig = serde_json::from_value(value.clone())
             .map_err(|e| Error::invalid_model(path, format!("unusable config: {e}")))?;
         config.validate(path)?;
         Ok(config)

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use minerva_runtime::format::safetensors_dir::SafetensorsDir;
 use minerva_runtime::generation::{Limits, Vocabulary};
 use minerva_runtime::threads::default_threads;
-use minerva_runtime::{LoadSpec, Result};
+use minerva_runtime::{Error, LoadSpec, ModelHeader, Result};
 use mlx_rs::{Device, DeviceType};
 
 use crate::config::ModelConfig;
+use crate::engine::ENGINE_NAME;
 use crate::evaluator::MlxEvaluator;
 use crate::models::Transformer;
 use crate::tokenizer::ModelTokenizer;
@@ -22,20 +22,30 @@ const DEFAULT_CONTEXT_CAP: u32 = 16_384;
 /// Sequences generated together when the config does not say.
 const DEFAULT_PARALLEL: usize = 8;
 
-/// Environment variable: largest model (MB of f32 weights) kept dense on the CPU.
+/// Environment variable overriding `cpu_dense_max_mb` for every model.
 const DENSE_LIMIT_VAR: &str = "MINERVA_MLX_CPU_DENSE_MAX_MB";
-/// Its default.
+/// Default of `cpu_dense_max_mb`.
 const DEFAULT_DENSE_LIMIT_MB: u64 = 2048;
+
+/// The MLX engine's `engine_options`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MlxOptions {
+    /// Largest model (MB of f32 weights) dequantized to dense f32 when MLX runs on the CPU
+    /// (0 keeps weights as stored); default 2048.
+    cpu_dense_max_mb: Option<u64>,
+}
 
 /// Dense f32 weights when MLX computes on the CPU and they fit the limit; as stored otherwise
 /// (GPU, Metal, or larger models).
-fn choose_layout(parameters: u64) -> Layout {
+fn choose_layout(parameters: u64, options: &MlxOptions) -> Layout {
     let on_cpu = Device::try_default()
         .and_then(|d| d.get_type())
         .map_or(true, |t| matches!(t, DeviceType::Cpu));
     let limit_mb = std::env::var(DENSE_LIMIT_VAR)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
+        .or(options.cpu_dense_max_mb)
         .unwrap_or(DEFAULT_DENSE_LIMIT_MB);
     if on_cpu && parameters.saturating_mul(4) <= limit_mb << 20 {
         Layout::DenseF32
@@ -59,26 +69,33 @@ pub struct LoadedParts {
 /// Load `spec`'s directory.
 pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
     let dir = spec.path.as_path();
-    // Validates config.json, every shard and every tensor header before MLX reads them.
-    let files = SafetensorsDir::read(dir)?;
+    // Detection validated config.json, every shard and every tensor header.
+    let ModelHeader::Safetensors(files) = &spec.detected.header else {
+        return Err(Error::invalid_model(
+            dir,
+            "not a safetensors model directory",
+        ));
+    };
+    let options: MlxOptions = spec.options.engine.parse(ENGINE_NAME)?;
     let config_path = dir.join("config.json");
-    let config = ModelConfig::read(&config_path)?;
+    let config = ModelConfig::from_json(&files.config, &config_path)?;
     let (tokenizer, vocabulary) = ModelTokenizer::load(dir, &config)?;
-    let threads = spec.threads.unwrap_or_else(default_threads);
+    let threads = spec.options.threads.unwrap_or_else(default_threads);
     crate::blas::set_threads(threads);
-    let layout = choose_layout(files.parameter_count);
+    let layout = choose_layout(files.parameter_count, &options);
     let mut weights = Weights::load(dir, &files.shards, layout)?;
     let model = Transformer::new(&config, &config_path, &mut weights)?;
     let trained = config
         .max_position_embeddings
         .unwrap_or(DEFAULT_CONTEXT_CAP);
     let context_size = spec
+        .options
         .context_size
         .unwrap_or_else(|| trained.min(DEFAULT_CONTEXT_CAP))
         .max(1);
     let limits = Limits {
         kv_cells: context_size as usize,
-        sequences: spec.parallel.unwrap_or(DEFAULT_PARALLEL).max(1),
+        sequences: spec.options.parallel.unwrap_or(DEFAULT_PARALLEL).max(1),
         batch_tokens: PREFILL_CHUNK,
     };
     tracing::info!(

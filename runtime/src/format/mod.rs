@@ -6,6 +6,7 @@ pub mod safetensors_dir;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,8 +62,31 @@ pub struct ModelInfo {
     pub tensor_count: usize,
 }
 
+/// A model's header as detection parsed it, handed to the engine so that it is read once.
+#[derive(Debug, Clone)]
+pub enum ModelHeader {
+    /// A GGUF file's metadata and tensor directory (arrays skipped).
+    Gguf(Arc<GgufFile>),
+    /// A safetensors directory's `config.json` and shard headers.
+    Safetensors(Arc<SafetensorsDir>),
+}
+
+/// What detection found: the summary, and the parsed header it came from.
+#[derive(Debug, Clone)]
+pub struct Detected {
+    /// The summary.
+    pub info: ModelInfo,
+    /// The header.
+    pub header: ModelHeader,
+}
+
 /// Inspect `path` and say what model it holds, or why it is not a model Minerva can use.
 pub fn inspect(path: &Path) -> Result<ModelInfo> {
+    detect(path).map(|d| d.info)
+}
+
+/// [`inspect`], keeping the parsed header.
+pub fn detect(path: &Path) -> Result<Detected> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
         return inspect_dir(path);
@@ -73,7 +97,11 @@ pub fn inspect(path: &Path) -> Result<ModelInfo> {
         .map_err(|e| Error::io(path, e))?;
     let head = &head[..n];
     if head.starts_with(GGUF_MAGIC) {
-        return Ok(gguf_info(&GgufFile::read(path, Arrays::Skip)?));
+        let gguf = GgufFile::read(path, Arrays::Skip)?;
+        return Ok(Detected {
+            info: gguf_info(&gguf),
+            header: ModelHeader::Gguf(Arc::new(gguf)),
+        });
     }
     if let Some(why) = pickle_reason(path, head) {
         return Err(Error::invalid_model(path, why));
@@ -93,7 +121,7 @@ pub fn inspect(path: &Path) -> Result<ModelInfo> {
     ))
 }
 
-fn inspect_dir(dir: &Path) -> Result<ModelInfo> {
+fn inspect_dir(dir: &Path) -> Result<Detected> {
     if dir.join("config.json").is_file() {
         let st = SafetensorsDir::read(dir).map_err(|e| match e {
             Error::InvalidModel { path, message } if message.contains("no *.safetensors") => {
@@ -104,7 +132,10 @@ fn inspect_dir(dir: &Path) -> Result<ModelInfo> {
             }
             other => other,
         })?;
-        return Ok(safetensors_info(&st));
+        return Ok(Detected {
+            info: safetensors_info(&st),
+            header: ModelHeader::Safetensors(Arc::new(st)),
+        });
     }
     let mut ggufs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
@@ -113,7 +144,7 @@ fn inspect_dir(dir: &Path) -> Result<ModelInfo> {
         .collect();
     ggufs.sort();
     let message = match ggufs.len() {
-        1 => return inspect(&ggufs[0]),
+        1 => return detect(&ggufs[0]),
         0 => "directory has neither config.json with *.safetensors nor a .gguf file".to_string(),
         _ => format!(
             "directory holds {} GGUF files; name one of them: {}",
