@@ -390,3 +390,39 @@ async fn eight_concurrent_greedy_requests_each_get_their_text_alone() {
 fn tokens(c: &Completion) -> &[minerva_runtime::TokenLogprob] {
     c.choices[0].logprobs.as_deref().unwrap_or_default()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_have_the_same_contract_on_both_engines() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let texts = [
+        "The capital of France is Paris.",
+        "Paris is the capital city of France.",
+        "Bananas are yellow fruit.",
+    ];
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let mut per_engine = Vec::new();
+    for (engine, model) in engines().await {
+        let inputs = texts.iter().map(|t| t.to_string()).collect();
+        let e = model.embed(inputs).await.unwrap();
+        assert_eq!(e.vectors.len(), 3, "{engine}");
+        for v in &e.vectors {
+            // SmolLM2-135M: hidden size 576.
+            assert_eq!(v.len(), 576, "{engine}");
+            assert!((cos(v, v) - 1.0).abs() < 1e-4, "{engine}: unit length");
+        }
+        let (close, far) = (
+            cos(&e.vectors[0], &e.vectors[1]),
+            cos(&e.vectors[0], &e.vectors[2]),
+        );
+        assert!(
+            close > far,
+            "{engine}: the paraphrase is closer ({close} vs {far})"
+        );
+        assert!(e.prompt_tokens > 0, "{engine}");
+        per_engine.push(e.vectors);
+    }
+    // Same weights, same pooling: each text's vectors from the two engines nearly coincide.
+    for (a, b) in per_engine[0].iter().zip(&per_engine[1]) {
+        assert!(cos(a, b) > 0.99, "llama vs mlx: {}", cos(a, b));
+    }
+}

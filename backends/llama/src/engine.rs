@@ -88,10 +88,9 @@ impl InferenceBackend for LlamaEngine {
     }
 }
 
-/// A GGUF model loaded into llama.cpp, with its decoding worker.
+/// A GGUF model loaded into llama.cpp, with its generation thread.
 pub struct LlamaLoadedModel {
     descriptor: ModelDescriptor,
-    threads: i32,
     model: Arc<LlamaModel>,
     template: Option<ChatTemplate>,
     bos_text: String,
@@ -155,7 +154,10 @@ impl LlamaLoadedModel {
             let model = for_thread;
             let context = model.new_context(backend, params);
             match context {
-                Ok(ctx) => starter.serve(LlamaEvaluator::new(ctx, slots), pieces, ()),
+                Ok(ctx) => {
+                    let evaluator = LlamaEvaluator::new(&model, backend, ctx, slots, threads);
+                    starter.serve(evaluator, pieces, ())
+                }
                 Err(e) => starter.fail(Error::engine(
                     ENGINE_NAME,
                     format!("creating the context failed: {e}"),
@@ -171,7 +173,6 @@ impl LlamaLoadedModel {
             "llama.cpp model ready"
         );
         Ok(LlamaLoadedModel {
-            threads,
             descriptor: ModelDescriptor {
                 id: spec.id.clone(),
                 engine: ENGINE_NAME.to_string(),
@@ -250,11 +251,17 @@ impl LoadedModel for LlamaLoadedModel {
     }
 
     async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {
-        let model = Arc::clone(&self.model);
-        let (max_tokens, threads) = (self.descriptor.context_size as usize, self.threads);
-        run_blocking(ENGINE_NAME, move || {
-            crate::embed::embed(&model, llama_backend()?, &inputs, max_tokens, threads)
-        })
-        .await?
+        let vocab = self.model.vocab();
+        let tokens = inputs
+            .iter()
+            .map(|text| {
+                vocab
+                    .tokenize(text.as_bytes(), vocab.should_add_bos(), false)
+                    .into_iter()
+                    .map(|t| t.0 as u32)
+                    .collect()
+            })
+            .collect();
+        self.generator.embed(tokens).await
     }
 }

@@ -1,8 +1,13 @@
 //! llama.cpp's side of the generation core: token batches decoded in one llama.cpp context whose
 //! unified KV cache holds every sequence (one llama.cpp sequence id per core sequence), device
-//! picks as the argmax of the host logits llama.cpp returns, and the vocabulary's pieces.
+//! picks as the argmax of the host logits llama.cpp returns, the vocabulary's pieces, and
+//! mean-pooled embeddings from short-lived embedding contexts.
 
+use std::num::NonZeroU32;
+
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
@@ -15,6 +20,9 @@ use crate::engine::ENGINE_NAME;
 
 /// A llama.cpp context evaluating batches for the core's scheduler.
 pub struct LlamaEvaluator<'m> {
+    model: &'m LlamaModel,
+    backend: &'static LlamaBackend,
+    threads: i32,
     ctx: LlamaContext<'m>,
     /// Reused between steps: llama.cpp allocates per-token sequence arrays for each batch.
     batch: LlamaBatch<'static>,
@@ -24,14 +32,24 @@ pub struct LlamaEvaluator<'m> {
 }
 
 impl<'m> LlamaEvaluator<'m> {
-    /// Evaluate with `ctx`, which was created for `sequences` sequences.
-    pub fn new(ctx: LlamaContext<'m>, sequences: usize) -> Self {
+    /// Evaluate with `ctx`, a context of `model` created for `sequences` sequences; embeddings
+    /// run on `threads` threads in contexts of their own.
+    pub fn new(
+        model: &'m LlamaModel,
+        backend: &'static LlamaBackend,
+        ctx: LlamaContext<'m>,
+        sequences: usize,
+        threads: i32,
+    ) -> Self {
         let limits = Limits {
             kv_cells: ctx.n_ctx() as usize,
             sequences,
             batch_tokens: ctx.n_batch() as usize,
         };
         LlamaEvaluator {
+            model,
+            backend,
+            threads,
             batch: LlamaBatch::new(limits.batch_tokens, sequences as i32),
             ctx,
             limits,
@@ -141,5 +159,34 @@ impl Evaluator for LlamaEvaluator<'_> {
         self.ctx
             .copy_kv_cache_seq(from as i32, to as i32, Some(0), Some(len as u32))
             .map_err(|e| engine_error("copying the KV cache", e))
+    }
+
+    /// llama.cpp's own mean pooling, in a short-lived embedding context sized to the input.
+    fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let n = u32::try_from(tokens.len().max(1)).unwrap_or(u32::MAX);
+        let params = LlamaContextParams::default()
+            .with_embeddings(true)
+            .with_pooling_type(LlamaPoolingType::Mean)
+            .with_n_ctx(NonZeroU32::new(n))
+            .with_n_batch(n)
+            .with_n_ubatch(n)
+            .with_n_threads(self.threads)
+            .with_n_threads_batch(self.threads);
+        let mut ctx = self
+            .model
+            .new_context(self.backend, params)
+            .map_err(|e| engine_error("embedding context", e))?;
+        let mut batch = LlamaBatch::new(tokens.len().max(1), 1);
+        for (pos, &token) in tokens.iter().enumerate() {
+            batch
+                .add(LlamaToken(token as i32), pos as i32, &[0], true)
+                .map_err(|e| engine_error("batch", e))?;
+        }
+        ctx.decode(&mut batch)
+            .map_err(|e| engine_error("embedding decode failed", e))?;
+        let pooled = ctx
+            .embeddings_seq_ith(0)
+            .map_err(|e| engine_error("the model returned no pooled embedding", e))?;
+        Ok(pooled.to_vec())
     }
 }

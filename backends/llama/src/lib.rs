@@ -3,7 +3,6 @@
 //! stop strings) is the runtime's generation core, driving a llama.cpp context through
 //! [`evaluator`].
 
-mod embed;
 mod engine;
 mod evaluator;
 

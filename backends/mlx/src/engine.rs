@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use minerva_runtime::generation::Generator;
 use minerva_runtime::threads::run_blocking;
 use minerva_runtime::{
-    Capabilities, EngineMemory, GenerationRequest, InferenceBackend, Input, LoadSpec, LoadedModel,
-    ModelDescriptor, ModelFormat, Result, TokenStream,
+    Capabilities, Embeddings, EngineMemory, GenerationRequest, InferenceBackend, Input, LoadSpec,
+    LoadedModel, ModelDescriptor, ModelFormat, Result, TokenStream,
 };
 
 use crate::load::load;
@@ -115,5 +115,16 @@ impl LoadedModel for MlxLoadedModel {
     async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
         let tokens = self.tokenizer.encode(&request.input, &self.descriptor.id)?;
         self.generator.submit(tokens, &request)
+    }
+
+    async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {
+        let tokens = inputs
+            .into_iter()
+            .map(|text| {
+                self.tokenizer
+                    .encode(&Input::Text(text), &self.descriptor.id)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.generator.embed(tokens).await
     }
 }

@@ -197,6 +197,34 @@ impl Evaluator for MlxEvaluator {
     fn settle(&mut self) -> Result<()> {
         eval(self.cache_arrays()).mlx()
     }
+
+    fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        // A cache of its own, filled chunk by chunk: long inputs never build one huge graph.
+        let mut cache: Vec<KvCache> = (0..self.model.layers())
+            .map(|_| KvCache::default())
+            .collect();
+        let mut sum: Option<Array> = None;
+        for chunk in tokens.chunks(self.limits.batch_tokens.max(1)) {
+            let input = Array::from_slice(chunk, &[1, chunk.len() as i32]);
+            let hidden = self.model.hidden_states(&input, &mut [&mut cache])?;
+            let part = hidden
+                .as_dtype(Dtype::Float32)
+                .mlx()?
+                .sum_axis(1, None)
+                .mlx()?;
+            let total = match sum.take() {
+                Some(s) => s.add(&part).mlx()?,
+                None => part,
+            };
+            eval([&total]).mlx()?;
+            eval(cache.iter().flat_map(KvCache::arrays)).mlx()?;
+            sum = Some(total);
+        }
+        let sum = sum.ok_or_else(|| Error::engine(ENGINE_NAME, "nothing to embed"))?;
+        let mean = sum.divide(Array::from_f32(tokens.len() as f32)).mlx()?;
+        eval([&mean]).mlx()?;
+        Ok(mean.as_slice::<f32>().to_vec())
+    }
 }
 
 /// Mutable borrows of the caches of sequences `seqs` (distinct), in that order.

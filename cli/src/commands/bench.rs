@@ -43,6 +43,13 @@ pub struct BenchArgs {
     /// Measure after this many tokens already in the context (like llama-bench -d).
     #[arg(long, default_value_t = 0)]
     depth: usize,
+    /// Sample at this temperature (with the default top-k, top-p and min-p and a fixed seed)
+    /// instead of decoding greedily.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Also compute each token's log-probability and this many alternatives.
+    #[arg(long)]
+    top_logprobs: Option<u32>,
     /// Print one JSON document instead of the table.
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
@@ -73,6 +80,8 @@ impl BenchArgs {
             reps: self.reps,
             warmup: self.warmup,
             depth: self.depth,
+            temperature: self.temperature,
+            top_logprobs: self.top_logprobs,
         })
     }
 }
@@ -150,7 +159,11 @@ fn run_child(args: &BenchArgs, model: &str, threads: usize, context_size: u32) -
         .args(["--tg", &args.tg.to_string()])
         .args(["--reps", &args.reps.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
-        .args(["--depth", &args.depth.to_string()]);
+        .args(["--depth", &args.depth.to_string()])
+        .args(["--temperature", &args.temperature.to_string()]);
+    if let Some(n) = args.top_logprobs {
+        cmd.args(["--top-logprobs", &n.to_string()]);
+    }
     if let Some(p) = &args.prompt {
         cmd.args(["--prompt", p]);
     } else if let Some(f) = &args.prompt_file {

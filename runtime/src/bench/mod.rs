@@ -36,6 +36,27 @@ pub struct BenchPlan {
     /// Tokens already in the context before the measured prompt (like llama-bench `-d`).
     #[serde(default)]
     pub depth: usize,
+    /// Sampling temperature: 0 is greedy; otherwise the runtime's other sampling defaults
+    /// (top-k 40, top-p 0.95, min-p 0.05) with a fixed seed.
+    #[serde(default)]
+    pub temperature: f32,
+    /// Report this many alternatives' log-probabilities per token.
+    #[serde(default)]
+    pub top_logprobs: Option<u32>,
+}
+
+impl BenchPlan {
+    /// How tokens are picked, in words.
+    pub fn decoding(&self) -> String {
+        let mut text = match self.temperature {
+            t if t > 0.0 => format!("sampled at temperature {t}, top-k 40, top-p 0.95, min-p 0.05"),
+            _ => "greedy".to_string(),
+        };
+        if let Some(n) = self.top_logprobs {
+            text.push_str(&format!(", log-probabilities with {n} alternatives"));
+        }
+        text
+    }
 }
 
 /// Where the prompt comes from.
@@ -182,7 +203,12 @@ async fn bench_model_inner(
         progress(label);
         let request = |tokens: Vec<u32>, max_tokens: u32, cache_prompt: bool| {
             let mut r = GenerationRequest::new(Input::Tokens(tokens));
-            r.sampling = SamplingParams::greedy();
+            r.sampling = SamplingParams {
+                temperature: Some(plan.temperature),
+                seed: Some(1),
+                ..Default::default()
+            };
+            r.logprobs = plan.top_logprobs;
             r.max_tokens = Some(max_tokens);
             r.ignore_eos = true;
             r.cache_prompt = cache_prompt;

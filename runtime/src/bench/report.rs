@@ -79,9 +79,10 @@ impl Report {
                 m.load_average.map_or("?".into(), |l| format!("{l:.2}"))
             ),
             format!(
-                "plan: prompt {prompt}, generate {} tokens (greedy, end-of-sequence ignored), \
+                "plan: prompt {prompt}, generate {} tokens ({}, end-of-sequence ignored), \
                  {} reps after {} warm-up, cold prompt each rep, depth {}, {} threads, context {}",
                 self.plan.tg,
+                self.plan.decoding(),
                 self.plan.reps,
                 self.plan.warmup,
                 self.plan.depth,

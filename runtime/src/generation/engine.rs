@@ -2,7 +2,7 @@
 //! into logits (or into tokens picked on the device), keep each sequence's KV cache, and describe
 //! its vocabulary. Everything else (sequences, sampling, scheduling) is the core's.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One input position of a batch entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,5 +149,14 @@ pub trait Evaluator {
     /// Finish any queued work (called before the thread waits for new requests).
     fn settle(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    /// The mean over `tokens` of the model's last hidden states (after its final norm),
+    /// evaluated apart from every sequence's cache. Engines without embeddings keep this.
+    fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let _ = tokens;
+        Err(Error::InvalidRequest(
+            "this engine does not compute embeddings".into(),
+        ))
     }
 }

@@ -23,10 +23,11 @@ use tokio::sync::mpsc;
 pub use engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
 pub use picker::{argmax, Picked, PickedLogprobs, PickerOptions, TokenPicker, MAX_TOP_LOGPROBS};
 
+use crate::backend::Embeddings;
 use crate::error::{Error, Result};
 use crate::request::GenerationRequest;
 use crate::response::TokenStream;
-use scheduler::{Job, Scheduler};
+use scheduler::{Job, Scheduler, Work};
 
 /// What the model's thread reports once its evaluator is ready.
 struct Ready<T> {
@@ -39,7 +40,7 @@ struct Ready<T> {
 /// why it could not make one.
 pub struct Starter<T> {
     ready: std_mpsc::Sender<Result<Ready<T>>>,
-    inbox: std_mpsc::Receiver<Job>,
+    inbox: std_mpsc::Receiver<Work>,
 }
 
 impl<T> Starter<T> {
@@ -66,7 +67,7 @@ impl<T> Starter<T> {
 /// Handle to one model's generation thread. Dropping it ends the thread (requests still
 /// running get an error) and waits for it, so no engine work outlives the model.
 pub struct Generator {
-    jobs: Option<std_mpsc::Sender<Job>>,
+    jobs: Option<std_mpsc::Sender<Work>>,
     thread: Option<std::thread::JoinHandle<()>>,
     limits: Limits,
     vocab_size: usize,
@@ -138,14 +139,43 @@ impl Generator {
             n: request.n,
             events,
         };
-        self.jobs
-            .as_ref()
-            .ok_or_else(|| Error::engine("generation", "the model is shutting down"))?
-            .send(job)
-            .map_err(|_| Error::engine("generation", "the model's thread has stopped"))?;
+        self.send(Work::Generate(job))?;
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {
             rx.poll_recv(cx)
         })))
+    }
+
+    /// One L2-normalised embedding per input (token ids): the mean of the model's last hidden
+    /// states, computed on the model's thread between generation steps.
+    pub async fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<Embeddings> {
+        let cells = self.limits.kv_cells;
+        if let Some(longest) = inputs.iter().map(Vec::len).max().filter(|&n| n > cells) {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: longest,
+                context_size: cells,
+            });
+        }
+        if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
+            return Err(Error::param("input", "embedding inputs must not be empty"));
+        }
+        let prompt_tokens = inputs.iter().map(|t| t.len() as u32).sum();
+        let (reply, vectors) = tokio::sync::oneshot::channel();
+        self.send(Work::Embed { inputs, reply })?;
+        let vectors = vectors
+            .await
+            .map_err(|_| Error::engine("generation", "the model's thread has stopped"))??;
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens,
+        })
+    }
+
+    fn send(&self, work: Work) -> Result<()> {
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| Error::engine("generation", "the model is shutting down"))?
+            .send(work)
+            .map_err(|_| Error::engine("generation", "the model's thread has stopped"))
     }
 
     fn check(&self, prompt: &[u32], request: &GenerationRequest) -> Result<()> {

@@ -19,6 +19,19 @@ use super::sequence::{Ending, Events, Outcome, Sequence};
 use crate::error::{Error, Result};
 use crate::response::FinishReason;
 
+/// What the model's thread is asked to do.
+pub(crate) enum Work {
+    /// Generate.
+    Generate(Job),
+    /// Embed token lists (between two steps).
+    Embed {
+        /// The inputs' token ids.
+        inputs: Vec<Vec<u32>>,
+        /// Where the vectors go.
+        reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>>>,
+    },
+}
+
 /// A request waiting for slots.
 pub(crate) struct Job {
     /// Prompt token ids.
@@ -123,21 +136,21 @@ impl<E: Evaluator> Scheduler<E> {
         self.in_flight.is_some() || self.slots.iter().any(|s| s.active.is_some())
     }
 
-    /// Serve jobs from `inbox` until its senders are gone.
-    pub fn run(mut self, inbox: Receiver<Job>) {
+    /// Serve work from `inbox` until its senders are gone.
+    pub fn run(mut self, inbox: Receiver<Work>) {
         loop {
             if !self.busy() && self.waiting.is_empty() {
                 if let Err(e) = self.engine.settle() {
                     tracing::warn!("finishing queued work failed: {e}");
                 }
                 match inbox.recv() {
-                    Ok(job) => self.waiting.push_back(job),
+                    Ok(work) => self.take_work(work),
                     Err(_) => return,
                 }
             }
             loop {
                 match inbox.try_recv() {
-                    Ok(job) => self.waiting.push_back(job),
+                    Ok(work) => self.take_work(work),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return self.shut_down(),
                 }
@@ -155,6 +168,20 @@ impl<E: Evaluator> Scheduler<E> {
             }
             if let Err(e) = self.step() {
                 self.fail_all(e);
+            }
+        }
+    }
+
+    /// Queue a generation, or compute embeddings at once (generations go on at the next step).
+    fn take_work(&mut self, work: Work) {
+        match work {
+            Work::Generate(job) => self.waiting.push_back(job),
+            Work::Embed { inputs, reply } => {
+                let vectors = inputs
+                    .iter()
+                    .map(|tokens| self.engine.embed(tokens).map(l2_normalized))
+                    .collect();
+                let _ = reply.send(vectors);
             }
         }
     }
@@ -565,6 +592,15 @@ fn wanted(picker: &TokenPicker, shared_with_followers: bool) -> Wanted {
     } else {
         Wanted::Logits(1)
     }
+}
+
+/// `v` scaled to unit length (OpenAI's embeddings are); a zero vector stays zero.
+fn l2_normalized(mut v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
 }
 
 /// Length of the common prefix of two token lists.

@@ -230,12 +230,7 @@ impl Transformer {
         caches: &mut [&mut Vec<KvCache>],
         last: i32,
     ) -> Result<Option<Array>> {
-        let mut h = self.embed.forward(tokens)?;
-        for (layer, block) in self.blocks.iter().enumerate() {
-            let mut layer_caches: Vec<&mut KvCache> =
-                caches.iter_mut().map(|c| &mut c[layer]).collect();
-            h = block.forward(&h, &mut layer_caches, &self.rope)?;
-        }
+        let h = self.blocks(tokens, caches)?;
         if last == 0 {
             return Ok(None);
         }
@@ -247,5 +242,21 @@ impl Transformer {
             Some(head) => head.forward(&h).map(Some),
             None => self.embed.as_linear(&h).map(Some),
         }
+    }
+
+    /// The final-norm hidden states of every position, `[rows, n, hidden]` (embeddings).
+    pub fn hidden_states(&self, tokens: &Array, caches: &mut [&mut Vec<KvCache>]) -> Result<Array> {
+        self.norm.forward(&self.blocks(tokens, caches)?)
+    }
+
+    /// The embedding and every block, before the final norm.
+    fn blocks(&self, tokens: &Array, caches: &mut [&mut Vec<KvCache>]) -> Result<Array> {
+        let mut h = self.embed.forward(tokens)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let mut layer_caches: Vec<&mut KvCache> =
+                caches.iter_mut().map(|c| &mut c[layer]).collect();
+            h = block.forward(&h, &mut layer_caches, &self.rope)?;
+        }
+        Ok(h)
     }
 }
