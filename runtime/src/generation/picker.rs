@@ -116,15 +116,56 @@ impl TokenPicker {
     }
 }
 
-/// Index of the largest logit (the first on ties).
+/// Index of the largest logit (the first on ties; NaN ignored), tracked in eight lanes the
+/// compiler vectorises.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, l) in logits.iter().enumerate() {
-        if *l > logits[best] {
-            best = i;
+    let mut best = [f32::NEG_INFINITY; 8];
+    let mut at = [0u32; 8];
+    let mut chunks = logits.chunks_exact(8);
+    for (c, chunk) in (&mut chunks).enumerate() {
+        for lane in 0..8 {
+            let better = chunk[lane] > best[lane];
+            best[lane] = if better { chunk[lane] } else { best[lane] };
+            at[lane] = if better {
+                (c * 8 + lane) as u32
+            } else {
+                at[lane]
+            };
         }
     }
-    best as u32
+    let tail = logits.len() - chunks.remainder().len();
+    let rest = chunks.remainder().iter().enumerate();
+    let candidates = best
+        .iter()
+        .zip(at)
+        .map(|(&l, i)| (l, i))
+        .chain(rest.map(|(i, &l)| (l, (tail + i) as u32)));
+    // The largest value, and among equals the smallest index.
+    candidates
+        .fold((f32::NEG_INFINITY, 0), |(bl, bi), (l, i)| {
+            if l > bl || (l == bl && i < bi) {
+                (l, i)
+            } else {
+                (bl, bi)
+            }
+        })
+        .1
+}
+
+/// The largest value (NaN ignored; -inf for none), in eight lanes the compiler vectorises.
+fn max_value(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
 }
 
 /// Top-k, top-p, min-p, temperature and a draw, as llama.cpp chains them.
@@ -220,13 +261,9 @@ fn logprobs_of(
     }
 }
 
-/// `ln(sum(exp(logits)))`, computed stably in eight lanes the compiler can vectorise.
+/// `ln(sum(exp(logits)))`, computed stably in eight lanes the compiler vectorises.
 fn log_sum_exp(logits: &[f32]) -> f32 {
-    let max = logits
-        .iter()
-        .copied()
-        .filter(|l| !l.is_nan())
-        .fold(f32::NEG_INFINITY, f32::max);
+    let max = max_value(logits);
     if !max.is_finite() {
         return max;
     }
@@ -245,29 +282,27 @@ fn log_sum_exp(logits: &[f32]) -> f32 {
     max + (lanes.iter().sum::<f32>() + rest).ln()
 }
 
-/// `exp(x)` for `x <= 0` (relative error below 1e-5; 0 below -87), in plain arithmetic so that
-/// a loop over it vectorises: `2^(x log2 e)` split into an integer power and a polynomial.
+/// `exp(x)` for `x <= 0` (relative error below 1e-5; NaN and anything below -87 count as -87,
+/// about 1.6e-38), in branch-free arithmetic so that a loop over it vectorises:
+/// `2^(x log2 e)` split into a whole power of two and a polynomial.
 fn exp_nonpositive(x: f32) -> f32 {
-    if x.is_nan() || x <= -87.0 {
-        return 0.0;
-    }
-    let t = x * std::f32::consts::LOG2_E;
-    let whole = t as i32;
-    let whole = whole - i32::from((whole as f32) > t);
-    let f = t - whole as f32;
-    // 2^f on [0, 1): Taylor series of e^(f ln 2) to the 7th power.
-    const C: [f32; 7] = [
+    // 1.5 * 2^23: adding it rounds to a whole number held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let t = x.max(-87.0) * std::f32::consts::LOG2_E;
+    let shifted = t + ROUND;
+    let whole = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    let f = t - (shifted - ROUND);
+    // 2^f on [-0.5, 0.5]: Taylor series of e^(f ln 2) to the 6th power.
+    const C: [f32; 6] = [
         std::f32::consts::LN_2,
         0.240_226_5,
         0.055_504_11,
         0.009_618_129,
         0.001_333_355_8,
         0.000_154_035_3,
-        0.000_015_252_73,
     ];
-    let poly = 1.0
-        + f * (C[0] + f * (C[1] + f * (C[2] + f * (C[3] + f * (C[4] + f * (C[5] + f * C[6]))))));
-    f32::from_bits(((whole + 127) as u32) << 23) * poly
+    let poly = 1.0 + f * (C[0] + f * (C[1] + f * (C[2] + f * (C[3] + f * (C[4] + f * C[5])))));
+    f32::from_bits(((whole + 127) << 23) as u32) * poly
 }
 
 /// Repeat, frequency and presence penalties over the last `repeat_last_n` tokens of `history`,
@@ -386,6 +421,20 @@ mod tests {
     }
 
     #[test]
+    fn argmax_takes_the_first_of_equal_maxima() {
+        let mut row = vec![0.0f32; 1003];
+        row[17] = 5.0;
+        row[900] = 5.0;
+        row[1001] = 5.0;
+        row[3] = f32::NAN;
+        assert_eq!(argmax(&row), 17);
+        row[1002] = 6.0;
+        assert_eq!(argmax(&row), 1002);
+        assert_eq!(argmax(&[f32::NAN, 1.0]), 1);
+        assert_eq!(argmax(&[]), 0);
+    }
+
+    #[test]
     fn largest_keeps_the_k_best_in_order() {
         let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32).collect();
         let mut out = Vec::new();
@@ -408,7 +457,8 @@ mod tests {
                 "{x}: {fast} vs {exact}"
             );
         }
-        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive(f32::NEG_INFINITY) < 2e-38);
+        assert!(exp_nonpositive(f32::NAN) < 2e-38);
     }
 
     #[test]

@@ -256,7 +256,9 @@ async fn n_choices_share_the_prompt_and_draw_with_their_own_seeds() {
 #[tokio::test]
 async fn a_full_cache_ends_the_newest_generation() {
     for pipelined in [false, true] {
-        let (generator, _) = toy(pipelined, 64, 2);
+        // Steps slow enough that the two requests run side by side.
+        let step = std::time::Duration::from_millis(2);
+        let (generator, _) = slow_toy(pipelined, 64, 2, step);
         let prompt = vec![1, 2, 3, 4, 5, 6, 7, 8];
         let mut request = greedy(&prompt, 100);
         request.ignore_eos = true;
