@@ -64,8 +64,9 @@ pub struct GenerationRequest {
     pub stop: Vec<String>,
     /// Keep generating past end-of-sequence tokens (benchmarks).
     pub ignore_eos: bool,
-    /// Reuse KV state cached from earlier requests that share a prompt prefix (default on; off
-    /// gives every request a cold prompt, e.g. for benchmarks).
+    /// Reuse KV state cached from earlier requests that share a prompt prefix, and leave this
+    /// one's as a cache (default on; off gives a cold prompt and frees the cells at the end,
+    /// e.g. for benchmarks).
     pub cache_prompt: bool,
     /// Choices generated from the one prompt (1 to [`MAX_CHOICES`]); choice `i` of a seeded
     /// request draws with seed `seed + i`.

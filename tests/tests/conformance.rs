@@ -25,16 +25,19 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// Both engines' models, freshly loaded.
 async fn load_both() -> [(&'static str, ModelHandle); 2] {
+    load_both_with(Config {
+        context_size: Some(1024),
+        parallel: Some(PARALLEL),
+        ..Default::default()
+    })
+    .await
+}
+
+/// Both engines' models, freshly loaded with `config`.
+async fn load_both_with(config: Config) -> [(&'static str, ModelHandle); 2] {
     let engines: Vec<Arc<dyn InferenceBackend>> =
         vec![Arc::new(LlamaEngine::new()), Arc::new(MlxEngine::new())];
-    let runtime = Runtime::new(
-        Config {
-            context_size: Some(1024),
-            parallel: Some(PARALLEL),
-            ..Default::default()
-        },
-        Router::new(engines),
-    );
+    let runtime = Runtime::new(config, Router::new(engines));
     let load = |path: std::path::PathBuf| {
         let runtime = runtime.clone();
         async move { runtime.load(path.to_str().unwrap()).await.expect("loads") }
@@ -317,6 +320,74 @@ async fn a_dropped_stream_frees_its_sequence() {
             .unwrap_or_else(|_| panic!("{engine}: the dropped stream still holds its sequence"))
             .unwrap();
         assert_eq!(c.choices.len(), PARALLEL, "{engine}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cancelled_mid_batch_frees_its_sequence_and_the_others_finish() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    for (engine, model) in engines().await {
+        let mut long = greedy(FRANCE, 64);
+        long.ignore_eos = true;
+        let mut streams = Vec::new();
+        for _ in 0..3 {
+            streams.push(model.stream(long.clone()).await.unwrap());
+        }
+        for s in &mut streams {
+            assert!(s.next().await.is_some(), "{engine}");
+        }
+        drop(streams.remove(1));
+        for s in streams {
+            let c = minerva_runtime::backend::collect(s).await.unwrap();
+            assert_eq!(c.usage.completion_tokens, 64, "{engine}");
+            assert_eq!(c.finish_reason(), FinishReason::Length, "{engine}");
+        }
+        // Needs every sequence: the cancelled one must have been freed.
+        let mut all = greedy(FRANCE, 4);
+        all.n = PARALLEL as u32;
+        let c = tokio::time::timeout(Duration::from_secs(120), model.generate(all))
+            .await
+            .unwrap_or_else(|_| panic!("{engine}: the cancelled sequence was not freed"))
+            .unwrap();
+        assert_eq!(c.choices.len(), PARALLEL, "{engine}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cache_ends_the_newest_generation_on_both_engines() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Two sequences sharing 256 KV cells: two 27-token prompts that each want 200 more tokens
+    // cannot both finish; the newer one ends early with `length`, the older one goes on.
+    let models = load_both_with(Config {
+        context_size: Some(256),
+        parallel: Some(2),
+        ..Default::default()
+    })
+    .await;
+    for (engine, model) in &models {
+        let cells = model.model().descriptor().context_size;
+        assert_eq!(cells, 256, "{engine}");
+        let mut request = greedy(FRANCE, 200);
+        request.ignore_eos = true;
+        let (a, b) = tokio::join!(model.generate(request.clone()), model.generate(request));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.finish_reason(), FinishReason::Length, "{engine}");
+        assert_eq!(b.finish_reason(), FinishReason::Length, "{engine}");
+        let (short, long) = match a.usage.completion_tokens < b.usage.completion_tokens {
+            true => (a, b),
+            false => (b, a),
+        };
+        assert!(
+            short.usage.completion_tokens < 200,
+            "{engine}: {:?}",
+            short.usage
+        );
+        assert!(
+            2 * short.usage.total_tokens() <= cells + 2,
+            "{engine}: {:?}",
+            short.usage
+        );
+        assert_eq!(long.usage.completion_tokens, 200, "{engine}");
     }
 }
 

@@ -217,8 +217,9 @@ async fn bench_model_inner(
         let rep = if context.is_empty() {
             run_once(model.as_ref(), request(ids.clone(), plan.tg, false)).await?
         } else {
-            // Fill the context (untimed, cold), then time the prompt on top of it.
-            run_once(model.as_ref(), request(context.clone(), 1, false)).await?;
+            // Fill the context (untimed; kept as a prefix cache), then time the prompt on top of
+            // it. The fill reuses the previous repetition's context and cuts off what followed.
+            run_once(model.as_ref(), request(context.clone(), 1, true)).await?;
             let full = [context.as_slice(), ids.as_slice()].concat();
             run_once(model.as_ref(), request(full, plan.tg, true)).await?
         };

@@ -4,9 +4,9 @@
 //! lone request may use the whole context; when concurrent requests together fill it, idle
 //! prefix caches go first, then the most recently started generation ends with `length`.
 //!
-//! Prefix cache: a finished sequence leaves its tokens' KV state in its slot. A new request goes
-//! to the free slot sharing the longest prompt prefix and only the rest of its prompt is
-//! processed. A request with `n` choices processes its prompt once; the other choices copy that
+//! Prefix cache: a finished sequence leaves its tokens' KV state in its slot (unless its request
+//! turned `cache_prompt` off). A new request goes to the free slot sharing the longest prompt
+//! prefix and only the rest of its prompt is processed. A request with `n` choices processes its prompt once; the other choices copy that
 //! KV state and pick their first tokens from the same logits, each with its own seed.
 
 use std::collections::VecDeque;
@@ -73,6 +73,9 @@ struct Active {
     phase: Phase,
     /// Admission order: unique, and larger for newer choices.
     id: u64,
+    /// Leave the KV state as a prefix cache when done (requests with `cache_prompt` off neither
+    /// reuse a cache nor leave one, so their cells are free again at once).
+    keep_cache: bool,
 }
 
 #[derive(Default)]
@@ -319,6 +322,7 @@ impl<E: Evaluator> Scheduler<E> {
                     _ => Phase::Follow { leader: chosen[0] },
                 },
                 id: self.admitted,
+                keep_cache: job.cache_prompt,
             });
         }
     }
@@ -339,17 +343,34 @@ impl<E: Evaluator> Scheduler<E> {
             let Some(i) = newest else {
                 return;
             };
-            if let Some(mut a) = self.slots[i].active.take() {
+            if let Some(mut a) = self.release(i) {
                 a.seq.finish(FinishReason::Length);
             }
         }
     }
 
+    /// End the choice in `slot`: its KV state stays as the slot's prefix cache unless its
+    /// request asked for no caching.
+    fn release(&mut self, slot: usize) -> Option<Active> {
+        let active = self.slots[slot].active.take()?;
+        if !active.keep_cache {
+            self.slots[slot].kv.clear();
+            if let Err(e) = self.engine.truncate(slot, 0) {
+                tracing::warn!("freeing a sequence's cells failed: {e}");
+            }
+        }
+        Some(active)
+    }
+
     /// One evaluation step over every running choice.
     fn step(&mut self) -> Result<()> {
-        for slot in &mut self.slots {
-            if slot.active.as_ref().is_some_and(|a| a.seq.is_cancelled()) {
-                slot.active = None;
+        for i in 0..self.slots.len() {
+            if self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.seq.is_cancelled())
+            {
+                self.release(i);
             }
         }
         self.fail_orphans();
@@ -428,7 +449,7 @@ impl<E: Evaluator> Scheduler<E> {
                 .as_ref()
                 .is_some_and(|a| a.phase == Phase::Prefill);
             if !leading {
-                if let Some(a) = self.slots[i].active.take() {
+                if let Some(a) = self.release(i) {
                     a.seq.fail(Error::engine(
                         "generation",
                         "the request's prompt could not be processed",
@@ -561,7 +582,7 @@ impl<E: Evaluator> Scheduler<E> {
         if a.seq.accept(picked, &vocab) == Outcome::Continue {
             a.phase = Phase::Feed(token);
         } else {
-            self.slots[slot].active = None;
+            self.release(slot);
         }
     }
 
