@@ -322,96 +322,102 @@ fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
 
 /// Turn a token stream into SSE events: the opening chunks, one chunk per delta, a finish chunk
 /// per choice, the usage chunk if asked, then `[DONE]`. An engine error mid-stream becomes an
-/// error event. Dropping the returned stream (client gone) drops the token stream, which cancels
-/// the generation and frees the model's queue slot.
+/// error event. The events are made as the HTTP body polls for them (no task in between), and
+/// dropping the returned stream (client gone) drops the token stream, which cancels the
+/// generation and frees the model's queue slot.
 fn sse_events(
     state: Arc<AppState>,
-    mut tokens: TokenStream,
-    mut chunks: Chunks,
+    tokens: TokenStream,
+    chunks: Chunks,
     include_usage: bool,
     started: Instant,
 ) -> impl Stream<Item = Event> + Send + 'static {
-    let data = |v: Value| Event::default().data(v.to_string());
-    async_stream(move |tx| async move {
-        for first in chunks.first() {
-            tx.send(data(first)).await?;
-        }
-        let mut first_token = None;
-        let mut done = Vec::new();
-        while let Some(event) = tokens.next().await {
-            match event {
-                Ok(StreamEvent::Delta {
-                    choice,
-                    text,
-                    logprobs,
-                }) => {
-                    first_token.get_or_insert_with(|| started.elapsed());
-                    tx.send(data(chunks.delta(choice, &text, &logprobs)))
-                        .await?;
-                }
-                Ok(StreamEvent::Done {
-                    choice,
-                    finish_reason,
-                    usage,
-                }) => {
-                    tx.send(data(
-                        chunks.finish(choice, openai::finish_reason(finish_reason)),
-                    ))
-                    .await?;
-                    done.push(usage);
-                    if done.len() < chunks.n as usize {
-                        continue;
-                    }
-                    let usage = Usage::of_choices(&done);
-                    if include_usage {
-                        tx.send(data(chunks.usage(openai::usage(&usage)))).await?;
-                    }
-                    let endpoint = if chunks.chat { "chat" } else { "completion" };
-                    finished(
-                        &state,
-                        endpoint,
-                        &chunks.model,
-                        &usage,
-                        first_token,
-                        started,
-                    );
-                    break;
-                }
-                Err(e) => {
-                    tx.send(data(ApiError::from(e).body())).await?;
-                    break;
-                }
+    let opening: Vec<Event> = chunks.first().into_iter().map(data).collect();
+    let progress = SseProgress {
+        state,
+        tokens,
+        chunks,
+        include_usage,
+        started,
+        first_token: None,
+        done: Vec::new(),
+    };
+    let body = futures::stream::unfold(Some(progress), |progress| async move {
+        let mut progress = progress?;
+        let (events, more) = progress.next_events().await;
+        Some((events, more.then_some(progress)))
+    });
+    futures::stream::iter(opening).chain(body.flat_map(futures::stream::iter))
+}
+
+/// One SSE data event.
+fn data(v: Value) -> Event {
+    Event::default().data(v.to_string())
+}
+
+/// Where a streamed response stands.
+struct SseProgress {
+    state: Arc<AppState>,
+    tokens: TokenStream,
+    chunks: Chunks,
+    include_usage: bool,
+    started: Instant,
+    first_token: Option<std::time::Duration>,
+    /// Usage of the choices that have ended.
+    done: Vec<Usage>,
+}
+
+impl SseProgress {
+    /// The events for the next token event, and whether more follow.
+    async fn next_events(&mut self) -> (Vec<Event>, bool) {
+        let done_event = || Event::default().data("[DONE]");
+        match self.tokens.next().await {
+            Some(Ok(StreamEvent::Delta {
+                choice,
+                text,
+                logprobs,
+            })) => {
+                self.first_token
+                    .get_or_insert_with(|| self.started.elapsed());
+                (
+                    vec![data(self.chunks.delta(choice, &text, &logprobs))],
+                    true,
+                )
             }
+            Some(Ok(StreamEvent::Done {
+                choice,
+                finish_reason,
+                usage,
+            })) => {
+                let reason = openai::finish_reason(finish_reason);
+                let mut events = vec![data(self.chunks.finish(choice, reason))];
+                self.done.push(usage);
+                if self.done.len() < self.chunks.n as usize {
+                    return (events, true);
+                }
+                let usage = Usage::of_choices(&self.done);
+                if self.include_usage {
+                    events.push(data(self.chunks.usage(openai::usage(&usage))));
+                }
+                let endpoint = if self.chunks.chat {
+                    "chat"
+                } else {
+                    "completion"
+                };
+                finished(
+                    &self.state,
+                    endpoint,
+                    &self.chunks.model,
+                    &usage,
+                    self.first_token,
+                    self.started,
+                );
+                events.push(done_event());
+                (events, false)
+            }
+            Some(Err(e)) => (vec![data(ApiError::from(e).body()), done_event()], false),
+            None => (vec![done_event()], false),
         }
-        tx.send(Event::default().data("[DONE]")).await?;
-        Ok(())
-    })
-}
-
-/// A stream fed by an async producer through a bounded channel; the producer stops when the
-/// consumer is dropped.
-fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = Event> + Send + 'static
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), tokio::sync::mpsc::error::SendError<Event>>>
-        + Send
-        + 'static,
-{
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let task = tokio::spawn(producer(tx));
-    let abort = task.abort_handle();
-    let guard = AbortOnDrop(abort);
-    futures::stream::poll_fn(move |cx| {
-        let _keep = &guard;
-        rx.poll_recv(cx)
-    })
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
