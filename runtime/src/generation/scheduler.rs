@@ -256,11 +256,22 @@ impl<E: Evaluator> Scheduler<E> {
                 false => 0,
             };
             // The smallest cache among the longest shared prefixes.
-            let Some(&leader) = free.iter().rev().max_by_key(|&&i| common(i)) else {
+            let Some(mut leader) = free.iter().rev().copied().max_by_key(|&i| common(i)) else {
                 return;
             };
+            // A running choice may hold a longer prefix (requests sharing a system prompt
+            // arrive together): then the smallest free cache gets a copy of it.
+            let busy = (0..self.slots.len())
+                .filter(|&i| self.slots[i].active.is_some())
+                .max_by_key(|&i| common(i))
+                .filter(|&i| common(i) > common(leader));
+            let source = busy.map(|i| (i, common(i)));
+            if source.is_some() {
+                leader = free[0];
+            }
             // Keep at least one prompt token to process: its logits give the first pick.
-            let reuse = common(leader).min(job.prompt.len() - 1);
+            let longest = source.map_or_else(|| common(leader), |(_, n)| n);
+            let reuse = longest.min(job.prompt.len() - 1);
             let mut chosen = vec![leader];
             chosen.extend(
                 free.iter()
@@ -284,18 +295,28 @@ impl<E: Evaluator> Scheduler<E> {
             let Some(job) = self.waiting.pop_front() else {
                 return;
             };
-            self.start(job, &chosen, reuse);
+            let source = source.map(|(i, _)| i);
+            self.start(job, &chosen, reuse, source);
         }
     }
 
-    fn start(&mut self, job: Job, chosen: &[usize], reuse: usize) {
+    /// Admit `job` into the `chosen` slots (its first choice first), reusing `reuse` prompt
+    /// tokens cached in the first slot, or copied into it from slot `source`.
+    fn start(&mut self, job: Job, chosen: &[usize], reuse: usize, source: Option<usize>) {
         let prompt = Arc::new(job.prompt);
         for (choice, &slot) in chosen.iter().enumerate() {
             let keep = if choice == 0 { reuse } else { 0 };
-            self.slots[slot].kv.truncate(keep);
-            if let Err(e) = self.engine.truncate(slot, keep) {
-                self.slots[slot].kv.clear();
-                tracing::warn!("trimming a cached prefix failed: {e}");
+            let kept = match source.filter(|_| choice == 0) {
+                Some(from) => self.engine.copy_prefix(from, slot, keep),
+                None => self.engine.truncate(slot, keep),
+            };
+            match kept {
+                Ok(()) => self.slots[slot].kv = prompt[..keep].to_vec(),
+                Err(e) => {
+                    self.slots[slot].kv.clear();
+                    let _ = self.engine.truncate(slot, 0);
+                    tracing::warn!("reusing a cached prefix failed: {e}");
+                }
             }
             let picker = TokenPicker::new(
                 job.picker.clone(),

@@ -254,6 +254,37 @@ async fn n_choices_share_the_prompt_and_draw_with_their_own_seeds() {
 }
 
 #[tokio::test]
+async fn a_prefix_held_by_a_running_request_is_copied_not_recomputed() {
+    use futures::StreamExt;
+    for pipelined in [false, true] {
+        let step = std::time::Duration::from_millis(2);
+        let (generator, _) = slow_toy(pipelined, 512, 4, step);
+        let prompt: Vec<u32> = (0..40).map(|k| (k * 7) % 15).collect();
+        let mut long = greedy(&prompt, 60);
+        long.ignore_eos = true;
+        let mut first = generator.submit(prompt.clone(), &long).unwrap();
+        // Its prompt is processed once its first token arrives.
+        assert!(first.next().await.is_some());
+        let mut other = prompt.clone();
+        other.extend([3, 4]);
+        let second = collect(
+            generator
+                .submit(other.clone(), &greedy(&other, 10))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(second.usage.cached_tokens, 40, "pipelined: {pipelined}");
+        assert_eq!(
+            second.text(),
+            expected(&other, 10).0,
+            "the copy holds the right state"
+        );
+        drop(first);
+    }
+}
+
+#[tokio::test]
 async fn a_full_cache_ends_the_newest_generation() {
     for pipelined in [false, true] {
         // Steps slow enough that the two requests run side by side.
