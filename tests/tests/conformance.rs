@@ -497,3 +497,38 @@ async fn embeddings_have_the_same_contract_on_both_engines() {
         assert!(cos(a, b) > 0.99, "llama vs mlx: {}", cos(a, b));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlx_weights_kept_quantized_batch_across_lanes_without_changing_answers() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // 4-bit weights on the CPU: MLX's quantized kernels are single-threaded, so each thread
+    // gets a lane (an MLX stream) and a step's sequences are split over them.
+    let engines: Vec<Arc<dyn InferenceBackend>> = vec![Arc::new(MlxEngine::new())];
+    let mut config = Config {
+        context_size: Some(1024),
+        parallel: Some(PARALLEL),
+        threads: Some(2),
+        ..Default::default()
+    };
+    let mut entry = minerva_runtime::ModelConfig::new("q4", smollm2_mlx().display().to_string());
+    entry.engine_options.0.insert("cpu_dense_max_mb".into(), 0.into());
+    config.models.push(entry);
+    let model = Runtime::new(config, Router::new(engines))
+        .load("q4")
+        .await
+        .expect("loads");
+    let request = |prompt: &str| {
+        let mut r = greedy(prompt, 12);
+        r.cache_prompt = false;
+        r
+    };
+    let mut alone = Vec::new();
+    for prompt in eight_prompts() {
+        alone.push(generate(&model, request(&prompt)).await.text().to_string());
+    }
+    let together =
+        futures::future::join_all(eight_prompts().iter().map(|p| generate(&model, request(p))))
+            .await;
+    let together: Vec<&str> = together.iter().map(Completion::text).collect();
+    assert_eq!(together, alone);
+}

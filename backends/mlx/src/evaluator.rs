@@ -8,7 +8,7 @@ use minerva_runtime::{Error, Result};
 use mlx_rs::ops::concatenate;
 use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
 use mlx_rs::transforms::{async_eval, eval};
-use mlx_rs::{Array, Dtype};
+use mlx_rs::{with_stream, Array, Device, Dtype, Stream};
 
 use crate::cache::KvCache;
 use crate::engine::ENGINE_NAME;
@@ -18,6 +18,9 @@ use crate::models::Transformer;
 /// A loaded model and one KV cache per sequence.
 pub struct MlxEvaluator {
     model: Transformer,
+    /// MLX streams that run a step's passes side by side (one per CPU thread for weights kept
+    /// quantized on the CPU, whose kernels are single-threaded); empty: the default stream.
+    streams: Vec<Stream>,
     /// Per sequence, one cache per layer.
     caches: Vec<Vec<KvCache>>,
     limits: Limits,
@@ -28,10 +31,13 @@ pub struct MlxEvaluator {
 }
 
 impl MlxEvaluator {
-    /// Evaluate `model` within `limits`.
-    pub fn new(model: Transformer, limits: Limits) -> Self {
+    /// Evaluate `model` within `limits`, with `lanes` streams of `device` side by side (0 or 1:
+    /// the default stream only).
+    pub fn new(model: Transformer, limits: Limits, lanes: usize, device: &Device) -> Self {
         let layers = model.layers();
+        let lanes = if lanes > 1 { lanes.min(limits.sequences) } else { 0 };
         MlxEvaluator {
+            streams: (0..lanes).map(|_| Stream::new_with_device(device)).collect(),
             caches: (0..limits.sequences)
                 .map(|_| (0..layers).map(|_| KvCache::default()).collect())
                 .collect(),
@@ -40,6 +46,60 @@ impl MlxEvaluator {
             rows: Vec::new(),
             host: Vec::new(),
         }
+    }
+
+    /// Run `f` with its MLX operations on lane `lane`'s stream (the default stream when the
+    /// evaluator has no lanes of its own).
+    fn on_lane<T>(&mut self, lane: usize, f: impl FnOnce(&mut Self) -> T) -> T {
+        match self.streams.get(lane).cloned() {
+            Some(stream) => with_stream(&stream, || f(self)),
+            None => f(self),
+        }
+    }
+
+    /// One forward pass over the entries `group` (each of one token, or a single longer one):
+    /// per entry, its device pick (`[1]`) or its logits rows (`[n, vocab]`), or nothing.
+    fn pass(
+        &mut self,
+        entries: &[BatchEntry],
+        group: &[usize],
+        previous: Option<&Array>,
+    ) -> Result<Vec<Option<Array>>> {
+        let len = entries[group[0]].tokens.len() as i32;
+        let ids = group
+            .iter()
+            .flat_map(|&i| entries[i].tokens.iter())
+            .map(|&t| Self::token(t, previous))
+            .collect::<Result<Vec<_>>>()?;
+        let tokens = concatenate(&ids, 0)
+            .mlx()?
+            .reshape(&[group.len() as i32, len])
+            .mlx()?;
+        let last = group.iter().map(|&i| outputs(&entries[i])).max().unwrap_or(0);
+        let mut caches = pick_caches(&mut self.caches, group.iter().map(|&i| entries[i].seq));
+        let Some(out) = self.model.forward(&tokens, &mut caches, last)? else {
+            return Ok(vec![None; group.len()]);
+        };
+        let rows = match group.len() {
+            1 => vec![out],
+            n => out.split_equal(n as i32, 0).mlx()?,
+        };
+        group
+            .iter()
+            .zip(rows)
+            .map(|(&i, row)| {
+                // `[last, vocab]` for this entry.
+                let row = row.squeeze_axes(&[0]).mlx()?;
+                let n = row.dim(0);
+                Ok(match entries[i].wanted {
+                    Wanted::Nothing => None,
+                    Wanted::Pick => Some(
+                        argmax_axis(&row.try_index(n - 1..n).mlx()?, -1, None).mlx()?,
+                    ),
+                    Wanted::Logits(k) => Some(row.try_index(n - (k as i32).min(n)..).mlx()?),
+                })
+            })
+            .collect()
     }
 
     fn cache_arrays(&self) -> impl Iterator<Item = &Array> {
@@ -81,67 +141,40 @@ impl Evaluator for MlxEvaluator {
     fn evaluate(&mut self, entries: &[BatchEntry], previous: Option<&Array>) -> Result<Array> {
         self.rows.clear();
         self.host.clear();
-        // Logits `[last, vocab]` of each entry, in entry order.
-        let mut logits: Vec<Option<Array>> = vec![None; entries.len()];
-        // Entries of one token share one pass; longer ones (prompt chunks) get a pass each.
-        let single: Vec<usize> = (0..entries.len())
-            .filter(|&i| entries[i].tokens.len() == 1)
+        // Entries of one token share a pass per lane (a sequence stays on one lane); longer
+        // ones (prompt chunks) get a pass each.
+        let lanes = self.streams.len().max(1);
+        let mut passes: Vec<(usize, Vec<usize>)> = (0..lanes)
+            .map(|lane| {
+                let group = (0..entries.len())
+                    .filter(|&i| entries[i].tokens.len() == 1 && entries[i].seq % lanes == lane)
+                    .collect();
+                (lane, group)
+            })
+            .filter(|(_, group): &(usize, Vec<usize>)| !group.is_empty())
             .collect();
-        if !single.is_empty() {
-            let ids = single
-                .iter()
-                .map(|&i| Self::token(entries[i].tokens[0], previous))
-                .collect::<Result<Vec<_>>>()?;
-            let tokens = concatenate(&ids, 0)
-                .mlx()?
-                .reshape(&[single.len() as i32, 1])
-                .mlx()?;
-            let last = single
-                .iter()
-                .map(|&i| outputs(&entries[i]))
-                .max()
-                .unwrap_or(0);
-            let mut caches = pick_caches(&mut self.caches, single.iter().map(|&i| entries[i].seq));
-            if let Some(out) = self.model.forward(&tokens, &mut caches, last)? {
-                let rows = out.split_equal(single.len() as i32, 0).mlx()?;
-                for (&i, row) in single.iter().zip(rows) {
-                    logits[i] = Some(row.squeeze_axes(&[0]).mlx()?);
-                }
+        passes.extend(
+            (0..entries.len())
+                .filter(|&i| entries[i].tokens.len() > 1)
+                .map(|i| (entries[i].seq % lanes, vec![i])),
+        );
+        let mut results: Vec<Option<Array>> = vec![None; entries.len()];
+        let mut prefill_only = false;
+        for (lane, group) in passes {
+            let out = self.on_lane(lane, |this| this.pass(entries, &group, previous))?;
+            prefill_only |= out.iter().all(Option::is_none);
+            for (i, result) in group.into_iter().zip(out) {
+                results[i] = result;
             }
         }
-        let mut prefill_only = false;
-        for (i, entry) in entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.tokens.len() > 1)
-        {
-            let ids = entry
-                .tokens
-                .iter()
-                .map(|&t| Self::token(t, previous))
-                .collect::<Result<Vec<_>>>()?;
-            let tokens = concatenate(&ids, 0)
-                .mlx()?
-                .reshape(&[1, entry.tokens.len() as i32])
-                .mlx()?;
-            let mut caches = pick_caches(&mut self.caches, [entry.seq]);
-            let out = self.model.forward(&tokens, &mut caches, outputs(entry))?;
-            prefill_only |= out.is_none();
-            logits[i] = out.map(|o| o.squeeze_axes(&[0])).transpose().mlx()?;
-        }
         let mut picks = Vec::new();
-        for (entry, out) in entries.iter().zip(logits) {
-            let Some(out) = out else { continue };
-            match entry.wanted {
-                Wanted::Nothing => {}
-                Wanted::Pick => {
-                    let n = out.dim(0);
-                    let last = out.try_index(n - 1..n).mlx()?;
-                    picks.push(argmax_axis(&last, -1, None).mlx()?);
+        for (entry, result) in entries.iter().zip(results) {
+            match (entry.wanted, result) {
+                (Wanted::Pick, Some(pick)) => picks.push(pick),
+                (Wanted::Logits(_), Some(rows)) => {
+                    self.rows.extend(rows.split_equal(rows.dim(0), 0).mlx()?)
                 }
-                Wanted::Logits(_) => {
-                    self.rows.extend(out.split_equal(out.dim(0), 0).mlx()?);
-                }
+                _ => {}
             }
         }
         let picks = match picks.is_empty() {
