@@ -1,11 +1,13 @@
 //! The engines of this process: the ones linked in (the one place that knows which cargo
-//! features are on) and the plugins found in the configured folders.
+//! features are on), the plugins found in the configured folders, and what this binary knows of
+//! every engine Minerva has, present or not (formats it serves by default, how to get it, the
+//! environment variables it reads).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use minerva_runtime::plugin::{self, PluginFailure};
-use minerva_runtime::{Config, InferenceBackend, Result, Router};
+use minerva_runtime::{Config, EngineDeclaration, InferenceBackend, ModelFormat, Result, Router};
 
 /// Environment variable with more plugin folders (a path list).
 pub const PLUGIN_DIRS_VAR: &str = "MINERVA_PLUGIN_DIRS";
@@ -20,6 +22,9 @@ pub fn router(config: &Config) -> Result<(Router, Vec<PluginFailure>)> {
         Arc::new(minerva_backend_mlx::MlxEngine::new()),
     ];
     let mut router = Router::new(built_in);
+    for (declaration, _) in known_engines() {
+        router.declare(declaration);
+    }
     let scan = plugin::scan(&plugin_dirs(config))?;
     let mut failures = scan.failures;
     for (engine, path) in scan.engines {
@@ -41,6 +46,42 @@ pub fn router(config: &Config) -> Result<(Router, Vec<PluginFailure>)> {
         router.set_format_engine(*format, engine);
     }
     Ok((router, failures))
+}
+
+/// Minerva's engines, built into this binary or not, with the `MINERVA_*` variables (without
+/// the prefix) each reads itself.
+fn known_engines() -> Vec<(EngineDeclaration, &'static [&'static str])> {
+    vec![
+        (
+            EngineDeclaration {
+                name: "llama".into(),
+                default_for: vec![ModelFormat::Gguf],
+                missing_hint: "build minerva with the `llama` feature, or add a llama plugin to \
+                               plugin_dirs"
+                    .into(),
+            },
+            &[],
+        ),
+        (
+            EngineDeclaration {
+                name: "mlx".into(),
+                default_for: vec![ModelFormat::Safetensors],
+                missing_hint:
+                    "build minerva with the `mlx` feature (after scripts/setup-mlx), add \
+                               an mlx plugin to plugin_dirs, or convert the model to GGUF"
+                        .into(),
+            },
+            &["MLX_CPU_DENSE_MAX_MB"],
+        ),
+    ]
+}
+
+/// The `MINERVA_*` variables engines read themselves, which are not config keys.
+pub fn engine_env_vars() -> Vec<&'static str> {
+    known_engines()
+        .into_iter()
+        .flat_map(|(_, vars)| vars.iter().copied())
+        .collect()
 }
 
 /// `plugin_dirs` from the config, then those in `MINERVA_PLUGIN_DIRS`.

@@ -82,7 +82,7 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
         threads: cli.threads,
         context_size: cli.context_size,
     };
-    let config = Config::load(cli.config.as_deref(), &flags)?;
+    let config = Config::load(cli.config.as_deref(), &flags, &engines::engine_env_vars())?;
     let (router, plugin_failures) = engines::router(&config)?;
     let runtime = Runtime::new(config, router);
     tokio_runtime()?.block_on(async {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use minerva_runtime::format::inspect;
-use minerva_runtime::router::{BackendChoice, Router};
+use minerva_runtime::router::{EngineChoice, Router};
 
 /// Bytes this process has read so far (Linux; 0 elsewhere).
 fn bytes_read() -> u64 {
@@ -31,7 +31,7 @@ fn measure(path: &Path, router: &Router) {
     for _ in 0..CALLS {
         let start = Instant::now();
         let info = inspect(path).expect("inspect");
-        let _engine = router.engine_name(&info, &BackendChoice::Auto);
+        let _engine = router.engine_name(&info, &EngineChoice::Auto);
         times.push(start.elapsed().as_secs_f64() * 1e6);
         weight_bytes = info.weight_bytes;
     }

@@ -87,6 +87,13 @@ pub trait InferenceBackend: Send + Sync {
     fn device(&self) -> String {
         "cpu".into()
     }
+    /// What this engine makes of a detected model, as keys of its own shown by `minerva inspect`
+    /// (e.g. whether the weights are in a layout it treats specially).
+    fn model_facts(&self, detected: &Detected) -> serde_json::Map<String, serde_json::Value> {
+        let _ = detected;
+        serde_json::Map::new()
+    }
+
     /// Load a model.
     async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>>;
 }

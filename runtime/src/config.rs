@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::EngineOptions;
 use crate::error::{Error, Result};
-use crate::router::BackendChoice;
+use crate::router::EngineChoice;
 use crate::sampling::SamplingParams;
 
 /// The file name looked for when no `--config` is given.
@@ -18,14 +18,8 @@ pub const CONFIG_FILE_NAME: &str = "minerva.toml";
 /// Environment variables with this prefix set config keys (`MINERVA_THREADS=4`).
 pub const ENV_PREFIX: &str = "MINERVA_";
 
-/// `MINERVA_*` variables that are not config keys (read by the command line or an engine).
-const NON_CONFIG_ENV: &[&str] = &[
-    "CONFIG",
-    "LOG",
-    "API_KEY",
-    "PLUGIN_DIRS",
-    "MLX_CPU_DENSE_MAX_MB",
-];
+/// `MINERVA_*` variables that are not config keys (read by the command line).
+const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "API_KEY", "PLUGIN_DIRS"];
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -97,9 +91,10 @@ pub struct ModelConfig {
     pub file: Option<String>,
     /// For a Hugging Face repo: the revision (branch, tag or commit); default `main`.
     pub revision: Option<String>,
-    /// Which engine serves it.
-    #[serde(default)]
-    pub backend: BackendChoice,
+    /// Which engine serves it: `auto` (by format) or an engine's name (`backend` is accepted
+    /// as the key too).
+    #[serde(default, alias = "backend")]
+    pub engine: EngineChoice,
     /// Context window in tokens.
     pub context_size: Option<u32>,
     /// CPU threads.
@@ -117,6 +112,23 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// An entry for a model given by path or Hugging Face id rather than configured, named by
+    /// the one id rule: the file name without `.gguf` (`models/x.Q4_1.gguf` -> `x.Q4_1`), else
+    /// the last path component (a directory or repo name).
+    pub fn for_reference(reference: &str) -> Self {
+        let path = Path::new(reference);
+        let name = if path.extension().is_some_and(|e| e == "gguf") {
+            path.file_stem()
+        } else {
+            path.file_name()
+        };
+        let id = name
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.is_empty())
+            .unwrap_or(reference);
+        ModelConfig::new(id, reference)
+    }
+
     /// An entry for `path` named `id`, with every setting at its default.
     pub fn new(id: impl Into<String>, path: impl Into<String>) -> Self {
         ModelConfig {
@@ -124,7 +136,7 @@ impl ModelConfig {
             path: path.into(),
             file: None,
             revision: None,
-            backend: BackendChoice::Auto,
+            engine: EngineChoice::Auto,
             context_size: None,
             threads: None,
             parallel: None,
@@ -138,7 +150,13 @@ impl ModelConfig {
 impl Config {
     /// Load the config: `explicit` file (must exist) or the first of [`Config::search_path`] that
     /// exists, then the environment, then `overrides` (command-line flags; unset ones skipped).
-    pub fn load(explicit: Option<&Path>, overrides: &impl Serialize) -> Result<Config> {
+    /// `engine_env` names the `MINERVA_*` variables engines read themselves (without the
+    /// prefix), which are not config keys.
+    pub fn load(
+        explicit: Option<&Path>,
+        overrides: &impl Serialize,
+        engine_env: &[&str],
+    ) -> Result<Config> {
         let mut figment = Figment::new();
         match explicit {
             Some(path) if !path.is_file() => {
@@ -155,7 +173,11 @@ impl Config {
             }
         }
         figment = figment
-            .merge(Env::prefixed(ENV_PREFIX).ignore(NON_CONFIG_ENV).split("__"))
+            .merge(
+                Env::prefixed(ENV_PREFIX)
+                    .ignore(&[NON_CONFIG_ENV, engine_env].concat())
+                    .split("__"),
+            )
             .merge(Serialized::defaults(overrides));
         let config: Config = figment.extract().map_err(|e| {
             Error::Config(
@@ -194,6 +216,16 @@ impl Config {
     /// The configured model with this id.
     pub fn model(&self, id: &str) -> Option<&ModelConfig> {
         self.models.iter().find(|m| m.id == id)
+    }
+
+    /// Add models given by reference (`serve --model`): each that is not a configured id gets
+    /// an entry named by [`ModelConfig::for_reference`].
+    pub fn add_references(&mut self, references: &[String]) {
+        for reference in references {
+            if self.model(reference).is_none() {
+                self.models.push(ModelConfig::for_reference(reference));
+            }
+        }
     }
 
     fn validate(&self) -> Result<()> {
@@ -268,7 +300,7 @@ mod tests {
         )
         .unwrap();
         let m = c.model("smol").unwrap();
-        assert_eq!(m.backend, BackendChoice::named("llama"));
+        assert_eq!(m.engine, EngineChoice::named("llama"));
         assert_eq!(m.sampling.temperature, Some(0.2));
         assert_eq!(c.threads, Some(2));
     }
@@ -312,13 +344,13 @@ mod tests {
             jail.set_env("MINERVA_THREADS", "3");
             jail.set_env("MINERVA_CONFIG", "ignored.toml");
             let flags = serde_json::json!({ "context_size": 1024 });
-            let c = Config::load(None, &flags).unwrap();
+            let c = Config::load(None, &flags, &[]).unwrap();
             assert_eq!(c.threads, Some(3));
             assert_eq!(c.context_size, Some(1024));
             jail.set_env("MINERVA_SERVER__PORT", "9000");
-            assert_eq!(Config::load(None, &flags).unwrap().server.port, 9000);
+            assert_eq!(Config::load(None, &flags, &[]).unwrap().server.port, 9000);
             jail.set_env("MINERVA_THREDS", "3");
-            let err = Config::load(None, &flags).unwrap_err().to_string();
+            let err = Config::load(None, &flags, &[]).unwrap_err().to_string();
             assert!(err.contains("threds"), "{err}");
             Ok(())
         });

@@ -4,10 +4,8 @@
 //! live in their own crates; the CLI and the server are thin layers over [`Runtime`].
 
 pub mod backend;
-pub mod bench;
 pub mod capabilities;
 pub mod config;
-pub mod convert;
 pub mod error;
 pub mod format;
 pub mod generation;
@@ -32,12 +30,12 @@ pub use config::{Config, ModelConfig, ServerConfig};
 pub use error::{Error, Result};
 pub use format::{detect, inspect, Detected, ModelFormat, ModelHeader, ModelInfo};
 pub use pool::ModelPool;
-pub use request::{ChatMessage, GenerationRequest, Input, Role, MAX_CHOICES};
+pub use request::{ChatMessage, GenerationRequest, Input, Role, MAX_CHOICES, MAX_TOP_LOGPROBS};
 pub use response::{
     Choice, Completion, FinishReason, StreamEvent, TokenLogprob, TokenProb, TokenStream, Usage,
 };
-pub use router::{BackendChoice, Router};
-pub use runtime::{ModelEntry, ModelHandle, Runtime};
+pub use router::{EngineChoice, EngineDeclaration, Router};
+pub use runtime::{CatalogEntry, Inspection, ModelEntry, ModelHandle, Runtime};
 pub use sampling::{ResolvedSampling, SamplingParams};
 pub use template::ChatTemplate;
 pub use text_stream::TextAssembler;

@@ -13,7 +13,8 @@ use crate::request::GenerationRequest;
 use crate::response::{Completion, TokenStream};
 use crate::runtime::{ModelHandle, Runtime};
 
-struct Slot {
+/// One configured model's place in the pool: its model once loaded, and its admissions.
+struct PoolEntry {
     model: OnceCell<ModelHandle>,
     admission: Arc<Semaphore>,
 }
@@ -22,7 +23,7 @@ struct Slot {
 pub struct ModelPool {
     runtime: Runtime,
     queue_limit: usize,
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    entries: Mutex<HashMap<String, Arc<PoolEntry>>>,
 }
 
 impl ModelPool {
@@ -32,7 +33,7 @@ impl ModelPool {
         ModelPool {
             runtime,
             queue_limit: queue_limit.max(1),
-            slots: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::new()),
         }
     }
 
@@ -41,16 +42,16 @@ impl ModelPool {
         &self.runtime
     }
 
-    fn slot(&self, id: &str) -> Result<Arc<Slot>> {
+    fn entry(&self, id: &str) -> Result<Arc<PoolEntry>> {
         if self.runtime.config().model(id).is_none() {
             return Err(Error::ModelNotFound(format!(
                 "no model `{id}` is configured"
             )));
         }
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(Arc::clone(slots.entry(id.to_string()).or_insert_with(
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Arc::clone(entries.entry(id.to_string()).or_insert_with(
             || {
-                Arc::new(Slot {
+                Arc::new(PoolEntry {
                     model: OnceCell::new(),
                     admission: Arc::new(Semaphore::new(self.queue_limit)),
                 })
@@ -60,8 +61,9 @@ impl ModelPool {
 
     /// The loaded model `id`, loading it first if needed (one load however many callers race).
     pub async fn get(&self, id: &str) -> Result<ModelHandle> {
-        let slot = self.slot(id)?;
-        slot.model
+        let entry = self.entry(id)?;
+        entry
+            .model
             .get_or_try_init(|| self.runtime.load(id))
             .await
             .cloned()
@@ -69,8 +71,8 @@ impl ModelPool {
 
     /// Ids of the models loaded so far.
     pub fn loaded(&self) -> Vec<String> {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ids: Vec<String> = slots
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<String> = entries
             .iter()
             .filter(|(_, s)| s.model.initialized())
             .map(|(id, _)| id.clone())
@@ -81,8 +83,8 @@ impl ModelPool {
 
     /// Requests admitted but not finished, per loaded model.
     pub fn queue_depths(&self) -> Vec<(String, usize)> {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let mut depths: Vec<(String, usize)> = slots
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut depths: Vec<(String, usize)> = entries
             .iter()
             .map(|(id, s)| {
                 (
@@ -97,8 +99,8 @@ impl ModelPool {
 
     /// Take one of model `id`'s admissions (or fail with `Overloaded`), then load it if needed.
     async fn admit(&self, id: &str) -> Result<(OwnedSemaphorePermit, ModelHandle)> {
-        let slot = self.slot(id)?;
-        let permit = Arc::clone(&slot.admission)
+        let entry = self.entry(id)?;
+        let permit = Arc::clone(&entry.admission)
             .try_acquire_owned()
             .map_err(|_| Error::Overloaded {
                 model: id.to_string(),

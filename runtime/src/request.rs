@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::generation::MAX_TOP_LOGPROBS;
 use crate::sampling::SamplingParams;
 
 /// A chat message role.
@@ -47,6 +46,9 @@ pub enum Input {
     /// Token ids of the model's vocabulary, used as they are.
     Tokens(Vec<u32>),
 }
+
+/// Most alternatives a request may ask for per token (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u32 = 20;
 
 /// Most choices one request may ask for (`n`).
 pub const MAX_CHOICES: u32 = 8;

@@ -1,6 +1,7 @@
-//! Picks the engine for a model: by detected format (with per-format defaults from config), or
-//! by the name the model's config gives. Engines are built in or come from plugins; a plugin
-//! engine with a built-in engine's name replaces it.
+//! Picks the engine for a model: by detected format (per-format choices from config, then the
+//! defaults the front-end declares), or by the name the model's config gives. Engines are built
+//! in or come from plugins; a plugin engine with a built-in engine's name replaces it. No engine
+//! is named here: the front-end declares the ones it knows.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,55 +16,50 @@ use crate::format::{ModelFormat, ModelInfo};
 /// The engine a model's config asks for: `"auto"` (by format) or an engine's name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
-pub enum BackendChoice {
-    /// Choose by format: the config's `[formats]` entry, else GGUF -> llama, safetensors -> mlx.
+pub enum EngineChoice {
+    /// Choose by format: the config's `[formats]` entry, else the engine declared for it.
     #[default]
     Auto,
     /// The engine with this name.
     Engine(String),
 }
 
-impl BackendChoice {
-    /// The engine named `name` (`"auto"` means [`BackendChoice::Auto`]).
+impl EngineChoice {
+    /// The engine named `name` (`"auto"` means [`EngineChoice::Auto`]).
     pub fn named(name: &str) -> Self {
-        BackendChoice::from(name.to_string())
+        EngineChoice::from(name.to_string())
     }
 }
 
-impl From<String> for BackendChoice {
+impl From<String> for EngineChoice {
     fn from(name: String) -> Self {
         if name == "auto" {
-            BackendChoice::Auto
+            EngineChoice::Auto
         } else {
-            BackendChoice::Engine(name)
+            EngineChoice::Engine(name)
         }
     }
 }
 
-impl From<BackendChoice> for String {
-    fn from(choice: BackendChoice) -> String {
+impl From<EngineChoice> for String {
+    fn from(choice: EngineChoice) -> String {
         match choice {
-            BackendChoice::Auto => "auto".into(),
-            BackendChoice::Engine(name) => name,
+            EngineChoice::Auto => "auto".into(),
+            EngineChoice::Engine(name) => name,
         }
     }
 }
 
-/// The engine that serves a format when neither the model nor `[formats]` says.
-pub fn default_engine(format: ModelFormat) -> &'static str {
-    match format {
-        ModelFormat::Gguf => "llama",
-        ModelFormat::Safetensors => "mlx",
-    }
-}
-
-/// How to get an engine that this process lacks.
-fn engine_hint(engine: &str) -> String {
-    match engine {
-        "llama" => "build minerva with the `llama` feature, or add a llama plugin to plugin_dirs".into(),
-        "mlx" => "build minerva with the `mlx` feature (after scripts/setup-mlx), add an mlx plugin to plugin_dirs, or convert the model to GGUF".into(),
-        other => format!("no built-in or plugin engine is named `{other}`; `minerva engines` lists them"),
-    }
+/// What the front-end declares about an engine it knows, whether or not this process has it:
+/// the formats it serves when a model's engine is `auto`, and how to get it when missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineDeclaration {
+    /// The engine's name.
+    pub name: String,
+    /// Formats it serves by default.
+    pub default_for: Vec<ModelFormat>,
+    /// What to do when this process lacks it.
+    pub missing_hint: String,
 }
 
 /// Where an engine comes from.
@@ -91,6 +87,7 @@ pub struct RegisteredEngine {
 #[derive(Clone, Default)]
 pub struct Router {
     engines: Vec<RegisteredEngine>,
+    declarations: Vec<EngineDeclaration>,
     format_engines: BTreeMap<ModelFormat, String>,
 }
 
@@ -106,8 +103,14 @@ impl Router {
                     replaced: None,
                 })
                 .collect(),
+            declarations: Vec::new(),
             format_engines: BTreeMap::new(),
         }
+    }
+
+    /// Know about an engine (default formats, how to get it), present in this process or not.
+    pub fn declare(&mut self, declaration: EngineDeclaration) {
+        self.declarations.push(declaration);
     }
 
     /// Add a plugin engine; one with the same name as a built-in replaces it. A second plugin
@@ -155,23 +158,50 @@ impl Router {
         &self.engines
     }
 
-    /// The name of the engine that would serve `info` under `choice` (available or not).
-    pub fn engine_name(&self, info: &ModelInfo, choice: &BackendChoice) -> String {
+    /// The name of the engine that would serve `info` under `choice` (available or not): for
+    /// `auto`, the config's `[formats]` entry, else the declared default for the format, else the
+    /// first engine present that reads it.
+    pub fn engine_name(&self, info: &ModelInfo, choice: &EngineChoice) -> String {
+        let format = info.format;
         match choice {
-            BackendChoice::Auto => self
+            EngineChoice::Auto => self
                 .format_engines
-                .get(&info.format)
+                .get(&format)
                 .cloned()
-                .unwrap_or_else(|| default_engine(info.format).to_string()),
-            BackendChoice::Engine(name) => name.clone(),
+                .or_else(|| {
+                    let declared = self.declarations.iter();
+                    declared
+                        .filter(|d| d.default_for.contains(&format))
+                        .map(|d| d.name.clone())
+                        .next()
+                })
+                .or_else(|| {
+                    let present = self.engines().find(|e| e.formats().contains(&format));
+                    present.map(|e| e.name().to_string())
+                })
+                .unwrap_or_else(|| format!("(none for {format})")),
+            EngineChoice::Engine(name) => name.clone(),
         }
+    }
+
+    /// How to get engine `name`, which this process lacks.
+    fn missing_hint(&self, name: &str) -> String {
+        self.declarations
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.missing_hint.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "no built-in or plugin engine is named `{name}`; `minerva engines` lists them"
+                )
+            })
     }
 
     /// The engine for `info` under `choice`, or why there is none.
     pub fn choose(
         &self,
         info: &ModelInfo,
-        choice: &BackendChoice,
+        choice: &EngineChoice,
     ) -> Result<Arc<dyn InferenceBackend>> {
         let name = self.engine_name(info, choice);
         let model = info.path.display().to_string();
@@ -181,11 +211,11 @@ impl Router {
                 .ok_or_else(|| Error::EngineUnavailable {
                     engine: name.clone(),
                     model: model.clone(),
-                    hint: engine_hint(&name),
+                    hint: self.missing_hint(&name),
                 })?;
         if !engine.formats().contains(&info.format) {
             return Err(Error::Config(format!(
-                "engine `{name}` cannot load {} models ({model}); use backend = \"auto\" or one that reads {}",
+                "engine `{name}` cannot load {} models ({model}); use engine = \"auto\" or one that reads {}",
                 info.format, info.format
             )));
         }
@@ -227,7 +257,6 @@ mod tests {
             format,
             architecture: None,
             quantization: None,
-            mlx_quantized: false,
             parameter_count: 0,
             weight_bytes: 0,
             bits_per_weight: 0.0,
@@ -240,15 +269,20 @@ mod tests {
 
     #[test]
     fn auto_routes_by_format_and_missing_engine_says_how_to_get_it() {
-        let router = Router::new(vec![Arc::new(Named("llama", vec![ModelFormat::Gguf]))]);
+        let mut router = Router::new(vec![Arc::new(Named("llama", vec![ModelFormat::Gguf]))]);
+        router.declare(EngineDeclaration {
+            name: "mlx".into(),
+            default_for: vec![ModelFormat::Safetensors],
+            missing_hint: "add an mlx plugin to plugin_dirs".into(),
+        });
         let gguf = info(ModelFormat::Gguf);
         assert_eq!(
-            router.choose(&gguf, &BackendChoice::Auto).unwrap().name(),
+            router.choose(&gguf, &EngineChoice::Auto).unwrap().name(),
             "llama"
         );
         let st = info(ModelFormat::Safetensors);
         let err = router
-            .choose(&st, &BackendChoice::Auto)
+            .choose(&st, &EngineChoice::Auto)
             .err()
             .unwrap()
             .to_string();
@@ -257,7 +291,7 @@ mod tests {
             "{err}"
         );
         let err = router
-            .choose(&st, &BackendChoice::named("llama"))
+            .choose(&st, &EngineChoice::named("llama"))
             .err()
             .unwrap()
             .to_string();
@@ -289,17 +323,17 @@ mod tests {
             .unwrap();
         let gguf = info(ModelFormat::Gguf);
         assert_eq!(
-            router.choose(&gguf, &BackendChoice::Auto).unwrap().name(),
+            router.choose(&gguf, &EngineChoice::Auto).unwrap().name(),
             "llama"
         );
         router.set_format_engine(ModelFormat::Gguf, "other");
         assert_eq!(
-            router.choose(&gguf, &BackendChoice::Auto).unwrap().name(),
+            router.choose(&gguf, &EngineChoice::Auto).unwrap().name(),
             "other"
         );
         assert_eq!(
             router
-                .choose(&gguf, &BackendChoice::named("llama"))
+                .choose(&gguf, &EngineChoice::named("llama"))
                 .unwrap()
                 .name(),
             "llama"
@@ -318,13 +352,13 @@ mod tests {
         let gguf = info(ModelFormat::Gguf);
         assert_eq!(
             router
-                .choose(&gguf, &BackendChoice::named("mlx"))
+                .choose(&gguf, &EngineChoice::named("mlx"))
                 .unwrap()
                 .name(),
             "mlx"
         );
         assert_eq!(
-            router.choose(&gguf, &BackendChoice::Auto).unwrap().name(),
+            router.choose(&gguf, &EngineChoice::Auto).unwrap().name(),
             "llama"
         );
     }

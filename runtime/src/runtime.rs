@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::Serialize;
+
 use crate::backend::{InferenceBackend, LoadOptions, LoadSpec, LoadedModel};
 use crate::config::{Config, ModelConfig};
 use crate::error::Result;
-use crate::format::{detect, inspect, ModelInfo};
+use crate::format::{detect, ModelInfo};
 use crate::request::GenerationRequest;
 use crate::resolve::resolve_model_path;
 use crate::response::{Completion, TokenStream};
@@ -22,6 +24,32 @@ pub struct ModelEntry {
     pub path: PathBuf,
     /// How to load it: the model's settings over the global ones.
     pub load: LoadOptions,
+}
+
+/// What is known of a model before loading it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// What detection found.
+    #[serde(flatten)]
+    pub info: ModelInfo,
+    /// The engine the router picks.
+    pub engine: String,
+    /// Whether that engine is in this process (built in or a loaded plugin).
+    pub engine_available: bool,
+    /// What that engine makes of the model (its own keys), when present.
+    #[serde(flatten)]
+    pub facts: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One configured model in the catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    /// Its id in requests.
+    pub id: String,
+    /// Its path or reference as configured.
+    pub path: String,
+    /// What is known of it, or why nothing is.
+    pub inspection: std::result::Result<Inspection, String>,
 }
 
 /// Configured models and the engines that can serve them.
@@ -48,13 +76,13 @@ impl Runtime {
     }
 
     /// The entry for `reference`: a configured model id, else a local path or cached Hugging Face
-    /// repo with default settings.
+    /// repo with default settings (its id by [`ModelConfig::for_reference`]).
     pub fn entry(&self, reference: &str) -> Result<ModelEntry> {
         let config = self
             .config
             .model(reference)
             .cloned()
-            .unwrap_or_else(|| ModelConfig::new(reference, reference));
+            .unwrap_or_else(|| ModelConfig::for_reference(reference));
         let path = resolve_model_path(
             &config.path,
             config.file.as_deref(),
@@ -72,11 +100,39 @@ impl Runtime {
         })
     }
 
-    /// Detect `entry`'s format and name the engine that would serve it.
-    pub fn inspect(&self, entry: &ModelEntry) -> Result<(ModelInfo, String)> {
-        let info = inspect(&entry.path)?;
-        let engine = self.router.engine_name(&info, &entry.config.backend);
-        Ok((info, engine))
+    /// Detect `entry`'s format, name the engine that would serve it, and ask that engine (when
+    /// present) what it makes of the model.
+    pub fn inspect(&self, entry: &ModelEntry) -> Result<Inspection> {
+        let detected = detect(&entry.path)?;
+        let engine = self
+            .router
+            .engine_name(&detected.info, &entry.config.engine);
+        let present = self.router.engines().find(|e| e.name() == engine);
+        Ok(Inspection {
+            facts: present
+                .map(|e| e.model_facts(&detected))
+                .unwrap_or_default(),
+            engine_available: present.is_some(),
+            info: detected.info,
+            engine,
+        })
+    }
+
+    /// Every configured model with what detection and routing say of it: the one list behind
+    /// `minerva models` and `GET /v1/models`.
+    pub fn catalog(&self) -> Vec<CatalogEntry> {
+        self.config
+            .models
+            .iter()
+            .map(|m| CatalogEntry {
+                id: m.id.clone(),
+                path: m.path.clone(),
+                inspection: self
+                    .entry(&m.id)
+                    .and_then(|e| self.inspect(&e))
+                    .map_err(|e| e.to_string()),
+            })
+            .collect()
     }
 
     /// Resolve, detect, route and load `reference`.
@@ -88,7 +144,7 @@ impl Runtime {
     pub async fn load_entry(&self, entry: ModelEntry) -> Result<ModelHandle> {
         let detected = detect(&entry.path)?;
         let info = detected.info.clone();
-        let engine = self.router.choose(&info, &entry.config.backend)?;
+        let engine = self.router.choose(&info, &entry.config.engine)?;
         let spec = LoadSpec {
             id: entry.config.id.clone(),
             path: entry.path.clone(),

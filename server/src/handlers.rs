@@ -67,27 +67,21 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     let runtime = state.pool.runtime();
     let loaded = state.pool.loaded();
     let data: Vec<ModelEntry> = runtime
-        .config()
-        .models
-        .iter()
+        .catalog()
+        .into_iter()
         .map(|m| {
-            let detected = runtime.entry(&m.id).and_then(|e| runtime.inspect(&e));
-            let (engine, format, error) = match detected {
-                Ok((info, engine)) => (
-                    Some(engine.to_string()),
-                    Some(info.format.to_string()),
-                    None,
-                ),
-                Err(e) => (None, None, Some(e.to_string())),
+            let (engine, format, error) = match m.inspection {
+                Ok(i) => (Some(i.engine), Some(i.info.format.to_string()), None),
+                Err(e) => (None, None, Some(e)),
             };
             ModelEntry {
-                id: m.id.clone(),
+                loaded: loaded.contains(&m.id),
+                id: m.id,
                 object: "model",
                 created: 0,
                 owned_by: "minerva",
                 engine,
                 format,
-                loaded: loaded.contains(&m.id),
                 error,
             }
         })
@@ -136,12 +130,12 @@ pub async fn completions(
     let (req, options) = openai::parse::<CompletionRequest>(&body, CompletionRequest::FIELDS)?;
     if let Some(n) = req
         .logprobs
-        .filter(|&n| n > minerva_runtime::generation::MAX_TOP_LOGPROBS)
+        .filter(|&n| n > minerva_runtime::MAX_TOP_LOGPROBS)
     {
         return Err(ApiError::invalid(
             format!(
                 "`logprobs` must be at most {}, got {n}",
-                minerva_runtime::generation::MAX_TOP_LOGPROBS
+                minerva_runtime::MAX_TOP_LOGPROBS
             ),
             Some("logprobs"),
         ));

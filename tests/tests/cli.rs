@@ -306,3 +306,69 @@ fn example_config_is_valid() {
     assert_eq!(rows[0]["id"], "smollm2");
     assert_eq!(rows[0]["engine"], "llama");
 }
+
+/// The body of `GET {base}{path}` over a plain loopback connection.
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::Read;
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("server answers");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (_, body) = response.split_once("\r\n\r\n").expect("a whole response");
+    body.to_string()
+}
+
+#[test]
+fn models_and_v1_models_list_the_same_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minerva.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[models]]\nid = 'smol'\npath = '{}'\n",
+            smollm2_gguf().display()
+        ),
+    )
+    .unwrap();
+    // A model given by path too: one id rule for both front-ends (the file name without .gguf).
+    let copy = dir.path().join("another.Q4_1.gguf");
+    std::os::unix::fs::symlink(smollm2_gguf(), &copy).unwrap();
+
+    let (ok, out, err) = run(minerva()
+        .arg("--config")
+        .arg(&config)
+        .args(["models", "--json", "--model"])
+        .arg(&copy));
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cli_ids: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+
+    let (mut server, url) = minerva_tests::spawn_server(
+        minerva()
+            .arg("--config")
+            .arg(&config)
+            .args(["serve", "--port", "0", "--model"])
+            .arg(&copy),
+    );
+    let listed: serde_json::Value = serde_json::from_str(&http_get(&url, "/v1/models")).unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let http_ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(cli_ids, vec!["smol", "another.Q4_1"]);
+    assert_eq!(http_ids, cli_ids);
+}

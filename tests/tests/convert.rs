@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use minerva_runtime::convert::blocks::{dequantize, MlxRow};
-use minerva_runtime::convert::gguf_row;
+use minerva_convert::blocks::{dequantize, MlxRow};
+use minerva_convert::gguf_row;
 use minerva_runtime::format::gguf::{Arrays, GgufFile};
 use minerva_tests::{minerva, run, smollm2_gguf, venv_python, workspace_root, FRANCE, SYSTEM};
 use safetensors::SafeTensors;

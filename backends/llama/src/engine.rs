@@ -20,9 +20,8 @@ use minerva_runtime::{
 };
 
 use crate::evaluator::{vocabulary, LlamaEvaluator};
+use crate::ENGINE_NAME;
 
-/// Engine name used in config and messages.
-pub const ENGINE_NAME: &str = "llama";
 /// The llama.cpp build vendored by `llama-cpp-sys-2` 0.1.161.
 const LLAMA_CPP_BUILD: &str = "b11434";
 /// Largest context allocated when neither the config nor the request asks for one.

@@ -16,7 +16,7 @@ use minerva_runtime::generation::{
 };
 use minerva_runtime::{Error, Result};
 
-use crate::engine::ENGINE_NAME;
+use crate::ENGINE_NAME;
 
 /// A llama.cpp context evaluating batches for the core's scheduler.
 pub struct LlamaEvaluator<'m> {

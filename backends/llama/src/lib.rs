@@ -7,3 +7,6 @@ mod engine;
 mod evaluator;
 
 pub use engine::LlamaEngine;
+
+/// Engine name used in config and messages.
+pub const ENGINE_NAME: &str = "llama";

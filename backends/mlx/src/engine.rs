@@ -6,15 +6,14 @@ use async_trait::async_trait;
 use minerva_runtime::generation::Generator;
 use minerva_runtime::threads::run_blocking;
 use minerva_runtime::{
-    Capabilities, Embeddings, EngineMemory, GenerationRequest, InferenceBackend, Input, LoadSpec,
-    LoadedModel, ModelDescriptor, ModelFormat, Result, TokenStream,
+    Capabilities, Detected, Embeddings, EngineMemory, GenerationRequest, InferenceBackend, Input,
+    LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, ModelHeader, Result, TokenStream,
 };
 
 use crate::load::load;
 use crate::tokenizer::ModelTokenizer;
+use crate::ENGINE_NAME;
 
-/// Engine name used in config and messages.
-pub const ENGINE_NAME: &str = "mlx";
 /// The MLX release mlx-sys 0.7.0 binds (and scripts/setup-mlx installs off macOS).
 const MLX_VERSION: &str = "0.32.2";
 
@@ -53,6 +52,16 @@ impl InferenceBackend for MlxEngine {
             Ok(mlx_rs::DeviceType::Gpu) => "cuda".into(),
             _ => "cpu".into(),
         }
+    }
+
+    fn model_facts(&self, detected: &Detected) -> serde_json::Map<String, serde_json::Value> {
+        let mut facts = serde_json::Map::new();
+        if let ModelHeader::Safetensors(dir) = &detected.header {
+            // MLX's own affine quantization, declared in config.json.
+            let quantized = dir.config.get("quantization").is_some();
+            facts.insert("mlx_quantized".into(), quantized.into());
+        }
+        facts
     }
 
     async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {

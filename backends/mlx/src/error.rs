@@ -2,7 +2,7 @@
 
 use minerva_runtime::Error;
 
-use crate::engine::ENGINE_NAME;
+use crate::ENGINE_NAME;
 
 /// Convert an mlx-rs error (any `Display`) into an engine error.
 pub trait MlxResultExt<T> {

@@ -8,19 +8,16 @@ use minerva_runtime::{Error, Result};
 use mlx_rs::ops::concatenate;
 use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
 use mlx_rs::transforms::{async_eval, eval};
-use mlx_rs::{with_stream, Array, Device, Dtype, Stream};
+use mlx_rs::{Array, Dtype};
 
 use crate::cache::KvCache;
-use crate::engine::ENGINE_NAME;
 use crate::error::MlxResultExt;
 use crate::models::Transformer;
+use crate::ENGINE_NAME;
 
 /// A loaded model and one KV cache per sequence.
 pub struct MlxEvaluator {
     model: Transformer,
-    /// MLX streams that run a step's passes side by side (one per CPU thread for weights kept
-    /// quantized on the CPU, whose kernels are single-threaded); empty: the default stream.
-    streams: Vec<Stream>,
     /// Per sequence, one cache per layer.
     caches: Vec<Vec<KvCache>>,
     limits: Limits,
@@ -31,13 +28,10 @@ pub struct MlxEvaluator {
 }
 
 impl MlxEvaluator {
-    /// Evaluate `model` within `limits`, with `lanes` streams of `device` side by side (0 or 1:
-    /// the default stream only).
-    pub fn new(model: Transformer, limits: Limits, lanes: usize, device: &Device) -> Self {
+    /// Evaluate `model` within `limits`.
+    pub fn new(model: Transformer, limits: Limits) -> Self {
         let layers = model.layers();
-        let lanes = if lanes > 1 { lanes.min(limits.sequences) } else { 0 };
         MlxEvaluator {
-            streams: (0..lanes).map(|_| Stream::new_with_device(device)).collect(),
             caches: (0..limits.sequences)
                 .map(|_| (0..layers).map(|_| KvCache::default()).collect())
                 .collect(),
@@ -45,15 +39,6 @@ impl MlxEvaluator {
             limits,
             rows: Vec::new(),
             host: Vec::new(),
-        }
-    }
-
-    /// Run `f` with its MLX operations on lane `lane`'s stream (the default stream when the
-    /// evaluator has no lanes of its own).
-    fn on_lane<T>(&mut self, lane: usize, f: impl FnOnce(&mut Self) -> T) -> T {
-        match self.streams.get(lane).cloned() {
-            Some(stream) => with_stream(&stream, || f(self)),
-            None => f(self),
         }
     }
 
@@ -75,7 +60,11 @@ impl MlxEvaluator {
             .mlx()?
             .reshape(&[group.len() as i32, len])
             .mlx()?;
-        let last = group.iter().map(|&i| outputs(&entries[i])).max().unwrap_or(0);
+        let last = group
+            .iter()
+            .map(|&i| outputs(&entries[i]))
+            .max()
+            .unwrap_or(0);
         let mut caches = pick_caches(&mut self.caches, group.iter().map(|&i| entries[i].seq));
         let Some(out) = self.model.forward(&tokens, &mut caches, last)? else {
             return Ok(vec![None; group.len()]);
@@ -93,9 +82,9 @@ impl MlxEvaluator {
                 let n = row.dim(0);
                 Ok(match entries[i].wanted {
                     Wanted::Nothing => None,
-                    Wanted::Pick => Some(
-                        argmax_axis(&row.try_index(n - 1..n).mlx()?, -1, None).mlx()?,
-                    ),
+                    Wanted::Pick => {
+                        Some(argmax_axis(&row.try_index(n - 1..n).mlx()?, -1, None).mlx()?)
+                    }
                     Wanted::Logits(k) => Some(row.try_index(n - (k as i32).min(n)..).mlx()?),
                 })
             })
@@ -110,10 +99,11 @@ impl MlxEvaluator {
     fn token(token: BatchToken, previous: Option<&Array>) -> Result<Array> {
         match token {
             BatchToken::Id(id) => Ok(Array::from_slice(&[id], &[1])),
-            BatchToken::Picked(row) => previous
-                .ok_or_else(|| Error::engine(ENGINE_NAME, "a picked token is missing"))?
-                .try_index(row as i32..row as i32 + 1)
-                .mlx(),
+            BatchToken::Picked(row) => {
+                let picks = previous
+                    .ok_or_else(|| Error::engine(ENGINE_NAME, "a picked token is missing"))?;
+                picks.try_index(row as i32..row as i32 + 1).mlx()
+            }
         }
     }
 }
@@ -141,27 +131,23 @@ impl Evaluator for MlxEvaluator {
     fn evaluate(&mut self, entries: &[BatchEntry], previous: Option<&Array>) -> Result<Array> {
         self.rows.clear();
         self.host.clear();
-        // Entries of one token share a pass per lane (a sequence stays on one lane); longer
-        // ones (prompt chunks) get a pass each.
-        let lanes = self.streams.len().max(1);
-        let mut passes: Vec<(usize, Vec<usize>)> = (0..lanes)
-            .map(|lane| {
-                let group = (0..entries.len())
-                    .filter(|&i| entries[i].tokens.len() == 1 && entries[i].seq % lanes == lane)
-                    .collect();
-                (lane, group)
-            })
-            .filter(|(_, group): &(usize, Vec<usize>)| !group.is_empty())
+        // Entries of one token share one pass; longer ones (prompt chunks) get a pass each.
+        let single: Vec<usize> = (0..entries.len())
+            .filter(|&i| entries[i].tokens.len() == 1)
             .collect();
+        let mut passes: Vec<Vec<usize>> = Vec::new();
+        if !single.is_empty() {
+            passes.push(single);
+        }
         passes.extend(
             (0..entries.len())
                 .filter(|&i| entries[i].tokens.len() > 1)
-                .map(|i| (entries[i].seq % lanes, vec![i])),
+                .map(|i| vec![i]),
         );
         let mut results: Vec<Option<Array>> = vec![None; entries.len()];
         let mut prefill_only = false;
-        for (lane, group) in passes {
-            let out = self.on_lane(lane, |this| this.pass(entries, &group, previous))?;
+        for group in passes {
+            let out = self.pass(entries, &group, previous)?;
             prefill_only |= out.iter().all(Option::is_none);
             for (i, result) in group.into_iter().zip(out) {
                 results[i] = result;

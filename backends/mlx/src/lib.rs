@@ -15,4 +15,7 @@ mod tokenizer;
 mod weights;
 
 pub use config::SUPPORTED_MODEL_TYPES;
-pub use engine::{MlxEngine, MlxLoadedModel, ENGINE_NAME};
+pub use engine::{MlxEngine, MlxLoadedModel};
+
+/// Engine name used in config and messages.
+pub const ENGINE_NAME: &str = "mlx";

@@ -9,11 +9,11 @@ use minerva_runtime::{Error, LoadSpec, ModelHeader, Result};
 use mlx_rs::{Device, DeviceType};
 
 use crate::config::ModelConfig;
-use crate::engine::ENGINE_NAME;
 use crate::evaluator::MlxEvaluator;
 use crate::models::Transformer;
 use crate::tokenizer::ModelTokenizer;
 use crate::weights::{Layout, Weights};
+use crate::ENGINE_NAME;
 
 /// Prompt tokens processed per forward pass.
 const PREFILL_CHUNK: usize = 512;
@@ -27,13 +27,6 @@ const DENSE_LIMIT_VAR: &str = "MINERVA_MLX_CPU_DENSE_MAX_MB";
 /// Default of `cpu_dense_max_mb`.
 const DEFAULT_DENSE_LIMIT_MB: u64 = 2048;
 
-/// Whether MLX computes on the CPU.
-fn on_cpu() -> bool {
-    Device::try_default()
-        .and_then(|d| d.get_type())
-        .map_or(true, |t| matches!(t, DeviceType::Cpu))
-}
-
 /// The MLX engine's `engine_options`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +39,9 @@ struct MlxOptions {
 /// Dense f32 weights when MLX computes on the CPU and they fit the limit; as stored otherwise
 /// (GPU, Metal, or larger models).
 fn choose_layout(parameters: u64, options: &MlxOptions) -> Layout {
-    let on_cpu = on_cpu();
+    let on_cpu = Device::try_default()
+        .and_then(|d| d.get_type())
+        .map_or(true, |t| matches!(t, DeviceType::Cpu));
     let limit_mb = std::env::var(DENSE_LIMIT_VAR)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -103,25 +98,18 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
         sequences: spec.options.parallel.unwrap_or(DEFAULT_PARALLEL).max(1),
         batch_tokens: PREFILL_CHUNK,
     };
-    // MLX's quantized CPU kernels run on one thread: give each CPU thread a lane of its own.
-    let lanes = match layout {
-        Layout::AsStored if on_cpu() => threads,
-        _ => 1,
-    };
     tracing::info!(
         model = %spec.id,
         context_size,
         sequences = limits.sequences,
         layers = model.layers(),
         ?layout,
-        lanes,
         blas = crate::blas::name(),
         threads,
         "MLX model ready"
     );
-    let device = Device::try_default().unwrap_or_else(|_| Device::cpu());
     Ok(LoadedParts {
-        evaluator: MlxEvaluator::new(model, limits, lanes, &device),
+        evaluator: MlxEvaluator::new(model, limits),
         vocabulary,
         tokenizer: Arc::new(tokenizer),
         vocab_size: config.vocab_size as u32,

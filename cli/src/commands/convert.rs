@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use minerva_runtime::convert::{gguf_to_mlx, quantize_dir, FloatType};
+use minerva_convert::{gguf_to_mlx, quantize_dir, FloatType};
 use minerva_runtime::{Error, Result};
 
 /// Arguments of `minerva convert`.

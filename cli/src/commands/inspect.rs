@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use minerva_runtime::{ModelInfo, Result, Runtime};
-use serde::Serialize;
+use minerva_runtime::{Inspection, Result, Runtime};
 
 /// Arguments of `minerva inspect`.
 #[derive(Args)]
@@ -16,39 +15,22 @@ pub struct InspectArgs {
     json: bool,
 }
 
-/// The report: detection results plus routing.
-#[derive(Serialize)]
-pub struct Report<'a> {
-    #[serde(flatten)]
-    pub info: &'a ModelInfo,
-    /// The engine the router would pick.
-    pub engine: &'a str,
-    /// Whether that engine is available (built in or a loaded plugin).
-    pub engine_available: bool,
-}
-
 /// Run the command.
 pub fn run(runtime: &Runtime, args: InspectArgs) -> Result<ExitCode> {
-    let entry = runtime.entry(&args.path)?;
-    let (info, engine) = runtime.inspect(&entry)?;
-    let report = Report {
-        info: &info,
-        engine: &engine,
-        engine_available: runtime.router().engines().any(|e| e.name() == engine),
-    };
+    let inspection = runtime.inspect(&runtime.entry(&args.path)?)?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
+            serde_json::to_string_pretty(&inspection).unwrap_or_default()
         );
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&inspection));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn render(r: &Report) -> String {
-    let i = r.info;
+fn render(r: &Inspection) -> String {
+    let i = &r.info;
     let or_unknown = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<16}{v}\n"));
@@ -77,6 +59,9 @@ fn render(r: &Report) -> String {
         " (not built into this binary)"
     };
     line("engine", format!("{}{availability}", r.engine));
+    for (key, value) in &r.facts {
+        line(key, value.to_string());
+    }
     out
 }
 

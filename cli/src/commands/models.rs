@@ -1,4 +1,5 @@
-//! `minerva models`: the configured models, each with its detected format and engine.
+//! `minerva models`: the runtime's model catalog (the configured models plus any `--model`),
+//! each with its detected format and engine; the same list `GET /v1/models` serves.
 
 use std::process::ExitCode;
 
@@ -9,6 +10,9 @@ use serde::Serialize;
 /// Arguments of `minerva models`.
 #[derive(Args)]
 pub struct ModelsArgs {
+    /// List this model too, as `serve --model` would serve it (repeatable).
+    #[arg(long = "model", short = 'm')]
+    models: Vec<String>,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -28,32 +32,33 @@ struct Row {
 
 /// Run the command.
 pub fn run(runtime: &Runtime, args: ModelsArgs) -> Result<ExitCode> {
+    let mut config = runtime.config().clone();
+    config.add_references(&args.models);
+    let runtime = Runtime::new(config, runtime.router().clone());
     let rows: Vec<Row> = runtime
-        .config()
-        .models
-        .iter()
-        .map(|m| {
-            let mut row = Row {
-                id: m.id.clone(),
-                path: m.path.clone(),
+        .catalog()
+        .into_iter()
+        .map(|m| match m.inspection {
+            Ok(i) => Row {
+                id: m.id,
+                path: m.path,
+                format: Some(i.info.format.to_string()),
+                architecture: i.info.architecture,
+                quantization: i.info.quantization,
+                engine: Some(i.engine),
+                engine_available: i.engine_available,
+                error: None,
+            },
+            Err(e) => Row {
+                id: m.id,
+                path: m.path,
                 format: None,
                 architecture: None,
                 quantization: None,
                 engine: None,
                 engine_available: false,
-                error: None,
-            };
-            match runtime.entry(&m.id).and_then(|e| runtime.inspect(&e)) {
-                Ok((info, engine)) => {
-                    row.format = Some(info.format.to_string());
-                    row.architecture = info.architecture;
-                    row.quantization = info.quantization;
-                    row.engine_available = runtime.router().engines().any(|e| e.name() == engine);
-                    row.engine = Some(engine.to_string());
-                }
-                Err(e) => row.error = Some(e.to_string()),
-            }
-            row
+                error: Some(e),
+            },
         })
         .collect();
     if args.json {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::Args;
 use futures::StreamExt;
 use minerva_runtime::{
-    BackendChoice, Error, GenerationRequest, Input, Result, Runtime, SamplingParams, StreamEvent,
+    EngineChoice, Error, GenerationRequest, Input, Result, Runtime, SamplingParams, StreamEvent,
 };
 
 /// Arguments of `minerva run`.
@@ -58,16 +58,16 @@ pub struct RunArgs {
     #[arg(long = "ignore-eos")]
     ignore_eos: bool,
     /// Engine to use instead of the one picked by format: `auto`, `llama`, `mlx` or a plugin
-    /// engine's name (`minerva engines` lists them).
-    #[arg(long)]
-    backend: Option<String>,
+    /// engine's name (`minerva engines` lists them); `--backend` is accepted too.
+    #[arg(long, visible_alias = "backend")]
+    engine: Option<String>,
 }
 
 /// Run the command.
 pub async fn run(runtime: &Runtime, args: RunArgs) -> Result<ExitCode> {
     let mut entry = runtime.entry(&args.model)?;
-    if let Some(backend) = args.backend {
-        entry.config.backend = BackendChoice::named(&backend);
+    if let Some(engine) = args.engine {
+        entry.config.engine = EngineChoice::named(&engine);
     }
     let started = Instant::now();
     let model = runtime.load_entry(entry).await?;

@@ -1,10 +1,9 @@
 //! `minerva serve`: the OpenAI-compatible HTTP server.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
-use minerva_runtime::{ModelConfig, Result, Runtime};
+use minerva_runtime::{Result, Runtime};
 
 /// Arguments of `minerva serve`.
 #[derive(Args)]
@@ -16,7 +15,7 @@ pub struct ServeArgs {
     #[arg(long)]
     port: Option<u16>,
     /// Serve this model too: a configured id, a path or a cached Hugging Face id (repeatable).
-    /// Its id in requests is the file or directory name without extension.
+    /// Its id in requests is the file name without `.gguf`, else the directory or repo name.
     #[arg(long = "model", short = 'm')]
     models: Vec<String>,
     /// Load every model before accepting requests.
@@ -37,13 +36,7 @@ pub async fn run(runtime: &Runtime, args: ServeArgs) -> Result<ExitCode> {
         config.server.port = port;
     }
     config.server.api_keys.extend(args.api_keys);
-    for reference in &args.models {
-        if config.model(reference).is_none() {
-            config
-                .models
-                .push(ModelConfig::new(model_id(reference), reference.clone()));
-        }
-    }
+    config.add_references(&args.models);
     let preload: Vec<String> = if args.preload {
         config.models.iter().map(|m| m.id.clone()).collect()
     } else {
@@ -61,18 +54,4 @@ pub async fn run(runtime: &Runtime, args: ServeArgs) -> Result<ExitCode> {
     )
     .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `models/SmolLM2-135M-Instruct.Q4_1.gguf` -> `SmolLM2-135M-Instruct.Q4_1`.
-fn model_id(reference: &str) -> String {
-    let path = Path::new(reference);
-    let name = if path.extension().is_some_and(|e| e == "gguf") {
-        path.file_stem()
-    } else {
-        path.file_name()
-    };
-    name.and_then(|n| n.to_str())
-        .filter(|n| !n.is_empty())
-        .unwrap_or(reference)
-        .to_string()
 }

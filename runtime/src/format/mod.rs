@@ -44,8 +44,6 @@ pub struct ModelInfo {
     pub architecture: Option<String>,
     /// Quantization or float type, e.g. `Q4_1` or `mlx affine 4-bit, group 32`.
     pub quantization: Option<String>,
-    /// Whether the weights are MLX-quantized (safetensors only).
-    pub mlx_quantized: bool,
     /// Number of weights.
     pub parameter_count: u64,
     /// Bytes of weight data.
@@ -171,7 +169,6 @@ fn gguf_info(g: &GgufFile) -> ModelInfo {
         format: ModelFormat::Gguf,
         architecture: g.architecture().map(str::to_string),
         quantization,
-        mlx_quantized: false,
         parameter_count: params,
         weight_bytes: g.tensor_bytes(),
         bits_per_weight: bits_per_weight(g.tensor_bytes(), params),
@@ -200,7 +197,6 @@ fn safetensors_info(st: &SafetensorsDir) -> ModelInfo {
         format: ModelFormat::Safetensors,
         architecture: st.model_type().map(str::to_string),
         quantization: st.quantization(),
-        mlx_quantized: st.is_mlx_quantized(),
         parameter_count: st.parameter_count,
         weight_bytes: st.tensor_bytes,
         bits_per_weight: bits_per_weight(st.tensor_bytes, st.parameter_count),
@@ -307,7 +303,6 @@ mod tests {
         );
         let info = inspect(dir.path()).unwrap();
         assert_eq!(info.format, ModelFormat::Safetensors);
-        assert!(info.mlx_quantized);
         assert_eq!(info.architecture.as_deref(), Some("llama"));
         assert_eq!(info.parameter_count, 64 * 64 + 64);
         assert_eq!(info.layers, Some(2));

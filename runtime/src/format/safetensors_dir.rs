@@ -109,11 +109,6 @@ impl SafetensorsDir {
             .and_then(Value::as_str)
             .map(str::to_string)
     }
-
-    /// Whether `config.json` declares MLX quantization.
-    pub fn is_mlx_quantized(&self) -> bool {
-        self.config.get("quantization").is_some()
-    }
 }
 
 /// Shards named by `model.safetensors.index.json`, or else every `*.safetensors` in the directory.

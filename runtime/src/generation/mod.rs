@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
-pub use picker::{argmax, Picked, PickedLogprobs, PickerOptions, TokenPicker, MAX_TOP_LOGPROBS};
+pub use picker::{argmax, Picked, PickedLogprobs, PickerOptions, TokenPicker};
 
 use crate::backend::Embeddings;
 use crate::error::{Error, Result};

@@ -8,9 +8,6 @@ use rand::{Rng, SeedableRng};
 
 use crate::sampling::ResolvedSampling;
 
-/// Most alternatives a request may ask for per token (OpenAI's limit).
-pub const MAX_TOP_LOGPROBS: u32 = 20;
-
 /// How one sequence picks its tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PickerOptions {
@@ -29,6 +26,16 @@ pub struct Picked {
     pub token: u32,
     /// Log-probabilities, if the options ask for them.
     pub logprobs: Option<PickedLogprobs>,
+}
+
+impl Picked {
+    /// A token picked on the device: nothing but its id.
+    pub fn plain(token: u32) -> Self {
+        Picked {
+            token,
+            logprobs: None,
+        }
+    }
 }
 
 /// Log-probabilities of one pick, under the model's distribution after bias and penalties (before

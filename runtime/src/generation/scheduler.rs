@@ -443,14 +443,7 @@ impl<E: Evaluator> Scheduler<E> {
                 let ids = self.engine.read_picks(&picks)?;
                 for (slot, id, row) in device_rows {
                     if let Some(&token) = ids.get(row) {
-                        self.take(
-                            slot,
-                            id,
-                            Picked {
-                                token,
-                                logprobs: None,
-                            },
-                        );
+                        self.take(slot, id, Picked::plain(token));
                     }
                 }
             }
@@ -616,14 +609,7 @@ impl<E: Evaluator> Scheduler<E> {
         if fed {
             self.slots[slot].kv.push(token);
         }
-        self.take(
-            slot,
-            id,
-            Picked {
-                token,
-                logprobs: None,
-            },
-        );
+        self.take(slot, id, Picked::plain(token));
     }
 }
 

@@ -1,17 +1,19 @@
 //! `minerva bench`: load time, time to first token, prompt and generation speed and peak memory
-//! of several models (any mix of engines) on the same prompt. Each model runs in a child
-//! `minerva bench --child` process: cold load, its own peak memory, and a crash costs one row.
+//! of several models (any mix of engines) on the same prompt. The measurement and its policy
+//! are `minerva-bench`'s; here are the arguments, the progress display and the rendering
+//! ([`render`], [`chart`]). Each model runs in a child `minerva bench --child MODEL` process.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+mod chart;
+mod render;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use minerva_runtime::bench::machine::Machine;
-use minerva_runtime::bench::report::Report;
-use minerva_runtime::bench::{bench_model, chart, BenchPlan, BenchPrompt, BenchResult};
-use minerva_runtime::convert::gguf_to_mlx;
-use minerva_runtime::threads::default_threads;
+use minerva_bench::machine::Machine;
+use minerva_bench::report::Report;
+use minerva_bench::{child_main, measure_in_child, mlx_twin, BenchPlan, BenchPrompt, ChildRequest};
 use minerva_runtime::{Error, Result, Runtime};
 
 /// Arguments of `minerva bench`.
@@ -59,7 +61,8 @@ pub struct BenchArgs {
     /// Write a bar chart (pp and tg tok/s, min-max whiskers) to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     chart: Option<PathBuf>,
-    /// Internal: benchmark the one model given in this process and print its row as JSON.
+    /// Internal: benchmark the one model given in this process (its request arrives as JSON on
+    /// stdin) and print its row as JSON.
     #[arg(long, hide = true)]
     child: bool,
 }
@@ -88,7 +91,6 @@ impl BenchArgs {
 
 /// Run the command.
 pub async fn run(runtime: &Runtime, args: BenchArgs) -> Result<ExitCode> {
-    let plan = args.plan()?;
     if args.child {
         let [model] = args.models.as_slice() else {
             return Err(Error::InvalidRequest(
@@ -96,38 +98,47 @@ pub async fn run(runtime: &Runtime, args: BenchArgs) -> Result<ExitCode> {
             ));
         };
         let bar = spinner(model);
-        let result = bench_model(runtime, model, &plan, &|msg| bar.set_message(msg)).await;
+        let router = runtime.router().clone();
+        let result = child_main(router, model, &|msg| bar.set_message(msg)).await?;
         bar.finish_and_clear();
         println!("{}", serde_json::to_string(&result).unwrap_or_default());
         return Ok(ExitCode::SUCCESS);
     }
 
+    let plan = args.plan()?;
     let mut models = args.models.clone();
     if let Some(gguf) = &args.pair {
         models.push(gguf.display().to_string());
-        models.push(mlx_twin(gguf)?.display().to_string());
+        let stem = gguf.file_stem().map(|s| s.to_string_lossy().into_owned());
+        let bar = spinner(&format!("converting {} to MLX", stem.unwrap_or_default()));
+        let twin = mlx_twin(gguf, &mut |done, total| {
+            bar.set_message(format!("{done}/{total} tensors"))
+        })?;
+        bar.finish_and_clear();
+        models.push(twin.display().to_string());
     }
     if models.is_empty() {
         return Err(Error::InvalidRequest(
             "name at least one model (or --pair MODEL.gguf)".into(),
         ));
     }
-    let threads = runtime.config().threads.unwrap_or_else(default_threads);
-    let context_size = runtime.config().context_size.unwrap_or(match &plan.prompt {
-        BenchPrompt::Tokens(n) => {
-            (((args.depth + *n) as u32 + args.tg + 64).div_ceil(256) * 256).max(512)
-        }
-        BenchPrompt::Text(_) => 4096 + args.depth as u32,
-    });
+    let request = ChildRequest::new(plan, runtime.config().clone());
     let machine = Machine::current();
     if let Some(warning) = machine.busy_warning() {
         eprintln!("warning: {warning}");
     }
+    let exe = std::env::current_exe().map_err(|e| Error::io("minerva itself", e))?;
     let results = models
         .iter()
-        .map(|m| run_child(&args, m, threads, context_size))
+        .map(|m| {
+            let mut child = Command::new(&exe);
+            child.args(["bench", "--child", "--"]);
+            measure_in_child(child, m, &request)
+        })
         .collect();
-    let report = Report::new(machine, plan, threads, context_size, results);
+    let threads = request.config.threads.unwrap_or_default();
+    let context_size = request.config.context_size.unwrap_or_default();
+    let report = Report::new(machine, request.plan, threads, context_size, results);
     if let Some(path) = &args.chart {
         std::fs::write(path, chart::svg(&report)).map_err(|e| Error::io(path, e))?;
     }
@@ -136,85 +147,14 @@ pub async fn run(runtime: &Runtime, args: BenchArgs) -> Result<ExitCode> {
             .map_err(|e| Error::engine("bench", e.to_string()))?;
         println!("{text}");
     } else if args.markdown {
-        println!("{}", report.markdown());
+        println!("{}", render::markdown(&report));
     } else {
-        for line in report.header() {
+        for line in render::header(&report) {
             println!("{line}");
         }
-        println!("\n{}", report.text_table());
+        println!("\n{}", render::text_table(&report));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Benchmark `model` in a child process with the same settings.
-fn run_child(args: &BenchArgs, model: &str, threads: usize, context_size: u32) -> BenchResult {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => return BenchResult::failed(model, format!("cannot find minerva itself: {e}")),
-    };
-    let mut cmd = Command::new(exe);
-    cmd.args(["--threads", &threads.to_string()])
-        .args(["--ctx-size", &context_size.to_string()])
-        .args(["bench", "--child"])
-        .args(["--tg", &args.tg.to_string()])
-        .args(["--reps", &args.reps.to_string()])
-        .args(["--warmup", &args.warmup.to_string()])
-        .args(["--depth", &args.depth.to_string()])
-        .args(["--temperature", &args.temperature.to_string()]);
-    if let Some(n) = args.top_logprobs {
-        cmd.args(["--top-logprobs", &n.to_string()]);
-    }
-    if let Some(p) = &args.prompt {
-        cmd.args(["--prompt", p]);
-    } else if let Some(f) = &args.prompt_file {
-        cmd.arg("--prompt-file").arg(f);
-    } else if let Some(pp) = args.pp {
-        cmd.args(["--pp", &pp.to_string()]);
-    }
-    cmd.arg("--").arg(model);
-    let output = match cmd.stdin(Stdio::null()).stderr(Stdio::inherit()).output() {
-        Ok(output) => output,
-        Err(e) => {
-            return BenchResult::failed(model, format!("cannot start a benchmark process: {e}"))
-        }
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    match stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-    {
-        Some(result) => result,
-        None => BenchResult::failed(
-            model,
-            format!("the benchmark process failed ({})", output.status),
-        ),
-    }
-}
-
-/// The exact MLX twin of `gguf`, converted once into the user's cache.
-fn mlx_twin(gguf: &Path) -> Result<PathBuf> {
-    let meta = std::fs::metadata(gguf).map_err(|e| Error::io(gguf, e))?;
-    let stem = gguf
-        .file_stem()
-        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    let twin = cache
-        .join("minerva/mlx-twins")
-        .join(format!("{stem}-{}", meta.len()));
-    if twin.join("config.json").is_file() {
-        return Ok(twin);
-    }
-    let _ = std::fs::remove_dir_all(&twin);
-    let bar = spinner(&format!("converting {stem} to MLX"));
-    gguf_to_mlx(gguf, &twin, None, &mut |done, total| {
-        bar.set_message(format!("{done}/{total} tensors"))
-    })?;
-    bar.finish_and_clear();
-    Ok(twin)
 }
 
 fn spinner(prefix: &str) -> ProgressBar {

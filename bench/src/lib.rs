@@ -1,22 +1,25 @@
-//! Engine benchmarks: one model at a time, the same prompt tokens for every model, greedy
-//! decoding past end-of-sequence, a cold prompt each repetition (no prefix cache), medians and
-//! ranges over repetitions. The front-end runs each model in its own process so load time is
-//! cold and peak memory belongs to that model alone.
+//! `minerva bench`'s measurement and its policy: one model at a time, the same prompt tokens
+//! for every model, decoding past end-of-sequence, a cold prompt each repetition (no prefix
+//! cache), medians and ranges over repetitions; each model in its own process (cold load, its
+//! own peak memory, a crash costs one row), which gets its [`ChildRequest`] as JSON on stdin;
+//! the context size every model gets; the cached MLX twin of a GGUF. Rendering is the
+//! front-end's.
 
-pub mod chart;
 pub mod machine;
 pub mod report;
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use futures::StreamExt;
+use minerva_runtime::threads::default_threads;
+use minerva_runtime::{
+    Config, EngineMemory, Error, GenerationRequest, Input, LoadedModel, Result, Router, Runtime,
+    SamplingParams, StreamEvent,
+};
 use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, Result};
-use crate::request::{GenerationRequest, Input};
-use crate::response::StreamEvent;
-use crate::runtime::Runtime;
-use crate::sampling::SamplingParams;
 
 /// Text the synthetic prompts are cut from (repeated as needed).
 const FILLER: &str = "The river wound through the valley, past orchards and stone bridges, \
@@ -133,7 +136,7 @@ pub struct BenchResult {
     /// Peak resident memory of the benchmarking process.
     pub peak_rss_bytes: Option<u64>,
     /// The engine's own memory count, where it keeps one.
-    pub engine_memory: Option<crate::backend::EngineMemory>,
+    pub engine_memory: Option<EngineMemory>,
     /// Why the row failed.
     pub error: Option<String>,
 }
@@ -147,6 +150,118 @@ impl BenchResult {
             ..Default::default()
         }
     }
+}
+
+/// What a child process is asked to measure (sent as JSON on its stdin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildRequest {
+    /// The plan.
+    pub plan: BenchPlan,
+    /// The configuration to measure under (models, threads, context size).
+    pub config: Config,
+}
+
+impl ChildRequest {
+    /// A request for `plan` under `config`, with the threads and context size every model
+    /// gets filled in.
+    pub fn new(plan: BenchPlan, mut config: Config) -> Self {
+        config.threads = Some(config.threads.unwrap_or_else(default_threads));
+        config.context_size = Some(plan.context_size(config.context_size));
+        ChildRequest { plan, config }
+    }
+}
+
+impl BenchPlan {
+    /// The context every model gets: `configured`, else room for the depth, the prompt and the
+    /// generated tokens (synthetic prompts) or a generous 4096 (text prompts), at least 512.
+    pub fn context_size(&self, configured: Option<u32>) -> u32 {
+        configured.unwrap_or(match &self.prompt {
+            BenchPrompt::Tokens(n) => {
+                (((self.depth + *n) as u32 + self.tg + 64).div_ceil(256) * 256).max(512)
+            }
+            BenchPrompt::Text(_) => 4096 + self.depth as u32,
+        })
+    }
+}
+
+/// Measure `model` in a child process: `program` is the front-end's command that runs
+/// [`child_main`] for the one model it is given; the request goes to it as JSON on stdin and
+/// its row comes back as the last JSON line of its stdout.
+pub fn measure_in_child(mut program: Command, model: &str, request: &ChildRequest) -> BenchResult {
+    let json = match serde_json::to_string(request) {
+        Ok(json) => json,
+        Err(e) => return BenchResult::failed(model, e.to_string()),
+    };
+    let child = program
+        .arg(model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            return BenchResult::failed(model, format!("cannot start a benchmark process: {e}"))
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(json.as_bytes());
+    }
+    let output = match child.wait_with_output() {
+        Ok(output) => output,
+        Err(e) => return BenchResult::failed(model, format!("the benchmark process failed: {e}")),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+    {
+        Some(result) => result,
+        None => BenchResult::failed(
+            model,
+            format!("the benchmark process failed ({})", output.status),
+        ),
+    }
+}
+
+/// The child's side: read the [`ChildRequest`] from stdin, measure `model` with `router`'s
+/// engines under the request's configuration, and return its row for the caller to print.
+pub async fn child_main(
+    router: Router,
+    model: &str,
+    progress: &dyn Fn(String),
+) -> Result<BenchResult> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_line(&mut input)
+        .map_err(|e| Error::io("stdin", e))?;
+    let request: ChildRequest = serde_json::from_str(&input)
+        .map_err(|e| Error::InvalidRequest(format!("benchmark request on stdin: {e}")))?;
+    let runtime = Runtime::new(request.config, router);
+    Ok(bench_model(&runtime, model, &request.plan, progress).await)
+}
+
+/// The exact MLX twin of `gguf`, converted once into the user's cache
+/// (`~/.cache/minerva/mlx-twins/`); `progress` hears the tensors converted.
+pub fn mlx_twin(gguf: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<PathBuf> {
+    let meta = std::fs::metadata(gguf).map_err(|e| Error::io(gguf, e))?;
+    let stem = gguf
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let twin = cache
+        .join("minerva/mlx-twins")
+        .join(format!("{stem}-{}", meta.len()));
+    if twin.join("config.json").is_file() {
+        return Ok(twin);
+    }
+    let _ = std::fs::remove_dir_all(&twin);
+    minerva_convert::gguf_to_mlx(gguf, &twin, None, progress)?;
+    Ok(twin)
 }
 
 /// One repetition's timings.
@@ -256,7 +371,7 @@ async fn bench_model_inner(
 
 /// The prompt's token ids for `model`.
 fn prompt_tokens(
-    model: &dyn crate::LoadedModel,
+    model: &dyn LoadedModel,
     prompt: &BenchPrompt,
     has_template: bool,
 ) -> Result<Vec<u32>> {
@@ -270,7 +385,7 @@ fn prompt_tokens(
 }
 
 /// Exactly `n` tokens of filler text (none for 0).
-fn filler_tokens(model: &dyn crate::LoadedModel, n: usize) -> Result<Vec<u32>> {
+fn filler_tokens(model: &dyn LoadedModel, n: usize) -> Result<Vec<u32>> {
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -284,7 +399,7 @@ fn filler_tokens(model: &dyn crate::LoadedModel, n: usize) -> Result<Vec<u32>> {
     }
 }
 
-async fn run_once(model: &dyn crate::LoadedModel, request: GenerationRequest) -> Result<Rep> {
+async fn run_once(model: &dyn LoadedModel, request: GenerationRequest) -> Result<Rep> {
     let started = Instant::now();
     let mut stream = model.stream(request).await?;
     let mut first = None;

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use super::report::Report;
-use super::Spread;
+use minerva_bench::report::Report;
+use minerva_bench::{BenchResult, Spread};
 
 const PANEL_W: f64 = 420.0;
 const PANEL_H: f64 = 260.0;
@@ -12,7 +12,7 @@ const MARGIN: f64 = 50.0;
 const LEGEND_H: f64 = 30.0;
 
 /// Picks one figure of a result.
-type Figure = fn(&super::BenchResult) -> Option<Spread>;
+type Figure = fn(&BenchResult) -> Option<Spread>;
 
 /// Colour of an engine's bars.
 fn colour(engine: &str) -> &'static str {

@@ -2,8 +2,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::error::{Error, Result};
-use crate::format::gguf::GgufFile;
+use minerva_runtime::format::gguf::GgufFile;
+use minerva_runtime::{Error, Result};
 
 /// GGUF `tokenizer.ggml.pre` values whose pre-tokenization is plain GPT-2 byte-level.
 const BYTE_LEVEL_PRE: &[&str] = &["default", "gpt2", "smollm"];
@@ -62,8 +62,8 @@ impl Tokenizer {
             Some(values) => values
                 .iter()
                 .map(|v| match v {
-                    crate::format::gguf::GgufValue::Int(i) => *i,
-                    crate::format::gguf::GgufValue::Uint(u) => *u as i64,
+                    minerva_runtime::format::gguf::GgufValue::Int(i) => *i,
+                    minerva_runtime::format::gguf::GgufValue::Uint(u) => *u as i64,
                     _ => 1,
                 })
                 .collect(),

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Map, Value};
 
-use crate::error::{Error, Result};
-use crate::format::gguf::{Arrays, GgufFile, GgufTensor};
 use blocks::MlxRow;
+use minerva_runtime::format::gguf::{Arrays, GgufFile, GgufTensor};
+use minerva_runtime::{Error, Result};
 
 /// Float type of dequantized output (`--dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +219,7 @@ pub fn quantize_dir(
             "quantization to {bits} bits in groups of {group} is not supported (bits 4|8, group 32|64|128)"
         )));
     }
-    let dir = crate::format::safetensors_dir::SafetensorsDir::read(src)?;
+    let dir = minerva_runtime::format::safetensors_dir::SafetensorsDir::read(src)?;
     if dir.config.get("quantization").is_some() || dir.config.get("quantization_config").is_some() {
         return Err(Error::invalid_model(
             src,
