@@ -17,11 +17,21 @@ pub struct QuantParams {
     pub group_size: i32,
     /// Bits per weight.
     pub bits: i32,
+    /// Inputs of at least this many rows dequantize the weight and take a float product (BLAS
+    /// on the CPU) instead of MLX's quantized kernel, whose CPU version dequantizes again for
+    /// every row; `None`: always the quantized kernel.
+    pub dense_from_rows: Option<i32>,
 }
 
 /// `x W^T`, with `W` dense or MLX-quantized.
 fn times_transposed(x: &Array, weight: &Array, quant: Option<&QuantParams>) -> Result<Array> {
+    let rows = (x.size() / x.dim(-1).max(1) as usize) as i32;
     match quant {
+        Some(q) if q.dense_from_rows.is_some_and(|n| rows >= n) => {
+            let dense =
+                dequantize(weight, &q.scales, q.biases.as_ref(), q.group_size, q.bits).mlx()?;
+            x.matmul(dense.t()).mlx()
+        }
         Some(q) => quantized_matmul(
             x,
             weight,

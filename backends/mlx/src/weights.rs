@@ -28,11 +28,19 @@ pub struct Weights {
     dir: PathBuf,
     tensors: HashMap<String, Array>,
     layout: Layout,
+    /// Set on quantized layers: see [`QuantParams::dense_from_rows`].
+    dense_from_rows: Option<i32>,
 }
 
 impl Weights {
     /// Load every shard (already validated by the format reader) into MLX arrays.
-    pub fn load(dir: &Path, shards: &[PathBuf], layout: Layout) -> Result<Weights> {
+    /// `dense_from_rows` goes to every quantized layer ([`QuantParams::dense_from_rows`]).
+    pub fn load(
+        dir: &Path,
+        shards: &[PathBuf],
+        layout: Layout,
+        dense_from_rows: Option<i32>,
+    ) -> Result<Weights> {
         let mut tensors = HashMap::new();
         for shard in shards {
             let loaded = Array::load_safetensors(shard)
@@ -46,6 +54,7 @@ impl Weights {
             dir: dir.to_path_buf(),
             tensors,
             layout,
+            dense_from_rows,
         })
     }
 
@@ -85,6 +94,7 @@ impl Weights {
             biases: self.take_optional(&format!("{prefix}.biases")),
             group_size,
             bits,
+            dense_from_rows: self.dense_from_rows,
         }))
     }
 
