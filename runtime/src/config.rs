@@ -37,7 +37,7 @@ pub struct Config {
     /// Folders searched for engine plugins (`MINERVA_PLUGIN_DIRS`, a path list, adds more).
     #[serde(default)]
     pub plugin_dirs: Vec<std::path::PathBuf>,
-    /// The engine serving each format when a model's backend is `auto`, e.g. `gguf = "llama"`.
+    /// The engine serving each format when a model's engine is `auto`, e.g. `gguf = "llama"`.
     #[serde(default)]
     pub formats: std::collections::BTreeMap<crate::format::ModelFormat, String>,
     /// HTTP server settings (`minerva serve`).
