@@ -372,3 +372,49 @@ fn models_and_v1_models_list_the_same_ids() {
     assert_eq!(cli_ids, vec!["smol", "another.Q4_1"]);
     assert_eq!(http_ids, cli_ids);
 }
+
+/// A copy of the test GGUF in `dir` with the unsigned metadata value of `key` set to `value`.
+fn gguf_with(dir: &std::path::Path, key: &str, value: u64) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(smollm2_gguf()).unwrap();
+    let name = key.as_bytes();
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name)
+        .unwrap_or_else(|| panic!("{key} is in the file"))
+        + name.len();
+    let kind = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let value_at = at + 4;
+    match kind {
+        4 => bytes[value_at..value_at + 4].copy_from_slice(&(value as u32).to_le_bytes()),
+        10 => bytes[value_at..value_at + 8].copy_from_slice(&value.to_le_bytes()),
+        other => panic!("{key} has GGUF type {other}"),
+    }
+    let out = dir.join(format!("{key}-{value}.gguf"));
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+#[test]
+fn metadata_that_makes_llama_cpp_abort_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value) in [
+        ("llama.context_length", 0),
+        ("llama.context_length", 1 << 30),
+        ("llama.block_count", 31),
+        ("llama.block_count", 0),
+    ] {
+        let model = gguf_with(dir.path(), key, value);
+        let mut cmd = minerva();
+        cmd.arg("run")
+            .arg(&model)
+            .args(["--prompt", FRANCE, "-n", "2"]);
+        let output = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        // An error and exit status 1, not a signal.
+        assert_eq!(output.status.code(), Some(1), "{key} = {value}: {err}");
+        assert!(
+            err.contains(model.file_name().unwrap().to_str().unwrap()) && err.contains(key),
+            "{key} = {value}: {err}"
+        );
+    }
+}

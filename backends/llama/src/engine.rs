@@ -104,6 +104,7 @@ impl LlamaLoadedModel {
         let ModelHeader::Gguf(gguf) = &spec.detected.header else {
             return Err(Error::invalid_model(path, "not a GGUF file"));
         };
+        crate::validate::check(gguf)?;
         let options: LlamaOptions = spec.options.engine.parse(ENGINE_NAME)?;
         let backend = llama_backend()?;
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())

@@ -5,6 +5,7 @@
 
 mod engine;
 mod evaluator;
+mod validate;
 
 pub use engine::LlamaEngine;
 
