@@ -29,6 +29,12 @@ pub enum Feature {
     Stop,
     /// Generating past end-of-sequence.
     IgnoreEos,
+    /// Log-probabilities of the generated tokens (and alternatives).
+    Logprobs,
+    /// `logit_bias`.
+    LogitBias,
+    /// More than one choice per request (`n`).
+    MultipleChoices,
 }
 
 impl Feature {
@@ -45,6 +51,9 @@ impl Feature {
         Feature::Seed,
         Feature::Stop,
         Feature::IgnoreEos,
+        Feature::Logprobs,
+        Feature::LogitBias,
+        Feature::MultipleChoices,
     ];
 
     /// The option's name as users write it.
@@ -61,6 +70,9 @@ impl Feature {
             Feature::Seed => "seed",
             Feature::Stop => "stop",
             Feature::IgnoreEos => "ignore_eos",
+            Feature::Logprobs => "logprobs",
+            Feature::LogitBias => "logit_bias",
+            Feature::MultipleChoices => "n",
         }
     }
 }
@@ -120,6 +132,9 @@ pub fn features_used(request: &GenerationRequest) -> Vec<Feature> {
         (s.seed.is_some(), Feature::Seed),
         (!request.stop.is_empty(), Feature::Stop),
         (request.ignore_eos, Feature::IgnoreEos),
+        (request.logprobs.is_some(), Feature::Logprobs),
+        (!request.logit_bias.is_empty(), Feature::LogitBias),
+        (request.n > 1, Feature::MultipleChoices),
     ];
     used.extend(flags.into_iter().filter(|(on, _)| *on).map(|(_, f)| f));
     used
@@ -140,5 +155,9 @@ mod tests {
         req.sampling.min_p = Some(0.1);
         let err = caps.check("x", &req).unwrap_err().to_string();
         assert!(err.contains("`min_p`") && err.contains("`x`"), "{err}");
+        let mut req = GenerationRequest::chat("hi", None);
+        req.n = 2;
+        let err = caps.check("x", &req).unwrap_err().to_string();
+        assert!(err.contains("`n`"), "{err}");
     }
 }
