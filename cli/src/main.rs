@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use minerva_runtime::{Config, Runtime};
+use minerva_runtime::{Config, RunnerLauncher, Runtime};
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
@@ -49,6 +49,9 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// List the engines: built in and plugins, with version, formats, device and status.
     Engines(commands::engines::EnginesArgs),
+    /// Run one model's engine for `minerva serve` (started by it, never by hand).
+    #[command(hide = true)]
+    Runner,
 }
 
 /// Flags that override config keys.
@@ -78,13 +81,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
+    if let Command::Runner = cli.command {
+        // The serving process sends the configuration; nothing is read here.
+        return tokio_runtime()?.block_on(commands::runner::run());
+    }
+    let launcher =
+        RunnerLauncher::current_exe(vec!["--log".into(), cli.log.clone(), "runner".into()])?;
     let flags = ConfigFlags {
         threads: cli.threads,
         context_size: cli.context_size,
     };
     let config = Config::load(cli.config.as_deref(), &flags, &engines::engine_env_vars())?;
     let (router, plugin_failures) = engines::router(&config)?;
-    let runtime = Runtime::new(config, router);
+    let runtime = Runtime::new(config, router).with_runners(launcher);
     tokio_runtime()?.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(&runtime, args).await,
@@ -94,6 +103,7 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
             Command::Convert(args) => commands::convert::run(args),
             Command::Bench(args) => commands::bench::run(&runtime, args).await,
             Command::Engines(args) => commands::engines::run(&runtime, &plugin_failures, args),
+            Command::Runner => commands::runner::run().await,
         }
     })
 }

@@ -29,7 +29,7 @@ pub struct LoadSpec {
 }
 
 /// How to load one model: the settings every engine reads, and the engine's own table.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct LoadOptions {
     /// Context window in tokens; `None`: the model's training context, capped by the engine.
     pub context_size: Option<u32>,
@@ -57,7 +57,7 @@ impl EngineOptions {
 }
 
 /// Facts about a loaded model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ModelDescriptor {
     /// The model's id.
     pub id: String,
@@ -119,6 +119,17 @@ pub trait LoadedModel: Send + Sync {
 
     /// The engine's own count of the memory it uses for this model, if it keeps one.
     fn engine_memory(&self) -> Option<EngineMemory> {
+        None
+    }
+
+    /// Why the model can no longer serve (e.g. its runner process died); `None` while healthy.
+    /// The pool loads a failed model again on its next request.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    /// The process the model runs in, when it has one of its own (a runner).
+    fn process_id(&self) -> Option<u32> {
         None
     }
 

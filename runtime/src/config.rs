@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::EngineOptions;
 use crate::error::{Error, Result};
 use crate::router::EngineChoice;
+use crate::runner::Isolation;
 use crate::sampling::SamplingParams;
 
 /// The file name looked for when no `--config` is given.
@@ -31,6 +32,10 @@ pub struct Config {
     pub context_size: Option<u32>,
     /// Default number of requests each model generates concurrently (batched).
     pub parallel: Option<usize>,
+    /// Where models' engines run: `process` (a runner process per model, restarted when it
+    /// dies) or `none` (inside this process); default: `process` for `minerva serve`, `none`
+    /// for the other commands.
+    pub isolation: Option<Isolation>,
     /// Configured models.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
@@ -101,6 +106,8 @@ pub struct ModelConfig {
     pub threads: Option<usize>,
     /// Requests generated concurrently (batched) in one shared context.
     pub parallel: Option<usize>,
+    /// Where its engine runs (overrides the global `isolation`).
+    pub isolation: Option<Isolation>,
     /// Default `max_tokens` for requests that set none.
     pub max_tokens: Option<u32>,
     /// Default sampling for requests to this model.
@@ -140,6 +147,7 @@ impl ModelConfig {
             context_size: None,
             threads: None,
             parallel: None,
+            isolation: None,
             max_tokens: None,
             sampling: SamplingParams::default(),
             engine_options: EngineOptions::default(),
@@ -294,6 +302,7 @@ mod tests {
             path = "models/smol.gguf"
             backend = "llama"
             context_size = 4096
+            isolation = "none"
             [models.sampling]
             temperature = 0.2
             "#,
@@ -303,6 +312,12 @@ mod tests {
         assert_eq!(m.engine, EngineChoice::named("llama"));
         assert_eq!(m.sampling.temperature, Some(0.2));
         assert_eq!(c.threads, Some(2));
+        assert_eq!(m.isolation, Some(Isolation::None));
+        assert_eq!(c.isolation, None);
+        let err = Config::from_toml("isolation = 'thread'")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("isolation") || err.contains("thread"), "{err}");
     }
 
     #[test]

@@ -2,11 +2,14 @@
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 /// Result with the runtime's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Errors of the runtime and its engines.
-#[derive(Debug, thiserror::Error)]
+/// Errors of the runtime and its engines. Serializable, so that a runner process can hand its
+/// errors to the server unchanged (an I/O error's cause travels as text).
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 pub enum Error {
     /// A model file or directory could not be read or is not a usable model.
     #[error("{}: {message}", path.display())]
@@ -22,6 +25,7 @@ pub enum Error {
         /// The file that could not be read.
         path: PathBuf,
         /// The underlying error.
+        #[serde(with = "io_error_text")]
         source: std::io::Error,
     },
     /// The configuration is invalid.
@@ -86,6 +90,37 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// The process running a model's engine died (a signal, an abort, an OOM kill).
+    #[error("model `{model}`: its runner process died: {reason}")]
+    EngineCrashed {
+        /// The model.
+        model: String,
+        /// How it died, e.g. `killed by signal 6 (SIGABRT)`.
+        reason: String,
+    },
+    /// A model whose engine keeps crashing is not started again until a back-off has passed.
+    #[error("model `{model}` cannot be loaded now: {reason}; next try in {retry_after_s} s")]
+    ModelUnavailable {
+        /// The model.
+        model: String,
+        /// The last failure.
+        reason: String,
+        /// Seconds until the next load attempt.
+        retry_after_s: u64,
+    },
+}
+
+/// An I/O error as its text (the only part that crosses a process boundary).
+mod io_error_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(e: &std::io::Error, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&e.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::io::Error, D::Error> {
+        String::deserialize(d).map(std::io::Error::other)
+    }
 }
 
 impl Error {

@@ -15,6 +15,7 @@ pub mod request;
 pub mod resolve;
 pub mod response;
 pub mod router;
+pub mod runner;
 pub mod runtime;
 pub mod sampling;
 pub mod template;
@@ -29,12 +30,13 @@ pub use capabilities::{Capabilities, Feature};
 pub use config::{Config, ModelConfig, ServerConfig};
 pub use error::{Error, Result};
 pub use format::{detect, inspect, Detected, ModelFormat, ModelHeader, ModelInfo};
-pub use pool::ModelPool;
+pub use pool::{ModelPool, ModelStatus};
 pub use request::{ChatMessage, GenerationRequest, Input, Role, MAX_CHOICES, MAX_TOP_LOGPROBS};
 pub use response::{
     Choice, Completion, FinishReason, StreamEvent, TokenLogprob, TokenProb, TokenStream, Usage,
 };
 pub use router::{EngineChoice, EngineDeclaration, Router};
+pub use runner::{Isolation, RunnerLauncher};
 pub use runtime::{CatalogEntry, Inspection, ModelEntry, ModelHandle, Runtime};
 pub use sampling::{ResolvedSampling, SamplingParams};
 pub use template::ChatTemplate;

@@ -1,22 +1,90 @@
 //! Loaded models for a long-running process: each configured model is loaded once, on first use
 //! (concurrent first requests share one load) or up front, and admits a bounded number of
-//! requests at a time so overload turns into a clear error instead of unbounded memory.
+//! requests at a time so overload turns into a clear error instead of unbounded memory. A model
+//! that fails (its runner process died) is loaded again on its next request; one that keeps
+//! dying while loading is retried only after a growing back-off, so it never crash-loops.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::request::GenerationRequest;
 use crate::response::{Completion, TokenStream};
 use crate::runtime::{ModelHandle, Runtime};
 
-/// One configured model's place in the pool: its model once loaded, and its admissions.
+/// Longest wait between load attempts of a model that keeps crashing while loading.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// One configured model's place in the pool: its model once loaded, its failures, and its
+/// admissions.
 struct PoolEntry {
-    model: OnceCell<ModelHandle>,
+    state: Mutex<EntryState>,
+    /// Held while loading, so that racing requests share one load.
+    loading: tokio::sync::Mutex<()>,
     admission: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct EntryState {
+    model: Option<ModelHandle>,
+    /// The last failure, until a load succeeds.
+    failure: Option<Failure>,
+    /// Engine crashes so far (while loading or serving).
+    crashes: u64,
+}
+
+struct Failure {
+    reason: String,
+    at: Instant,
+    /// Loads in a row that crashed (0: the model died while serving; reload at once).
+    crashed_loads: u32,
+}
+
+impl Failure {
+    fn retry_at(&self) -> Instant {
+        match self.crashed_loads {
+            0 => self.at,
+            n => self.at + Duration::from_secs(1 << (n - 1).min(6)).min(MAX_BACKOFF),
+        }
+    }
+}
+
+impl EntryState {
+    /// A loaded model that has failed is dropped and its failure recorded.
+    fn settle(&mut self) {
+        let failed = self.model.as_ref().and_then(|m| m.model().failure());
+        if let Some(reason) = failed {
+            self.model = None;
+            self.crashes += 1;
+            self.failure = Some(Failure {
+                reason,
+                at: Instant::now(),
+                crashed_loads: 0,
+            });
+        }
+    }
+
+    fn ready(&mut self) -> Option<ModelHandle> {
+        self.settle();
+        self.model.clone()
+    }
+}
+
+/// What the pool knows of one configured model now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelStatus {
+    /// Loaded and healthy.
+    pub loaded: bool,
+    /// The last failure, while the model is not loaded again.
+    pub failure: Option<String>,
+    /// The model's runner process, when it has one.
+    pub runner_pid: Option<u32>,
+    /// Engine crashes so far.
+    pub crashes: u64,
 }
 
 /// Lazily loaded, admission-controlled models of one [`Runtime`].
@@ -52,36 +120,109 @@ impl ModelPool {
         Ok(Arc::clone(entries.entry(id.to_string()).or_insert_with(
             || {
                 Arc::new(PoolEntry {
-                    model: OnceCell::new(),
+                    state: Mutex::default(),
+                    loading: tokio::sync::Mutex::new(()),
                     admission: Arc::new(Semaphore::new(self.queue_limit)),
                 })
             },
         )))
     }
 
-    /// The loaded model `id`, loading it first if needed (one load however many callers race).
+    /// The loaded model `id`, loading it first if needed (one load however many callers race;
+    /// a failed model is loaded again, after a back-off if it crashed while loading).
     pub async fn get(&self, id: &str) -> Result<ModelHandle> {
         let entry = self.entry(id)?;
-        entry
-            .model
-            .get_or_try_init(|| self.runtime.load(id))
-            .await
-            .cloned()
+        if let Some(model) = entry.lock().ready() {
+            return Ok(model);
+        }
+        let _loading = entry.loading.lock().await;
+        let crashed_loads = {
+            let mut state = entry.lock();
+            if let Some(model) = state.ready() {
+                return Ok(model);
+            }
+            match &state.failure {
+                Some(failure) => {
+                    let wait = failure.retry_at().saturating_duration_since(Instant::now());
+                    if !wait.is_zero() {
+                        return Err(Error::ModelUnavailable {
+                            model: id.to_string(),
+                            reason: failure.reason.clone(),
+                            retry_after_s: wait.as_secs_f64().ceil() as u64,
+                        });
+                    }
+                    failure.crashed_loads
+                }
+                None => 0,
+            }
+        };
+        let loaded = self.runtime.load(id).await;
+        let mut state = entry.lock();
+        match loaded {
+            Ok(model) => {
+                state.failure = None;
+                state.model = Some(model.clone());
+                Ok(model)
+            }
+            Err(e) => {
+                if let Error::EngineCrashed { reason, .. } = &e {
+                    state.crashes += 1;
+                    state.failure = Some(Failure {
+                        reason: format!("its runner process died: {reason}"),
+                        at: Instant::now(),
+                        crashed_loads: crashed_loads + 1,
+                    });
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// Ids of the models loaded so far.
+    /// Drop model `id` from the pool: requests in flight finish on it, then its engine is
+    /// released (a runner process exits). Whether it was loaded.
+    pub fn unload(&self, id: &str) -> Result<bool> {
+        let entry = self.entry(id)?;
+        let mut state = entry.lock();
+        state.settle();
+        let was_loaded = state.model.take().is_some();
+        if was_loaded {
+            tracing::info!(model = id, "model unloaded");
+        }
+        Ok(was_loaded)
+    }
+
+    /// Ids of the models loaded (and healthy) now.
     pub fn loaded(&self) -> Vec<String> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ids: Vec<String> = entries
-            .iter()
-            .filter(|(_, s)| s.model.initialized())
-            .map(|(id, _)| id.clone())
+        let mut ids: Vec<String> = self
+            .statuses()
+            .into_iter()
+            .filter(|(_, s)| s.loaded)
+            .map(|(id, _)| id)
             .collect();
         ids.sort();
         ids
     }
 
-    /// Requests admitted but not finished, per loaded model.
+    /// What the pool knows of each model it has seen a request for.
+    pub fn statuses(&self) -> HashMap<String, ModelStatus> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .map(|(id, entry)| {
+                let mut state = entry.lock();
+                state.settle();
+                let status = ModelStatus {
+                    loaded: state.model.is_some(),
+                    failure: state.failure.as_ref().map(|f| f.reason.clone()),
+                    runner_pid: state.model.as_ref().and_then(|m| m.model().process_id()),
+                    crashes: state.crashes,
+                };
+                (id.clone(), status)
+            })
+            .collect()
+    }
+
+    /// Requests admitted but not finished, per model.
     pub fn queue_depths(&self) -> Vec<(String, usize)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let mut depths: Vec<(String, usize)> = entries
@@ -143,6 +284,12 @@ impl ModelPool {
     }
 }
 
+impl PoolEntry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, EntryState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,7 +300,7 @@ mod tests {
     use crate::response::{StreamEvent, Usage};
     use crate::router::Router;
     use async_trait::async_trait;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Duration;
 
     /// An engine that counts loads and streams until dropped (unit-tests the pool only; the
@@ -217,6 +364,10 @@ mod tests {
     }
 
     fn pool(loads: &Arc<AtomicUsize>, queue: usize) -> ModelPool {
+        pool_of(Arc::new(Counting(Arc::clone(loads))), queue)
+    }
+
+    fn pool_of(engine: Arc<dyn InferenceBackend>, queue: usize) -> ModelPool {
         let dir = std::env::temp_dir().join(format!("minerva-pool-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let gguf = dir.join("tiny.gguf");
@@ -225,8 +376,128 @@ mod tests {
             models: vec![ModelConfig::new("m", gguf.display().to_string())],
             ..Default::default()
         };
-        let router = Router::new(vec![Arc::new(Counting(Arc::clone(loads)))]);
-        ModelPool::new(Runtime::new(config, router), queue)
+        ModelPool::new(Runtime::new(config, Router::new(vec![engine])), queue)
+    }
+
+    /// An engine whose loads can crash and whose models can die (as runner-backed ones do).
+    #[derive(Default)]
+    struct Flaky {
+        loads: AtomicUsize,
+        crash_loads: AtomicBool,
+        dead: Arc<AtomicBool>,
+    }
+
+    struct Mortal(Endless, Arc<AtomicBool>);
+
+    #[async_trait]
+    impl InferenceBackend for Flaky {
+        fn name(&self) -> &str {
+            "llama"
+        }
+        fn version(&self) -> String {
+            "test".into()
+        }
+        fn formats(&self) -> &[ModelFormat] {
+            &[ModelFormat::Gguf]
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::all()
+        }
+        async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            if self.crash_loads.load(Ordering::SeqCst) {
+                return Err(Error::EngineCrashed {
+                    model: spec.id.clone(),
+                    reason: "killed by signal 6 (SIGABRT) while loading".into(),
+                });
+            }
+            Ok(Arc::new(Mortal(
+                Endless(ModelDescriptor {
+                    id: spec.id.clone(),
+                    engine: "llama".into(),
+                    context_size: 64,
+                    vocab_size: 1,
+                    has_chat_template: true,
+                }),
+                Arc::clone(&self.dead),
+            )))
+        }
+    }
+
+    #[async_trait]
+    impl LoadedModel for Mortal {
+        fn descriptor(&self) -> &ModelDescriptor {
+            self.0.descriptor()
+        }
+        fn tokenize(&self, input: &crate::Input) -> Result<Vec<u32>> {
+            self.0.tokenize(input)
+        }
+        async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
+            self.0.stream(request).await
+        }
+        fn failure(&self) -> Option<String> {
+            self.1
+                .load(Ordering::SeqCst)
+                .then(|| "its runner process died: killed by signal 9 (SIGKILL)".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn dead_models_reload_and_crashing_loads_back_off() {
+        let engine = Arc::new(Flaky::default());
+        let pool = pool_of(Arc::clone(&engine) as Arc<dyn InferenceBackend>, 4);
+        let loads = || engine.loads.load(Ordering::SeqCst);
+        pool.get("m").await.unwrap();
+        assert!(pool.unload("m").unwrap());
+        assert!(!pool.unload("m").unwrap());
+        pool.get("m").await.unwrap();
+        assert_eq!(loads(), 2);
+
+        // Died while serving: failed until the next request, which loads it again at once.
+        engine.dead.store(true, Ordering::SeqCst);
+        let status = &pool.statuses()["m"];
+        assert!(!status.loaded && status.crashes == 1, "{status:?}");
+        assert!(status.failure.as_deref().unwrap().contains("SIGKILL"));
+        engine.dead.store(false, Ordering::SeqCst);
+        pool.get("m").await.unwrap();
+        assert_eq!(loads(), 3);
+        assert_eq!(pool.statuses()["m"].failure, None);
+
+        // Dies, then crashes while loading: the next requests are refused without a load until
+        // the back-off (1 s, then 2 s) has passed.
+        engine.dead.store(true, Ordering::SeqCst);
+        engine.crash_loads.store(true, Ordering::SeqCst);
+        let crashed = pool.get("m").await.err().unwrap();
+        assert!(matches!(crashed, Error::EngineCrashed { .. }), "{crashed}");
+        let refused = pool.get("m").await.err().unwrap();
+        assert!(
+            matches!(
+                refused,
+                Error::ModelUnavailable {
+                    retry_after_s: 1,
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("SIGABRT"), "{refused}");
+        assert_eq!(loads(), 4);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(pool.get("m").await.is_err());
+        assert_eq!(loads(), 5);
+        let refused = pool.get("m").await.err().unwrap();
+        assert!(
+            matches!(
+                refused,
+                Error::ModelUnavailable {
+                    retry_after_s: 2,
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        assert_eq!(pool.statuses()["m"].crashes, 4);
+        assert_eq!(loads(), 5);
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ impl ChatMessage {
 }
 
 /// The text the model continues.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Input {
     /// Raw text, tokenized as is (completion style).
     Text(String),
@@ -54,7 +54,7 @@ pub const MAX_TOP_LOGPROBS: u32 = 20;
 pub const MAX_CHOICES: u32 = 8;
 
 /// A generation request, engine-independent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationRequest {
     /// Prompt or chat.
     pub input: Input,

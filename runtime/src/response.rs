@@ -3,12 +3,12 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
 /// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FinishReason {
     /// End-of-sequence token or a stop string.
@@ -18,7 +18,7 @@ pub enum FinishReason {
 }
 
 /// Token counts of one request (all of its choices).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
     /// Tokens in the prompt (counted once, however many choices share it).
     pub prompt_tokens: u32,
@@ -46,7 +46,7 @@ impl Usage {
 }
 
 /// A token and its log-probability.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenProb {
     /// Token id.
     pub id: u32,
@@ -64,7 +64,7 @@ impl TokenProb {
 }
 
 /// One generated token's log-probability and the most likely alternatives at its position.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenLogprob {
     /// The generated token.
     pub token: TokenProb,
@@ -109,7 +109,7 @@ impl Completion {
 }
 
 /// One event of a streamed generation. Events of several choices interleave.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StreamEvent {
     /// New text of one choice; always whole UTF-8 characters and never past a stop string.
     Delta {

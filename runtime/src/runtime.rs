@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::{InferenceBackend, LoadOptions, LoadSpec, LoadedModel};
 use crate::config::{Config, ModelConfig};
@@ -14,9 +14,10 @@ use crate::request::GenerationRequest;
 use crate::resolve::resolve_model_path;
 use crate::response::{Completion, TokenStream};
 use crate::router::Router;
+use crate::runner::{Isolation, RunnerLauncher, RunnerModel};
 
 /// A model as the config (or a bare path) describes it, with its reference resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelEntry {
     /// The settings it was built from (a bare path gets an entry with defaults).
     pub config: ModelConfig,
@@ -57,12 +58,47 @@ pub struct CatalogEntry {
 pub struct Runtime {
     config: Config,
     router: Router,
+    runners: Option<RunnerLauncher>,
+    default_isolation: Isolation,
 }
 
 impl Runtime {
-    /// A runtime over `config` with the engines in `router`.
+    /// A runtime over `config` with the engines in `router`; models load in this process
+    /// unless configured otherwise (and a runner launcher is given).
     pub fn new(config: Config, router: Router) -> Self {
-        Runtime { config, router }
+        Runtime {
+            config,
+            router,
+            runners: None,
+            default_isolation: Isolation::None,
+        }
+    }
+
+    /// The same engines and runner settings over another configuration.
+    pub fn with_config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Start runner processes with `launcher` for models whose isolation is `process`.
+    pub fn with_runners(mut self, launcher: RunnerLauncher) -> Self {
+        self.runners = Some(launcher);
+        self
+    }
+
+    /// The isolation of models whose config sets none (the front-end's default).
+    pub fn with_default_isolation(mut self, isolation: Isolation) -> Self {
+        self.default_isolation = isolation;
+        self
+    }
+
+    /// Where `entry`'s engine runs: its own setting, else the config's, else the default.
+    pub fn isolation(&self, entry: &ModelEntry) -> Isolation {
+        entry
+            .config
+            .isolation
+            .or(self.config.isolation)
+            .unwrap_or(self.default_isolation)
     }
 
     /// The configuration.
@@ -151,8 +187,21 @@ impl Runtime {
             detected,
             options: entry.load.clone(),
         };
-        tracing::info!(model = %spec.id, engine = engine.name(), path = %spec.path.display(), "loading model");
-        let model = engine.load_model(&spec).await?;
+        let isolation = self.isolation(&entry);
+        tracing::info!(model = %spec.id, engine = engine.name(), path = %spec.path.display(), ?isolation, "loading model");
+        let model: Arc<dyn LoadedModel> = match (isolation, &self.runners) {
+            (Isolation::None, _) => engine.load_model(&spec).await?,
+            (Isolation::Process, Some(launcher)) => {
+                Arc::new(RunnerModel::start(launcher, &self.config, &entry).await?)
+            }
+            (Isolation::Process, None) => {
+                return Err(crate::Error::Config(format!(
+                    "model `{}` has isolation = \"process\", but this program cannot start \
+                     runner processes; use isolation = \"none\"",
+                    spec.id
+                )))
+            }
+        };
         Ok(ModelHandle {
             entry,
             info,

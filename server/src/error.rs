@@ -13,6 +13,8 @@ pub struct ApiError {
     kind: &'static str,
     param: Option<String>,
     code: Option<&'static str>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: param.map(str::to_string),
             code: None,
+            retry_after: None,
         }
     }
 
@@ -45,6 +48,7 @@ impl ApiError {
             kind: "authentication_error",
             param: None,
             code: Some("invalid_api_key"),
+            retry_after: None,
         }
     }
 
@@ -56,6 +60,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: None,
             code: Some(code),
+            retry_after: None,
         }
     }
 
@@ -112,6 +117,18 @@ impl From<Error> for ApiError {
                 Some("model"),
                 Some("engine_unavailable"),
             ),
+            Error::EngineCrashed { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                None,
+                Some("engine_crashed"),
+            ),
+            Error::ModelUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("model"),
+                Some("model_unavailable"),
+            ),
             Error::InvalidModel { .. } | Error::Io { .. } | Error::Engine { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
@@ -119,12 +136,18 @@ impl From<Error> for ApiError {
                 None,
             ),
         };
+        let retry_after = match &e {
+            Error::Overloaded { .. } => Some(1),
+            Error::ModelUnavailable { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
         ApiError {
             status,
             message,
             kind,
             param: param.map(str::to_string),
             code,
+            retry_after,
         }
     }
 }
@@ -139,10 +162,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

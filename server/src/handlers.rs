@@ -6,12 +6,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
-use minerva_runtime::{GenerationRequest, StreamEvent, TokenLogprob, TokenStream, Usage};
+use minerva_runtime::{
+    GenerationRequest, ModelStatus, StreamEvent, TokenLogprob, TokenStream, Usage,
+};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -65,7 +67,7 @@ pub async fn health() -> Json<Value> {
 /// `GET /v1/models`.
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     let runtime = state.pool.runtime();
-    let loaded = state.pool.loaded();
+    let statuses = state.pool.statuses();
     let data: Vec<ModelEntry> = runtime
         .catalog()
         .into_iter()
@@ -74,8 +76,22 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
                 Ok(i) => (Some(i.engine), Some(i.info.format.to_string()), None),
                 Err(e) => (None, None, Some(e)),
             };
+            let status = statuses.get(&m.id).cloned().unwrap_or(ModelStatus {
+                loaded: false,
+                failure: None,
+                runner_pid: None,
+                crashes: 0,
+            });
             ModelEntry {
-                loaded: loaded.contains(&m.id),
+                loaded: status.loaded,
+                status: match (status.loaded, &status.failure) {
+                    (true, _) => "loaded",
+                    (false, Some(_)) => "failed",
+                    (false, None) => "unloaded",
+                },
+                failure: status.failure,
+                runner_pid: status.runner_pid,
+                crashes: status.crashes,
                 id: m.id,
                 object: "model",
                 created: 0,
@@ -87,6 +103,29 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
         })
         .collect();
     Json(json!({"object": "list", "data": data}))
+}
+
+/// `POST /v1/models/{model}/load`: load a configured model now (waits for the load).
+pub async fn load_model(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
+    state.pool.get(&model).await?;
+    Ok(Json(json!({
+        "id": model,
+        "loaded": true,
+        "load_ms": started.elapsed().as_millis() as u64,
+    })))
+}
+
+/// `POST /v1/models/{model}/unload`: release a model; requests in flight finish first.
+pub async fn unload_model(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let was_loaded = state.pool.unload(&model)?;
+    Ok(Json(json!({"id": model, "unloaded": was_loaded})))
 }
 
 /// `POST /v1/chat/completions`.

@@ -36,6 +36,8 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
     });
     let api = Router::new()
         .route("/v1/models", get(handlers::models))
+        .route("/v1/models/{model}/load", post(handlers::load_model))
+        .route("/v1/models/{model}/unload", post(handlers::unload_model))
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/embeddings", post(handlers::embeddings))

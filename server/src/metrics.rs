@@ -1,5 +1,5 @@
 //! Prometheus metrics: requests by route and status, tokens in and out, time to first token and
-//! per output token, queue depth and loaded models per model.
+//! per output token, queue depth, loaded and failed models and engine crashes per model.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -40,6 +40,8 @@ pub struct Metrics {
     per_token: Family<ModelLabels, Histogram, fn() -> Histogram>,
     queue_depth: Family<ModelLabels, Gauge>,
     loaded: Family<ModelLabels, Gauge>,
+    failed: Family<ModelLabels, Gauge>,
+    crashes: Family<ModelLabels, Gauge>,
     /// Serialises scrapes (gauges are refreshed from the pool at scrape time).
     scrape: Mutex<()>,
 }
@@ -55,6 +57,8 @@ impl Metrics {
         let per_token = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let queue_depth = Family::<ModelLabels, Gauge>::default();
         let loaded = Family::<ModelLabels, Gauge>::default();
+        let failed = Family::<ModelLabels, Gauge>::default();
+        let crashes = Family::<ModelLabels, Gauge>::default();
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -86,6 +90,16 @@ impl Metrics {
             queue_depth.clone(),
         );
         registry.register("model_loaded", "1 when the model is loaded", loaded.clone());
+        registry.register(
+            "model_failed",
+            "1 when the model's engine died and it is not loaded again yet",
+            failed.clone(),
+        );
+        registry.register(
+            "engine_crashes",
+            "Times the model's engine process died since the server started",
+            crashes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -95,6 +109,8 @@ impl Metrics {
             per_token,
             queue_depth,
             loaded,
+            failed,
+            crashes,
             scrape: Mutex::new(()),
         }
     }
@@ -139,13 +155,19 @@ impl Metrics {
                 .get_or_create(&ModelLabels { model })
                 .set(depth as i64);
         }
+        let statuses = pool.statuses();
         for model in &pool.runtime().config().models {
-            let loaded = pool.loaded().contains(&model.id);
-            self.loaded
-                .get_or_create(&ModelLabels {
-                    model: model.id.clone(),
-                })
-                .set(i64::from(loaded));
+            let labels = ModelLabels {
+                model: model.id.clone(),
+            };
+            let status = statuses.get(&model.id);
+            let loaded = status.is_some_and(|s| s.loaded);
+            let failed = status.is_some_and(|s| !s.loaded && s.failure.is_some());
+            self.loaded.get_or_create(&labels).set(i64::from(loaded));
+            self.failed.get_or_create(&labels).set(i64::from(failed));
+            self.crashes
+                .get_or_create(&labels)
+                .set(status.map_or(0, |s| s.crashes as i64));
         }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);

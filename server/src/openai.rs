@@ -582,6 +582,14 @@ pub struct ModelEntry {
     pub format: Option<String>,
     /// Whether it is loaded.
     pub loaded: bool,
+    /// `loaded`, `unloaded` or `failed` (its engine died and it is not loaded again yet).
+    pub status: &'static str,
+    /// Why it failed, while `status` is `failed`.
+    pub failure: Option<String>,
+    /// The process its engine runs in, when it has a runner of its own.
+    pub runner_pid: Option<u32>,
+    /// Engine crashes since the server started.
+    pub crashes: u64,
     /// Why it cannot be served, if detection failed.
     pub error: Option<String>,
 }

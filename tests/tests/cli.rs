@@ -402,6 +402,7 @@ fn metadata_that_makes_llama_cpp_abort_is_refused_by_name() {
         ("llama.context_length", 1 << 30),
         ("llama.block_count", 31),
         ("llama.block_count", 0),
+        ("llama.context_length", 1),
     ] {
         let model = gguf_with(dir.path(), key, value);
         let mut cmd = minerva();
@@ -416,5 +417,25 @@ fn metadata_that_makes_llama_cpp_abort_is_refused_by_name() {
             err.contains(model.file_name().unwrap().to_str().unwrap()) && err.contains(key),
             "{key} = {value}: {err}"
         );
+    }
+    // The same abort from settings: batches smaller than the sequences they carry.
+    for settings in [&["--ctx-size", "1"][..], &["--threads", "1"][..]] {
+        let config = dir.path().join("small-batch.toml");
+        std::fs::write(
+            &config,
+            "[[models]]\nid = \"m\"\nengine_options = { batch_size = 2 }\npath = \"PATH\"\n"
+                .replace("PATH", &smollm2_gguf().display().to_string()),
+        )
+        .unwrap();
+        let output = minerva()
+            .arg("--config")
+            .arg(&config)
+            .args(settings)
+            .args(["run", "m", "--prompt", FRANCE, "-n", "2"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{settings:?}: {err}");
+        assert!(err.contains("parallel"), "{settings:?}: {err}");
     }
 }

@@ -146,6 +146,7 @@ impl LlamaLoadedModel {
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let slots = spec.options.parallel.unwrap_or(DEFAULT_PARALLEL).max(1);
+        check_room(spec, context_size, batch_size, slots)?;
         let params = params.with_n_seq_max(slots as u32).with_kv_unified(true);
         let vocab_size = u32::try_from(vocab.n_tokens()).unwrap_or(0);
         let pieces = vocabulary(&model);
@@ -264,4 +265,33 @@ impl LoadedModel for LlamaLoadedModel {
             .collect();
         self.generator.embed(tokens).await
     }
+}
+
+/// llama.cpp keeps an output row per sequence in every batch and aborts when a batch (at most
+/// the context size) has fewer rows than sequences; refuse such settings by name instead.
+fn check_room(spec: &LoadSpec, context_size: u32, batch_size: u32, slots: usize) -> Result<()> {
+    let slots = u32::try_from(slots).unwrap_or(u32::MAX);
+    if context_size < slots {
+        let from = match spec.options.context_size {
+            Some(_) => "the context_size setting".to_string(),
+            None => format!(
+                "{}'s `{}.context_length`",
+                spec.path.display(),
+                spec.detected.info.architecture.as_deref().unwrap_or("?")
+            ),
+        };
+        return Err(Error::Config(format!(
+            "model `{}`: a context of {context_size} tokens (from {from}) cannot hold `parallel` = \
+             {slots} sequences; raise context_size or lower parallel",
+            spec.id
+        )));
+    }
+    if batch_size < slots {
+        return Err(Error::Config(format!(
+            "model `{}`: engine_options.batch_size = {batch_size} is below `parallel` = {slots}; \
+             llama.cpp needs a batch row per sequence",
+            spec.id
+        )));
+    }
+    Ok(())
 }

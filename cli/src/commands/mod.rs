@@ -6,4 +6,5 @@ pub mod engines;
 pub mod inspect;
 pub mod models;
 pub mod run;
+pub mod runner;
 pub mod serve;

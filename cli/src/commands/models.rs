@@ -34,7 +34,7 @@ struct Row {
 pub fn run(runtime: &Runtime, args: ModelsArgs) -> Result<ExitCode> {
     let mut config = runtime.config().clone();
     config.add_references(&args.models);
-    let runtime = Runtime::new(config, runtime.router().clone());
+    let runtime = runtime.clone().with_config(config);
     let rows: Vec<Row> = runtime
         .catalog()
         .into_iter()

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use minerva_runtime::{Result, Runtime};
+use minerva_runtime::{Isolation, Result, Runtime};
 
 /// Arguments of `minerva serve`.
 #[derive(Args)]
@@ -42,7 +42,10 @@ pub async fn run(runtime: &Runtime, args: ServeArgs) -> Result<ExitCode> {
     } else {
         Vec::new()
     };
-    let runtime = Runtime::new(config, runtime.router().clone());
+    let runtime = runtime
+        .clone()
+        .with_config(config)
+        .with_default_isolation(Isolation::Process);
     minerva_server::serve(
         runtime,
         &preload,
