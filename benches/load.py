@@ -1,15 +1,16 @@
 """Streaming load against an OpenAI-compatible server: N concurrent chat streams of exactly
 `--tokens` tokens each (EOS ignored), repeated; prints one JSON line per concurrency level with
 the median aggregate tokens/s over the repetitions and TTFT percentiles over all requests.
-Loopback only; every run is bounded by --reps and a per-request timeout."""
+Loopback only; every run is bounded by --reps and a per-request timeout. Standard library only,
+so that it runs on machines without the project's venv."""
 
 import argparse
 import concurrent.futures
+import http.client
 import json
 import statistics
 import time
-
-import httpx
+import urllib.parse
 
 MESSAGES = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
 
@@ -19,19 +20,26 @@ def one(url, model, tokens, seed):
             "temperature": 0.8, "ignore_eos": True, "stream_options": {"include_usage": True}}
     if seed is not None:
         body["seed"] = seed
+    address = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=300)
     started = time.monotonic()
     ttft, completion = None, 0
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=300) as r:
-        r.raise_for_status()
-        for line in r.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                completion = chunk["usage"]["completion_tokens"]
-            for choice in chunk.get("choices", []):
-                if ttft is None and choice.get("delta", {}).get("content"):
-                    ttft = time.monotonic() - started
+    connection.request("POST", "/v1/chat/completions", body=json.dumps(body),
+                       headers={"Content-Type": "application/json"})
+    r = connection.getresponse()
+    if r.status != 200:
+        raise RuntimeError(f"{r.status}: {r.read()[:300]!r}")
+    while line := r.readline():
+        line = line.decode().strip()
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        chunk = json.loads(line[6:])
+        if chunk.get("usage"):
+            completion = chunk["usage"]["completion_tokens"]
+        for choice in chunk.get("choices", []):
+            if ttft is None and choice.get("delta", {}).get("content"):
+                ttft = time.monotonic() - started
+    connection.close()
     return completion, ttft, time.monotonic() - started
 
 
@@ -69,7 +77,7 @@ def main():
             "server": a.label, "concurrency": n, "tokens_per_request": a.tokens, "reps": a.reps,
             "aggregate_tps_median": round(statistics.median(aggregates), 1),
             "aggregate_tps_min": round(min(aggregates), 1), "aggregate_tps_max": round(max(aggregates), 1),
-            "ttft_p50_s": round(percentile(ttfts, 50), 3), "ttft_p99_s": round(percentile(ttfts, 99), 3),
+            "ttft_p50_s": round(percentile(ttfts, 50), 4), "ttft_p99_s": round(percentile(ttfts, 99), 4),
             "tokens_median": statistics.median(r[0] for r in results),
         }), flush=True)
 

@@ -238,7 +238,8 @@ pub async fn child_main(
         .map_err(|e| Error::io("stdin", e))?;
     let request: ChildRequest = serde_json::from_str(&input)
         .map_err(|e| Error::InvalidRequest(format!("benchmark request on stdin: {e}")))?;
-    let runtime = Runtime::new(request.config, router);
+    // Measured here, in this child: the engine never goes to a runner of its own.
+    let runtime = Runtime::new(request.config, router).in_process_only();
     Ok(bench_model(&runtime, model, &request.plan, progress).await)
 }
 

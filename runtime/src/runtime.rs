@@ -60,6 +60,7 @@ pub struct Runtime {
     router: Router,
     runners: Option<RunnerLauncher>,
     default_isolation: Isolation,
+    in_process_only: bool,
 }
 
 impl Runtime {
@@ -71,6 +72,7 @@ impl Runtime {
             router,
             runners: None,
             default_isolation: Isolation::None,
+            in_process_only: false,
         }
     }
 
@@ -92,8 +94,18 @@ impl Runtime {
         self
     }
 
+    /// Load every model in this process whatever the config says (a runner itself, or a
+    /// benchmark that measures the engine in its own process).
+    pub fn in_process_only(mut self) -> Self {
+        self.in_process_only = true;
+        self
+    }
+
     /// Where `entry`'s engine runs: its own setting, else the config's, else the default.
     pub fn isolation(&self, entry: &ModelEntry) -> Isolation {
+        if self.in_process_only {
+            return Isolation::None;
+        }
         entry
             .config
             .isolation

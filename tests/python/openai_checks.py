@@ -1,12 +1,15 @@
 """Checks of a running `minerva serve` with the official `openai` client and raw HTTP.
 
-Run by tests/tests/server.rs, which starts the server on a loopback port. Each check is a
+Run by tests/tests/server.rs and tests/tests/runners.rs, which start the server on a loopback
+port. Each check is a
 function; the script prints one line per check and a closing `N passed, M failed` line.
 """
 
 import argparse
 import concurrent.futures
 import json
+import os
+import signal
 import sys
 import time
 import traceback
@@ -333,13 +336,138 @@ def cors_preflight_allows_the_configured_origin_only():
     assert other.headers.get("access-control-allow-origin") is None, other.headers
 
 
+def model_entry(model):
+    listed = raw("GET", "/v1/models").json()["data"]
+    return next(m for m in listed if m["id"] == model)
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def parent_pid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("PPid:")).split()[1])
+
+
+def sse_lines(response):
+    """The data lines of an SSE response as they arrive."""
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            yield line[len("data: "):]
+
+
+@check("runners")
+def each_model_runs_in_a_runner_process_of_its_own():
+    pids = []
+    for model in (args.model, args.victim, args.twin):
+        entry = model_entry(model)
+        assert entry["loaded"] and entry["status"] == "loaded", entry
+        pid = entry["runner_pid"]
+        assert isinstance(pid, int) and parent_pid(pid) == args.server_pid, entry
+        pids.append(pid)
+    assert len(set(pids)) == 3, pids
+
+
+@check("runners")
+def both_engines_answer_the_same_through_runners():
+    c = client()
+    answers = [c.chat.completions.create(model=m, messages=MESSAGES, temperature=0, max_tokens=16)
+               for m in (args.model, args.twin)]
+    assert answers[0].choices[0].message.content == answers[1].choices[0].message.content, answers
+    assert answers[0].usage == answers[1].usage, answers
+
+
+@check("runners")
+def a_crashing_model_fails_alone():
+    # A long stream on the healthy model, running while the other model's runner dies.
+    body = {"model": args.model, "messages": MESSAGES, "max_tokens": 160, "temperature": 0, "stream": True,
+            "ignore_eos": True}
+    with httpx.stream("POST", args.base_url + "/v1/chat/completions", json=body, timeout=120) as healthy:
+        events = sse_lines(healthy)
+        first = next(events)
+        assert json.loads(first)["choices"], first
+        # The victim's file is cut short under its runner (as an in-place download would):
+        # llama.cpp's mapped weights vanish and its next request dies with SIGBUS.
+        os.truncate(args.victim_path, 1_000_000)
+        r = raw("POST", "/v1/chat/completions", json={"model": args.victim, "messages": MESSAGES, "max_tokens": 4})
+        assert_error(r, 503, contains=args.victim)
+        assert r.json()["error"]["code"] == "engine_crashed" and "SIGBUS" in r.text, r.text
+        rest = list(events)
+    assert rest[-1] == "[DONE]", rest[-3:]
+    assert not any('"error"' in line for line in rest), [line for line in rest if "error" in line]
+    finish = [json.loads(line)["choices"][0]["finish_reason"] for line in rest[:-1]]
+    assert finish[-1] == "length", finish[-3:]
+    # The failure shows; the server and the healthy model carry on.
+    entry = model_entry(args.victim)
+    assert entry["status"] == "failed" and "SIGBUS" in entry["failure"] and entry["crashes"] == 1, entry
+    assert model_entry(args.model)["status"] == "loaded"
+    assert metric(f'minerva_model_failed{{model="{args.victim}"}}') == 1
+    assert metric(f'minerva_engine_crashes{{model="{args.victim}"}}') == 1
+    # The next request loads it again, and now the truncated file is refused by name.
+    r = raw("POST", "/v1/chat/completions", json={"model": args.victim, "messages": MESSAGES, "max_tokens": 4})
+    assert_error(r, 500, contains=args.victim_path)
+    assert raw("GET", "/health").status_code == 200
+
+
+@check("runners")
+def a_killed_runner_ends_its_stream_with_an_error_and_comes_back():
+    pid = model_entry(args.model)["runner_pid"]
+    body = {"model": args.model, "messages": MESSAGES, "max_tokens": 3000, "temperature": 0, "stream": True,
+            "ignore_eos": True}
+    with httpx.stream("POST", args.base_url + "/v1/chat/completions", json=body, timeout=120) as r:
+        events = sse_lines(r)
+        for _ in range(3):
+            next(events)
+        os.kill(pid, signal.SIGKILL)
+        rest = list(events)
+    assert rest[-1] == "[DONE]", rest[-3:]
+    error = json.loads(rest[-2])["error"]
+    assert error["code"] == "engine_crashed" and "SIGKILL" in error["message"], error
+    assert args.model in error["message"], error
+    r = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=8)
+    assert r.choices[0].message.content and r.usage.completion_tokens == 8
+    entry = model_entry(args.model)
+    assert entry["status"] == "loaded" and entry["runner_pid"] not in (None, pid), entry
+
+
+@check("runners")
+def unloading_a_model_ends_its_runner_and_frees_its_memory():
+    pid = model_entry(args.twin)["runner_pid"]
+    runner_mb, server_mb = rss_mb(pid), rss_mb(args.server_pid)
+    r = raw("POST", f"/v1/models/{args.twin}/unload")
+    assert r.status_code == 200 and r.json()["unloaded"] is True, r.text
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, "the runner did not exit"
+        time.sleep(0.05)
+    entry = model_entry(args.twin)
+    assert entry["status"] == "unloaded" and entry["runner_pid"] is None, entry
+    after_mb = rss_mb(args.server_pid)
+    print(f"       RSS: {args.twin} runner {runner_mb:.0f} MB (gone after unload); "
+          f"server {server_mb:.0f} MB before, {after_mb:.0f} MB after")
+    assert after_mb < runner_mb, (after_mb, runner_mb)
+    r = raw("POST", f"/v1/models/{args.twin}/load")
+    assert r.status_code == 200 and r.json()["loaded"] is True, r.text
+    assert model_entry(args.twin)["runner_pid"] not in (None, pid)
+    assert_error(raw("POST", "/v1/models/no-such-model/unload"), 404)
+
+
 def main():
     global args
     p = argparse.ArgumentParser()
     p.add_argument("--base-url", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--api-key")
-    p.add_argument("--suite", required=True, choices=["main", "queue", "auth"])
+    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners"])
+    p.add_argument("--victim", help="runners: a model whose file the checks truncate")
+    p.add_argument("--victim-path", help="runners: that model's file")
+    p.add_argument("--twin", help="runners: the MLX twin of --model")
+    p.add_argument("--server-pid", type=int, help="runners: the server's process id")
     args = p.parse_args()
     passed = failed = 0
     for suite, fn in CHECKS:

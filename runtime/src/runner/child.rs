@@ -9,8 +9,8 @@ use tokio::io::BufReader;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use super::process;
 use super::protocol::{read_message, write_messages, FromRunner, ToRunner};
-use super::{process, Isolation};
 use crate::backend::LoadedModel;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -34,10 +34,11 @@ pub async fn serve_runner(router: impl FnOnce(&Config) -> Result<Router>) -> Res
             "runner: the first message was not a model to load".into(),
         ));
     };
-    let mut entry = *entry;
-    entry.config.isolation = Some(Isolation::None);
     let loaded = match router(&config) {
-        Ok(router) => Runtime::new(*config, router).load_entry(entry).await,
+        Ok(router) => {
+            let runtime = Runtime::new(*config, router).in_process_only();
+            runtime.load_entry(*entry).await
+        }
         Err(e) => Err(e),
     };
     let model = match loaded {

@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 const RUNNER_FD: i32 = 3;
 
 /// Start a runner; its stdout goes to our stderr (engines may print there; our stdout is for
-/// the front-end). The child is killed if its handle is dropped.
+/// the front-end). It ignores SIGINT and SIGTERM (it ends when our socket closes) and is killed
+/// if its handle is dropped.
 pub fn spawn(launcher: &RunnerLauncher) -> Result<(Child, UnixStream)> {
     let failed = |e: std::io::Error| {
         Error::engine(
@@ -31,7 +32,8 @@ pub fn spawn(launcher: &RunnerLauncher) -> Result<(Child, UnixStream)> {
         .stdin(Stdio::null())
         .stdout(std::io::stderr())
         .kill_on_drop(true);
-    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) are made.
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl, setpgid, signal)
+    // are made.
     unsafe {
         command.pre_exec(move || {
             if fd != RUNNER_FD && libc::dup2(fd, RUNNER_FD) < 0 {
@@ -41,6 +43,12 @@ pub fn spawn(launcher: &RunnerLauncher) -> Result<(Child, UnixStream)> {
             if libc::fcntl(RUNNER_FD, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Ctrl-C in a terminal or a service manager's SIGTERM to the whole group is for the
+            // server, which shuts down gracefully; the runner must keep serving the requests in
+            // flight until the server closes its socket.
+            libc::setpgid(0, 0);
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
             Ok(())
         });
     }

@@ -1,0 +1,58 @@
+//! `minerva serve` with each model's engine in a runner process: a model whose engine dies
+//! fails alone, a killed runner comes back, unloading ends the runner; both engines run as
+//! runners. Driven by tests/python/openai_checks.py (suite `runners`).
+
+use std::process::{Command, Stdio};
+
+use minerva_tests::{
+    minerva, smollm2_gguf, smollm2_mlx, spawn_server, venv_python, workspace_root,
+};
+
+#[test]
+fn engines_in_runner_processes_fail_alone_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.gguf");
+    std::fs::copy(smollm2_gguf(), &victim).unwrap();
+    let config = dir.path().join("minerva.toml");
+    let model = |id: &str, path: &std::path::Path| {
+        format!("[[models]]\nid = \"{id}\"\npath = \"{}\"\n", path.display())
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "context_size = 2048\n{}{}{}",
+            model("smol", &smollm2_gguf()),
+            model("victim", &victim),
+            model("twin", &smollm2_mlx()),
+        ),
+    )
+    .unwrap();
+    let (mut server, base_url) = spawn_server(
+        minerva()
+            .arg("--config")
+            .arg(&config)
+            .args(["--log", "info", "serve", "--port", "0", "--preload"])
+            .stderr(Stdio::inherit()),
+    );
+    let output = Command::new(venv_python())
+        .current_dir(workspace_root())
+        .arg("tests/python/openai_checks.py")
+        .args(["--base-url", &base_url, "--suite", "runners"])
+        .args(["--model", "smol", "--victim", "victim", "--twin", "twin"])
+        .arg("--victim-path")
+        .arg(&victim)
+        .args(["--server-pid", &server.id().to_string()])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    let alive = server.try_wait().unwrap().is_none();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        output.status.success(),
+        "runner checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(alive, "the server died");
+}
