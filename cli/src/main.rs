@@ -82,8 +82,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
     if let Command::Runner = cli.command {
-        // The serving process sends the configuration; nothing is read here.
-        return tokio_runtime()?.block_on(commands::runner::run());
+        // The serving process sends the configuration; nothing is read here. The engine has its
+        // own threads; the socket's few tasks share one, so that a token crosses no thread.
+        let runner_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| minerva_runtime::Error::engine("tokio", e.to_string()))?;
+        return runner_runtime.block_on(commands::runner::run());
     }
     let launcher =
         RunnerLauncher::current_exe(vec!["--log".into(), cli.log.clone(), "runner".into()])?;
