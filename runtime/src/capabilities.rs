@@ -35,6 +35,8 @@ pub enum Feature {
     LogitBias,
     /// More than one choice per request (`n`).
     MultipleChoices,
+    /// Structured output: a JSON schema, a grammar or a regex the text must match.
+    Constrained,
 }
 
 impl Feature {
@@ -54,6 +56,7 @@ impl Feature {
         Feature::Logprobs,
         Feature::LogitBias,
         Feature::MultipleChoices,
+        Feature::Constrained,
     ];
 
     /// The option's name as users write it.
@@ -73,6 +76,7 @@ impl Feature {
             Feature::Logprobs => "logprobs",
             Feature::LogitBias => "logit_bias",
             Feature::MultipleChoices => "n",
+            Feature::Constrained => "response_format",
         }
     }
 }
@@ -135,6 +139,7 @@ pub fn features_used(request: &GenerationRequest) -> Vec<Feature> {
         (request.logprobs.is_some(), Feature::Logprobs),
         (!request.logit_bias.is_empty(), Feature::LogitBias),
         (request.n > 1, Feature::MultipleChoices),
+        (request.constraint.is_some(), Feature::Constrained),
     ];
     used.extend(flags.into_iter().filter(|(on, _)| *on).map(|(_, f)| f));
     used

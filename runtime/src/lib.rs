@@ -31,7 +31,9 @@ pub use config::{Config, ModelConfig, ServerConfig};
 pub use error::{Error, Result};
 pub use format::{detect, inspect, Detected, ModelFormat, ModelHeader, ModelInfo};
 pub use pool::{ModelPool, ModelStatus};
-pub use request::{ChatMessage, GenerationRequest, Input, Role, MAX_CHOICES, MAX_TOP_LOGPROBS};
+pub use request::{
+    ChatMessage, Constraint, GenerationRequest, Input, Role, MAX_CHOICES, MAX_TOP_LOGPROBS,
+};
 pub use response::{
     Choice, Completion, FinishReason, StreamEvent, TokenLogprob, TokenProb, TokenStream, Usage,
 };

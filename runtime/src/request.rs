@@ -47,6 +47,20 @@ pub enum Input {
     Tokens(Vec<u32>),
 }
 
+/// What the generated text must match, enforced token by token (structured output).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Constraint {
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid against this JSON Schema.
+    JsonSchema(serde_json::Value),
+    /// A Lark grammar (llguidance's dialect).
+    Lark(String),
+    /// A regular expression the whole text matches.
+    Regex(String),
+}
+
 /// Most alternatives a request may ask for per token (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: u32 = 20;
 
@@ -77,6 +91,8 @@ pub struct GenerationRequest {
     pub logprobs: Option<u32>,
     /// Added to the logits of these token ids (-100 bans a token, +100 forces it).
     pub logit_bias: Vec<(u32, f32)>,
+    /// What the text must match (`response_format` and its extensions).
+    pub constraint: Option<Constraint>,
 }
 
 impl GenerationRequest {
@@ -92,6 +108,7 @@ impl GenerationRequest {
             n: 1,
             logprobs: None,
             logit_bias: Vec::new(),
+            constraint: None,
         }
     }
 

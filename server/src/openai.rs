@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use minerva_runtime::{
-    ChatMessage, Completion, FinishReason, GenerationRequest, Input, Role, SamplingParams,
-    TokenLogprob, Usage,
+    ChatMessage, Completion, Constraint, FinishReason, GenerationRequest, Input, Role,
+    SamplingParams, TokenLogprob, Usage,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,6 @@ const UNSUPPORTED_FIELDS: &[&str] = &[
     "parallel_tool_calls",
     "functions",
     "function_call",
-    "response_format",
     "audio",
     "modalities",
     "prediction",
@@ -132,6 +131,86 @@ pub struct CommonOptions {
     ignore_eos: bool,
     n: Option<u32>,
     logit_bias: Option<BTreeMap<String, f32>>,
+    response_format: Option<ResponseFormat>,
+}
+
+/// `response_format`: OpenAI's `text`, `json_object` and `json_schema`, plus two extensions,
+/// `{"type": "lark", "lark": GRAMMAR}` (llguidance's Lark dialect) and
+/// `{"type": "regex", "regex": PATTERN}`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResponseFormat {
+    /// Free text.
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON valid against a schema.
+    JsonSchema {
+        /// The schema and its name.
+        json_schema: JsonSchemaFormat,
+    },
+    /// Text in a Lark grammar.
+    Lark {
+        /// The grammar.
+        lark: String,
+    },
+    /// Text matching a regular expression.
+    Regex {
+        /// The pattern.
+        regex: String,
+    },
+}
+
+/// `response_format.json_schema`: `name`, `schema` (absent: any JSON value), and `description`
+/// and `strict`, which change nothing (the schema is always followed exactly).
+#[derive(Debug, Deserialize)]
+pub struct JsonSchemaFormat {
+    name: String,
+    schema: Option<Value>,
+    #[serde(flatten)]
+    others: BTreeMap<String, Value>,
+}
+
+impl ResponseFormat {
+    fn constraint(&self) -> Result<Option<Constraint>, ApiError> {
+        Ok(match self {
+            ResponseFormat::Text => None,
+            ResponseFormat::JsonObject => Some(Constraint::JsonObject),
+            ResponseFormat::JsonSchema { json_schema } => {
+                let JsonSchemaFormat {
+                    name,
+                    schema,
+                    others,
+                } = json_schema;
+                let param = Some("response_format");
+                let name_ok = (1..=64).contains(&name.len())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !name_ok {
+                    return Err(ApiError::invalid(
+                        "`response_format.json_schema.name` must be 1 to 64 letters, digits, \
+                         underscores or dashes",
+                        param,
+                    ));
+                }
+                if let Some(key) = others
+                    .keys()
+                    .find(|k| !["description", "strict"].contains(&k.as_str()))
+                {
+                    return Err(ApiError::invalid(
+                        format!("unknown field `response_format.json_schema.{key}`"),
+                        param,
+                    ));
+                }
+                Some(Constraint::JsonSchema(
+                    schema.clone().unwrap_or_else(|| json!({})),
+                ))
+            }
+            ResponseFormat::Lark { lark } => Some(Constraint::Lark(lark.clone())),
+            ResponseFormat::Regex { regex } => Some(Constraint::Regex(regex.clone())),
+        })
+    }
 }
 
 impl CommonOptions {
@@ -155,11 +234,16 @@ impl CommonOptions {
         "ignore_eos",
         "n",
         "logit_bias",
+        "response_format",
     ];
 
     /// Fill `request`'s options from these fields.
     pub fn apply(&self, request: &mut GenerationRequest) -> Result<(), ApiError> {
         request.n = self.n.unwrap_or(1);
+        request.constraint = match &self.response_format {
+            Some(format) => format.constraint()?,
+            None => None,
+        };
         request.max_tokens = self.max_completion_tokens.or(self.max_tokens);
         request.ignore_eos = self.ignore_eos;
         request.sampling = SamplingParams {

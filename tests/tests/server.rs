@@ -45,6 +45,10 @@ impl Server {
     }
 
     fn checks(&self, suite: &str, extra: &[&str]) {
+        self.checks_on(MODEL_ID, suite, extra);
+    }
+
+    fn checks_on(&self, model: &str, suite: &str, extra: &[&str]) {
         let output = Command::new(venv_python())
             .current_dir(workspace_root())
             .arg("tests/python/openai_checks.py")
@@ -52,7 +56,7 @@ impl Server {
                 "--base-url",
                 &self.base_url,
                 "--model",
-                MODEL_ID,
+                model,
                 "--suite",
                 suite,
             ])
@@ -113,4 +117,16 @@ fn api_keys_and_cors_are_enforced() {
         &["--api-key", "s3cret"],
     );
     server.checks("auth", &["--api-key", "s3cret"]);
+}
+
+#[test]
+fn structured_output_on_both_engines() {
+    let twin = minerva_tests::smollm2_mlx();
+    let server = Server::start(
+        "context_size = 4096\n",
+        &["--model", twin.to_str().unwrap()],
+    );
+    server.checks("structured", &[]);
+    let twin_id = twin.file_name().unwrap().to_str().unwrap();
+    server.checks_on(twin_id, "structured", &[]);
 }

@@ -99,6 +99,15 @@ impl Vocabulary {
         }
     }
 
+    /// The ids that end a generation, in id order.
+    pub fn end_of_generation_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.end_of_generation
+            .iter()
+            .enumerate()
+            .filter(|(_, &eog)| eog)
+            .map(|(id, _)| id as u32)
+    }
+
     /// Whether `id` ends a generation (end of sequence, end of turn).
     pub fn is_end_of_generation(&self, id: u32) -> bool {
         self.end_of_generation

@@ -8,6 +8,7 @@
 //! Each loaded model has one [`Generator`]: a thread that owns the engine's evaluator and runs
 //! the scheduler, and a handle that submits requests to it.
 
+mod constraint;
 mod engine;
 mod picker;
 mod scheduler;
@@ -27,12 +28,13 @@ use crate::backend::Embeddings;
 use crate::error::{Error, Result};
 use crate::request::GenerationRequest;
 use crate::response::TokenStream;
+use constraint::Grammars;
 use scheduler::{Job, Scheduler, Work};
 
 /// What the model's thread reports once its evaluator is ready.
 struct Ready<T> {
     limits: Limits,
-    vocab_size: usize,
+    vocab: Arc<Vocabulary>,
     extra: T,
 }
 
@@ -52,15 +54,16 @@ impl<T> Starter<T> {
     /// Report readiness (with `extra` for the caller of [`Generator::spawn`]), then run the
     /// scheduler over `engine` until the [`Generator`] is dropped.
     pub fn serve<E: Evaluator>(self, engine: E, vocab: Vocabulary, extra: T) {
+        let vocab = Arc::new(vocab);
         let ready = Ready {
             limits: engine.limits(),
-            vocab_size: vocab.len(),
+            vocab: Arc::clone(&vocab),
             extra,
         };
         if self.ready.send(Ok(ready)).is_err() {
             return;
         }
-        Scheduler::new(engine, Arc::new(vocab)).run(self.inbox);
+        Scheduler::new(engine, vocab).run(self.inbox);
     }
 }
 
@@ -71,6 +74,7 @@ pub struct Generator {
     thread: Option<std::thread::JoinHandle<()>>,
     limits: Limits,
     vocab_size: usize,
+    grammars: Grammars,
 }
 
 impl Drop for Generator {
@@ -107,7 +111,8 @@ impl Generator {
                 jobs: Some(jobs),
                 thread: Some(thread),
                 limits: ready.limits,
-                vocab_size: ready.vocab_size,
+                vocab_size: ready.vocab.len(),
+                grammars: Grammars::new(ready.vocab),
             },
             ready.extra,
         ))
@@ -122,6 +127,10 @@ impl Generator {
     /// fit the model are refused here, before any token; dropping the stream cancels them.
     pub fn submit(&self, prompt: Vec<u32>, request: &GenerationRequest) -> Result<TokenStream> {
         self.check(&prompt, request)?;
+        let constraint = match &request.constraint {
+            Some(c) => Some(self.grammars.matcher(c)?),
+            None => None,
+        };
         let sampling = request.sampling.resolve();
         let (events, mut rx) = mpsc::unbounded_channel();
         let job = Job {
@@ -131,6 +140,7 @@ impl Generator {
                 logit_bias: request.logit_bias.clone(),
                 logprobs: request.logprobs,
             },
+            constraint,
             seed: sampling.seed,
             stop: request.stop.clone(),
             max_tokens: request.max_tokens,

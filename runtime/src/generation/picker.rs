@@ -6,6 +6,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::constraint::TokenConstraint;
 use crate::sampling::ResolvedSampling;
 
 /// How one sequence picks its tokens.
@@ -56,6 +57,7 @@ pub struct TokenPicker {
     /// Adjusted logits, when bias or penalties change them.
     scratch: Vec<f32>,
     candidates: Vec<(u32, f32)>,
+    constraint: Option<TokenConstraint>,
 }
 
 impl TokenPicker {
@@ -70,7 +72,14 @@ impl TokenPicker {
             rng,
             scratch: Vec::new(),
             candidates: Vec::new(),
+            constraint: None,
         }
+    }
+
+    /// The same picker, restricted to the tokens `constraint` allows.
+    pub fn constrained(mut self, constraint: Option<TokenConstraint>) -> Self {
+        self.constraint = constraint;
+        self
     }
 
     /// Whether the pick is the plain largest logit and nothing else is reported, so that an
@@ -79,6 +88,7 @@ impl TokenPicker {
         self.options.sampling.is_plain_greedy()
             && self.options.logit_bias.is_empty()
             && self.options.logprobs.is_none()
+            && self.constraint.is_none()
     }
 
     /// Whether log-probabilities are reported.
@@ -89,7 +99,9 @@ impl TokenPicker {
     /// Pick the next token from `logits`; `history` is every token so far (prompt and
     /// generated), of which the last `repeat_last_n` are penalised.
     pub fn pick(&mut self, logits: &[f32], history: &[u32]) -> Picked {
-        let adjusted = self.options.sampling.has_penalties() || !self.options.logit_bias.is_empty();
+        let adjusted = self.options.sampling.has_penalties()
+            || !self.options.logit_bias.is_empty()
+            || self.constraint.is_some();
         let logits = if adjusted {
             self.scratch.clear();
             self.scratch.extend_from_slice(logits);
@@ -101,11 +113,14 @@ impl TokenPicker {
                     *l += bias;
                 }
             }
+            if let Some(constraint) = &mut self.constraint {
+                constraint.restrict(&mut self.scratch);
+            }
             &self.scratch[..]
         } else {
             logits
         };
-        let token = if self.options.sampling.is_greedy() {
+        let mut token = if self.options.sampling.is_greedy() {
             argmax(logits)
         } else {
             sample(
@@ -115,6 +130,13 @@ impl TokenPicker {
                 &mut self.rng,
             )
         };
+        if let Some(constraint) = &mut self.constraint {
+            // Sampling's fast exp gives banned tokens a weight of ~1e-38, not 0: never take one.
+            if !constraint.allows(token) {
+                token = argmax(logits);
+            }
+            constraint.advance(token);
+        }
         let logprobs = self
             .options
             .logprobs

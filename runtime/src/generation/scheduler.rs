@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
+use super::constraint::TokenConstraint;
 use super::engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
 use super::picker::{Picked, PickerOptions, TokenPicker};
 use super::sequence::{Ending, Events, Outcome, Sequence};
@@ -38,6 +39,8 @@ pub(crate) struct Job {
     pub prompt: Vec<u32>,
     /// How its choices pick tokens.
     pub picker: PickerOptions,
+    /// What its text must match (each choice gets its own copy).
+    pub constraint: Option<TokenConstraint>,
     /// Seed of choice 0 (choice `i` uses `seed + i`); `None`: random.
     pub seed: Option<u64>,
     /// Stop strings.
@@ -321,7 +324,8 @@ impl<E: Evaluator> Scheduler<E> {
             let picker = TokenPicker::new(
                 job.picker.clone(),
                 job.seed.map(|s| s.wrapping_add(choice as u64)),
-            );
+            )
+            .constrained(job.constraint.as_ref().map(TokenConstraint::fork));
             let mut seq = Sequence::new(
                 choice as u32,
                 job.events.clone(),

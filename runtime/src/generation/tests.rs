@@ -346,3 +346,43 @@ async fn requests_that_cannot_fit_are_refused_up_front() {
     let err = generator.submit(vec![99], &greedy(&[1], 4)).err().unwrap();
     assert!(err.to_string().contains("99"), "{err}");
 }
+
+#[tokio::test]
+async fn constrained_choices_match_their_grammar_and_bad_grammars_are_refused() {
+    let (generator, _) = toy(false, 256, 4);
+    let mut request = greedy(&[1, 2, 3], 32);
+    request.constraint = Some(crate::request::Constraint::Regex("[abc]{4}".into()));
+    request.n = 3;
+    request.sampling = SamplingParams {
+        temperature: Some(1.0),
+        seed: Some(7),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        let prompt = vec![1, 2, 3];
+        let done = collect(generator.submit(prompt, &request).unwrap())
+            .await
+            .unwrap();
+        for choice in &done.choices {
+            assert_eq!(choice.text.len(), 4, "{:?}", choice.text);
+            assert!(
+                choice.text.bytes().all(|b| b"abc".contains(&b)),
+                "{choice:?}"
+            );
+            // The grammar is complete after four letters: end of generation is all it allows.
+            assert_eq!(choice.finish_reason, FinishReason::Stop);
+            assert_eq!(choice.usage.completion_tokens, 5);
+        }
+    }
+    for bad in [
+        crate::request::Constraint::Regex("[abc".into()),
+        crate::request::Constraint::JsonSchema(serde_json::json!({"type": "nope"})),
+    ] {
+        request.constraint = Some(bad);
+        let err = generator.submit(vec![1], &request).err().unwrap();
+        assert!(
+            matches!(&err, Error::InvalidParam { param, .. } if param == "response_format"),
+            "{err}"
+        );
+    }
+}
