@@ -16,8 +16,8 @@ use std::time::Instant;
 use futures::StreamExt;
 use minerva_runtime::threads::default_threads;
 use minerva_runtime::{
-    Config, EngineMemory, Error, GenerationRequest, Input, LoadedModel, Result, Router, Runtime,
-    SamplingParams, StreamEvent,
+    Config, Constraint, EngineMemory, Error, GenerationRequest, Input, LoadedModel, Result, Router,
+    Runtime, SamplingParams, StreamEvent,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,9 @@ pub struct BenchPlan {
     /// Report this many alternatives' log-probabilities per token.
     #[serde(default)]
     pub top_logprobs: Option<u32>,
+    /// Constrain every token to this JSON schema (structured output).
+    #[serde(default)]
+    pub json_schema: Option<serde_json::Value>,
 }
 
 impl BenchPlan {
@@ -57,6 +60,9 @@ impl BenchPlan {
         };
         if let Some(n) = self.top_logprobs {
             text.push_str(&format!(", log-probabilities with {n} alternatives"));
+        }
+        if self.json_schema.is_some() {
+            text.push_str(", constrained to a JSON schema");
         }
         text
     }
@@ -325,6 +331,7 @@ async fn bench_model_inner(
                 ..Default::default()
             };
             r.logprobs = plan.top_logprobs;
+            r.constraint = plan.json_schema.clone().map(Constraint::JsonSchema);
             r.max_tokens = Some(max_tokens);
             r.ignore_eos = true;
             r.cache_prompt = cache_prompt;

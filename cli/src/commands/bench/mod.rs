@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// Also compute each token's log-probability and this many alternatives.
     #[arg(long)]
     top_logprobs: Option<u32>,
+    /// Constrain generation to the JSON schema in this file (use one whose answers outlast
+    /// --tg: end-of-sequence is ignored, and a finished grammar allows nothing else).
+    #[arg(long, value_name = "FILE.json")]
+    json_schema: Option<PathBuf>,
     /// Print one JSON document instead of the table.
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
@@ -85,6 +89,15 @@ impl BenchArgs {
             depth: self.depth,
             temperature: self.temperature,
             top_logprobs: self.top_logprobs,
+            json_schema: match &self.json_schema {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+                    Some(serde_json::from_str(&text).map_err(|e| {
+                        Error::InvalidRequest(format!("{}: not JSON: {e}", file.display()))
+                    })?)
+                }
+                None => None,
+            },
         })
     }
 }
