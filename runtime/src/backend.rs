@@ -187,6 +187,7 @@ pub async fn collect(mut stream: TokenStream) -> Result<Completion> {
                 choice,
                 finish_reason,
                 usage,
+                stop_sequence,
             } => {
                 let i = choice as usize;
                 if done.len() <= i {
@@ -198,6 +199,7 @@ pub async fn collect(mut stream: TokenStream) -> Result<Completion> {
                     finish_reason,
                     logprobs,
                     usage,
+                    stop_sequence,
                 });
             }
         }

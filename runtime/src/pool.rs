@@ -357,6 +357,7 @@ mod tests {
                         choice: 0,
                         finish_reason: crate::FinishReason::Length,
                         usage: Usage::default(),
+                        stop_sequence: None,
                     })
                 }));
             Ok(Box::pin(events))

@@ -83,6 +83,8 @@ pub struct Choice {
     pub logprobs: Option<Vec<TokenLogprob>>,
     /// Token counts of this choice.
     pub usage: Usage,
+    /// The stop string that ended it, if one did.
+    pub stop_sequence: Option<String>,
 }
 
 /// A finished generation: one choice per requested `n`.
@@ -129,6 +131,9 @@ pub enum StreamEvent {
         finish_reason: FinishReason,
         /// Token counts of this choice (the prompt and cached tokens are the request's).
         usage: Usage,
+        /// The stop string that ended it, if one did.
+        #[serde(default)]
+        stop_sequence: Option<String>,
     },
 }
 

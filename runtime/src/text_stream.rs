@@ -20,6 +20,8 @@ pub struct TextAssembler {
     /// Decoded text held back because it may be the start of a stop string.
     held: String,
     stopped: bool,
+    /// The stop string that ended the text.
+    matched: Option<String>,
 }
 
 impl TextAssembler {
@@ -30,7 +32,13 @@ impl TextAssembler {
             pending: Vec::new(),
             held: String::new(),
             stopped: false,
+            matched: None,
         }
+    }
+
+    /// The stop string that ended the text, once one has.
+    pub fn matched_stop(&self) -> Option<&str> {
+        self.matched.as_deref()
     }
 
     /// Feed the bytes of the next token.
@@ -95,9 +103,10 @@ impl TextAssembler {
         let first_stop = self
             .stop
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min();
-        if let Some(at) = first_stop {
+            .filter_map(|s| Some((self.held.find(s.as_str())?, s)))
+            .min_by_key(|(at, _)| *at);
+        if let Some((at, stop)) = first_stop {
+            self.matched = Some(stop.clone());
             self.held.truncate(at);
             self.stopped = true;
             return Pushed {

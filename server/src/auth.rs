@@ -1,4 +1,4 @@
-//! Bearer-token authentication for the API routes.
+//! API-key authentication for the API routes (bearer token or `x-api-key`).
 
 use std::sync::Arc;
 
@@ -7,6 +7,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::anthropic::AnthropicError;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -20,21 +21,24 @@ pub async fn require_api_key(
     if keys.is_empty() {
         return next.run(request).await;
     }
-    let presented = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(key)
-            if keys
-                .iter()
-                .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) =>
-        {
-            next.run(request).await
-        }
-        _ => ApiError::unauthorized().into_response(),
+    // OpenAI clients send a bearer token, Anthropic clients an `x-api-key` header.
+    let authorized = {
+        let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+        header(AUTHORIZATION.as_str())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| header("x-api-key"))
+            .map(str::trim)
+            .is_some_and(|key| {
+                keys.iter()
+                    .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes()))
+            })
+    };
+    if authorized {
+        next.run(request).await
+    } else if request.uri().path().starts_with("/v1/messages") {
+        AnthropicError(ApiError::unauthorized()).into_response()
+    } else {
+        ApiError::unauthorized().into_response()
     }
 }
 

@@ -69,6 +69,26 @@ impl ApiError {
         self.status
     }
 
+    /// The same error in Anthropic's shape: `{"type": "error", "error": {"type", "message"}}`.
+    pub fn anthropic_body(&self) -> serde_json::Value {
+        let kind = match self.status.as_u16() {
+            400 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 => "overloaded_error",
+            _ => "api_error",
+        };
+        json!({"type": "error", "error": {"type": kind, "message": self.message}})
+    }
+
+    /// The `Retry-After` header this error carries, if any.
+    pub fn retry_after_header(&self) -> Option<HeaderValue> {
+        self.retry_after.map(HeaderValue::from)
+    }
+
     /// The JSON body, also used for errors inside a stream.
     pub fn body(&self) -> serde_json::Value {
         json!({"error": {
@@ -162,10 +182,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        if let Some(retry) = self.retry_after_header() {
+            response.headers_mut().insert(header::RETRY_AFTER, retry);
         }
         response
     }

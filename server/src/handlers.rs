@@ -16,8 +16,10 @@ use minerva_runtime::{
 };
 use serde_json::{json, Value};
 
+use crate::anthropic::{self, AnthropicError, MessagesRequest};
 use crate::error::ApiError;
 use crate::openai::{self, ChatRequest, CompletionRequest, EmbeddingRequest, ModelEntry};
+use crate::responses::{self, EventSequence, ResponseFrame, ResponsesRequest};
 use crate::AppState;
 
 fn now() -> u64 {
@@ -222,6 +224,113 @@ pub async fn embeddings(
     .into_response())
 }
 
+/// `POST /v1/messages` (Anthropic Messages).
+pub async fn messages(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AnthropicError> {
+    let body = body.map_err(body_error)?;
+    let req = MessagesRequest::parse(&body)?;
+    let request = req.to_request()?;
+    let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let model = req.model;
+    let started = Instant::now();
+    if !req.stream {
+        let (_, completion) = state.pool.generate(&model, request).await?;
+        finished(&state, "messages", &model, &completion.usage, None, started);
+        return Ok(Json(anthropic::message_response(&id, &model, &completion)).into_response());
+    }
+    let (_, tokens) = state.pool.stream(&model, request).await?;
+    let opening = anthropic::opening_events(&id, &model);
+    let body = futures::stream::unfold(Some((tokens, None)), move |progress| {
+        let (state, model) = (Arc::clone(&state), model.clone());
+        async move {
+            let (mut tokens, mut first_token) = progress?;
+            let events = match tokens.next().await? {
+                Ok(StreamEvent::Delta { text, .. }) => {
+                    first_token.get_or_insert_with(|| started.elapsed());
+                    let events = (!text.is_empty()).then(|| anthropic::text_event(&text));
+                    return Some((events.into_iter().collect(), Some((tokens, first_token))));
+                }
+                Ok(StreamEvent::Done {
+                    finish_reason,
+                    usage,
+                    stop_sequence,
+                    ..
+                }) => {
+                    finished(&state, "messages", &model, &usage, first_token, started);
+                    anthropic::closing_events(finish_reason, stop_sequence.as_deref(), &usage)
+                }
+                Err(e) => vec![anthropic::error_event(&ApiError::from(e))],
+            };
+            Some((events, None))
+        }
+    });
+    Ok(sse(
+        futures::stream::iter(opening).chain(body.flat_map(futures::stream::iter))
+    ))
+}
+
+/// `POST /v1/responses` (OpenAI Responses, stateless).
+pub async fn responses(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let req = ResponsesRequest::parse(&body)?;
+    let request = req.to_request()?;
+    let frame = ResponseFrame::new(&req, now());
+    let model = req.model;
+    let started = Instant::now();
+    if !req.stream {
+        let (_, completion) = state.pool.generate(&model, request).await?;
+        finished(
+            &state,
+            "responses",
+            &model,
+            &completion.usage,
+            None,
+            started,
+        );
+        return Ok(Json(responses::response(&frame, &completion)).into_response());
+    }
+    let (_, tokens) = state.pool.stream(&model, request).await?;
+    let mut numbering = EventSequence::new();
+    let opening = numbering.opening(&frame);
+    let progress = (tokens, numbering, frame, String::new(), None);
+    let body = futures::stream::unfold(Some(progress), move |progress| {
+        let (state, model) = (Arc::clone(&state), model.clone());
+        async move {
+            let (mut tokens, mut numbering, frame, mut text, mut first_token) = progress?;
+            let events = match tokens.next().await? {
+                Ok(StreamEvent::Delta { text: delta, .. }) => {
+                    first_token.get_or_insert_with(|| started.elapsed());
+                    let events = if delta.is_empty() {
+                        Vec::new()
+                    } else {
+                        text.push_str(&delta);
+                        vec![numbering.delta(&frame, &delta)]
+                    };
+                    return Some((events, Some((tokens, numbering, frame, text, first_token))));
+                }
+                Ok(StreamEvent::Done {
+                    finish_reason,
+                    usage,
+                    ..
+                }) => {
+                    finished(&state, "responses", &model, &usage, first_token, started);
+                    numbering.closing(&frame, &text, finish_reason, &usage)
+                }
+                Err(e) => vec![numbering.error(&ApiError::from(e))],
+            };
+            Some((events, None))
+        }
+    });
+    Ok(sse(
+        futures::stream::iter(opening).chain(body.flat_map(futures::stream::iter))
+    ))
+}
+
 /// Start `request` on the pool and answer with its SSE stream.
 async fn stream_response(
     state: Arc<AppState>,
@@ -421,6 +530,7 @@ impl SseProgress {
                 choice,
                 finish_reason,
                 usage,
+                ..
             })) => {
                 let reason = openai::finish_reason(finish_reason);
                 let mut events = vec![data(self.chunks.finish(choice, reason))];

@@ -1,10 +1,12 @@
 //! Minerva's OpenAI-compatible HTTP server: a thin axum layer over the runtime's [`ModelPool`].
 
+mod anthropic;
 mod auth;
 mod error;
 mod handlers;
 mod metrics;
 mod openai;
+mod responses;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,6 +43,8 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/embeddings", post(handlers::embeddings))
+        .route("/v1/messages", post(handlers::messages))
+        .route("/v1/responses", post(handlers::responses))
         .route("/metrics", get(handlers::metrics))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -74,7 +74,8 @@ pub fn parse_strict<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     typed(&value)
 }
 
-fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
+/// Deserialize `value` into `T`, naming the offending field in the error.
+pub(crate) fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();

@@ -259,8 +259,8 @@ def errors_have_openai_shape_and_status():
                      json={"model": args.model, "messages": MESSAGES, "tools": [{"type": "function"}]}), 400,
                  param="tools")
     assert_error(raw("POST", "/v1/chat/completions",
-                     json={"model": args.model, "messages": MESSAGES, "response_format": {"type": "json_object"}}),
-                 400, param="response_format")
+                     json={"model": args.model, "messages": MESSAGES, "prediction": {"type": "content"}}),
+                 400, param="prediction")
     assert_error(raw("POST", "/v1/chat/completions", json={"model": args.model, "messages": MESSAGES, "n": 9}),
                  400, param="n")
     assert_error(raw("POST", "/v1/chat/completions",
@@ -323,6 +323,16 @@ def api_key_is_required_when_configured():
         pass
     r = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=16)
     assert "Paris" in r.choices[0].message.content
+    # Anthropic clients authenticate with x-api-key, and get errors in Anthropic's shape.
+    import anthropic
+    m = anthropic_client().messages.create(model=args.model, max_tokens=4, messages=MESSAGES[1:])
+    assert m.content[0].text
+    try:
+        anthropic.Anthropic(base_url=args.base_url, api_key="wrong", max_retries=0).messages.create(
+            model=args.model, max_tokens=4, messages=MESSAGES[1:])
+        raise AssertionError("expected AuthenticationError")
+    except anthropic.AuthenticationError as e:
+        assert e.body["type"] == "error" and e.body["error"]["type"] == "authentication_error", e.body
 
 
 @check("auth")
@@ -422,6 +432,81 @@ def constraints_that_cannot_be_honoured_are_400s():
     assert_error(chat({"type": "json_schema", "json_schema": {"schema": {}}}), 400)
     assert_error(chat(schema({}, shema={})), 400, param="response_format", contains="shema")
     assert_error(chat({"type": "xml"}), 400)
+
+
+def anthropic_client():
+    import anthropic
+    return anthropic.Anthropic(base_url=args.base_url, api_key=args.api_key or "none", max_retries=0)
+
+
+@check("apis")
+def anthropic_messages_answer_like_chat_completions():
+    chat = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=24)
+    a = anthropic_client()
+    # Greedy by default here would need temperature, which this client no longer sends: raw JSON.
+    body = {"model": args.model, "max_tokens": 24, "system": SYSTEM, "temperature": 0,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": FRANCE}]}]}
+    raw_message = raw("POST", "/v1/messages", json=body).json()
+    assert raw_message["type"] == "message" and raw_message["role"] == "assistant", raw_message
+    assert raw_message["content"] == [{"type": "text", "text": chat.choices[0].message.content}], raw_message
+    assert raw_message["usage"]["output_tokens"] == chat.usage.completion_tokens, raw_message
+    assert raw_message["stop_reason"] == ("end_turn" if chat.choices[0].finish_reason == "stop" else "max_tokens")
+    # The official client: text, a stop sequence, then a stream whose text equals the final message.
+    m = a.messages.create(model=args.model, max_tokens=40, system=SYSTEM, stop_sequences=["Paris"],
+                          messages=[{"role": "user", "content": FRANCE},
+                                    {"role": "assistant", "content": "Let me think."},
+                                    {"role": "user", "content": "So?"}])
+    assert m.stop_reason in ("stop_sequence", "end_turn", "max_tokens"), m
+    if m.stop_reason == "stop_sequence":
+        assert m.stop_sequence == "Paris" and "Paris" not in m.content[0].text, m
+    with a.messages.stream(model=args.model, max_tokens=16, system=SYSTEM,
+                           messages=[{"role": "user", "content": FRANCE}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text and text == final.content[0].text, (text, final)
+    assert final.usage.output_tokens >= 1 and final.usage.input_tokens + final.usage.cache_read_input_tokens > 10
+
+
+@check("apis")
+def anthropic_structured_output_and_errors():
+    import jsonschema
+    a = anthropic_client()
+    m = a.messages.create(model=args.model, max_tokens=300, messages=CITY_PROMPT,
+                          output_config={"format": {"type": "json_schema", "schema": CITY_SCHEMA}})
+    jsonschema.validate(json.loads(m.content[0].text), CITY_SCHEMA)
+    r = raw("POST", "/v1/messages", json={"model": args.model, "max_tokens": 5, "messages": MESSAGES[1:],
+                                          "tools": [{"name": "x", "input_schema": {}}]})
+    assert r.status_code == 400 and r.json()["type"] == "error", r.text
+    assert "tools" in r.json()["error"]["message"], r.text
+    r = raw("POST", "/v1/messages", json={"model": "no-such-model", "max_tokens": 5, "messages": MESSAGES[1:]})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error", r.text
+    r = raw("POST", "/v1/messages", json={"model": args.model, "messages": MESSAGES[1:]})
+    assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"], r.text
+
+
+@check("apis")
+def responses_api_text_stream_and_schema():
+    import jsonschema
+    c = client()
+    chat = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=24)
+    r = c.responses.create(model=args.model, instructions=SYSTEM, input=FRANCE, temperature=0, max_output_tokens=24)
+    assert r.output_text == chat.choices[0].message.content, (r.output_text, chat)
+    assert r.usage.output_tokens == chat.usage.completion_tokens
+    assert r.status == ("completed" if chat.choices[0].finish_reason == "stop" else "incomplete")
+    items = [{"role": "developer", "content": SYSTEM},
+             {"role": "user", "content": [{"type": "input_text", "text": FRANCE}]}]
+    with c.responses.stream(model=args.model, input=items, temperature=0, max_output_tokens=60) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == final.output_text == chat.choices[0].message.content, (deltas, final)
+    r = c.responses.create(model=args.model, input=CITY_PROMPT, max_output_tokens=300, temperature=1.0,
+                           text={"format": {"type": "json_schema", "name": "city", "schema": CITY_SCHEMA}})
+    jsonschema.validate(json.loads(r.output_text), CITY_SCHEMA)
+    assert_error(raw("POST", "/v1/responses", json={"model": args.model, "input": "x",
+                                                    "previous_response_id": "resp_1"}),
+                 400, param="previous_response_id", contains="stores none")
+    assert_error(raw("POST", "/v1/responses", json={"model": args.model, "input": "x", "tools": []}), 400,
+                 param="tools")
 
 
 def model_entry(model):
@@ -551,7 +636,7 @@ def main():
     p.add_argument("--base-url", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--api-key")
-    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners", "structured"])
+    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners", "structured", "apis"])
     p.add_argument("--victim", help="runners: a model whose file the checks truncate")
     p.add_argument("--victim-path", help="runners: that model's file")
     p.add_argument("--twin", help="runners: the MLX twin of --model")

@@ -130,3 +130,9 @@ fn structured_output_on_both_engines() {
     let twin_id = twin.file_name().unwrap().to_str().unwrap();
     server.checks_on(twin_id, "structured", &[]);
 }
+
+#[test]
+fn anthropic_messages_and_openai_responses() {
+    let server = Server::start("context_size = 4096\n", &[]);
+    server.checks("apis", &[]);
+}

@@ -149,7 +149,7 @@ impl Generator {
             n: request.n,
             events,
         };
-        self.send(Work::Generate(job))?;
+        self.send(Work::Generate(Box::new(job)))?;
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {
             rx.poll_recv(cx)
         })))

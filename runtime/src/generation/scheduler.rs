@@ -23,7 +23,7 @@ use crate::response::FinishReason;
 /// What the model's thread is asked to do.
 pub(crate) enum Work {
     /// Generate.
-    Generate(Job),
+    Generate(Box<Job>),
     /// Embed token lists (between two steps).
     Embed {
         /// The inputs' token ids.
@@ -181,7 +181,7 @@ impl<E: Evaluator> Scheduler<E> {
     /// Queue a generation, or compute embeddings at once (generations go on at the next step).
     fn take_work(&mut self, work: Work) {
         match work {
-            Work::Generate(job) => self.waiting.push_back(job),
+            Work::Generate(job) => self.waiting.push_back(*job),
             Work::Embed { inputs, reply } => {
                 let vectors = inputs
                     .iter()

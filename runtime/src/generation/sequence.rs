@@ -162,6 +162,7 @@ impl Sequence {
             choice: self.choice,
             finish_reason: reason,
             usage,
+            stop_sequence: self.text.matched_stop().map(str::to_string),
         };
         if self.events.send(Ok(done)).is_err() {
             return Outcome::Cancelled;

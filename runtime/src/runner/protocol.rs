@@ -194,12 +194,13 @@ mod tests {
         };
         let done = StreamEvent::Done {
             choice: 1,
-            finish_reason: FinishReason::Length,
+            finish_reason: FinishReason::Stop,
             usage: Usage {
                 prompt_tokens: 5,
                 completion_tokens: 2,
                 cached_tokens: 1,
             },
+            stop_sequence: Some("\n\n".into()),
         };
         for event in [delta, done] {
             let FromRunner::Event { event: back, .. } = round_trip(&FromRunner::Event {
