@@ -413,7 +413,7 @@ async fn run_once(model: &dyn LoadedModel, request: GenerationRequest) -> Result
     let mut first = None;
     while let Some(event) = stream.next().await {
         match event? {
-            StreamEvent::Delta { .. } => {
+            StreamEvent::Delta { .. } | StreamEvent::ToolCall { .. } => {
                 first.get_or_insert_with(|| started.elapsed().as_secs_f64());
             }
             StreamEvent::Done { usage, .. } => {

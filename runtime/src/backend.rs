@@ -12,8 +12,9 @@ use serde::Serialize;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::format::{Detected, ModelFormat};
-use crate::request::{GenerationRequest, Input};
+use crate::request::{GenerationRequest, Input, ToolCall};
 use crate::response::{Choice, Completion, StreamEvent, TokenLogprob, TokenStream, Usage};
+use crate::tools::ToolFormat;
 
 /// What an engine needs to load one model.
 #[derive(Debug, Clone)]
@@ -69,6 +70,9 @@ pub struct ModelDescriptor {
     pub vocab_size: u32,
     /// Whether chat input can be rendered (the model has a chat template).
     pub has_chat_template: bool,
+    /// How the model writes tool calls (from its chat template).
+    #[serde(default)]
+    pub tool_format: ToolFormat,
 }
 
 /// An inference engine (llama.cpp, MLX, ...). Object-safe; engines run their blocking native
@@ -165,6 +169,7 @@ pub struct Embeddings {
 /// Drain a stream into a [`Completion`], its choices in index order.
 pub async fn collect(mut stream: TokenStream) -> Result<Completion> {
     let mut open: Vec<Option<(String, Option<Vec<TokenLogprob>>)>> = Vec::new();
+    let mut calls: Vec<Vec<ToolCall>> = Vec::new();
     let mut done: Vec<Option<Choice>> = Vec::new();
     while let Some(event) = stream.next().await {
         match event? {
@@ -183,6 +188,13 @@ pub async fn collect(mut stream: TokenStream) -> Result<Completion> {
                     all_logprobs.get_or_insert_with(Vec::new).extend(logprobs);
                 }
             }
+            StreamEvent::ToolCall { choice, call } => {
+                let i = choice as usize;
+                if calls.len() <= i {
+                    calls.resize(i + 1, Vec::new());
+                }
+                calls[i].push(call);
+            }
             StreamEvent::Done {
                 choice,
                 finish_reason,
@@ -200,6 +212,7 @@ pub async fn collect(mut stream: TokenStream) -> Result<Completion> {
                     logprobs,
                     usage,
                     stop_sequence,
+                    tool_calls: calls.get_mut(i).map(std::mem::take).unwrap_or_default(),
                 });
             }
         }

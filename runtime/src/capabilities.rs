@@ -37,6 +37,8 @@ pub enum Feature {
     MultipleChoices,
     /// Structured output: a JSON schema, a grammar or a regex the text must match.
     Constrained,
+    /// Tools offered to the model.
+    Tools,
 }
 
 impl Feature {
@@ -57,6 +59,7 @@ impl Feature {
         Feature::LogitBias,
         Feature::MultipleChoices,
         Feature::Constrained,
+        Feature::Tools,
     ];
 
     /// The option's name as users write it.
@@ -77,6 +80,7 @@ impl Feature {
             Feature::LogitBias => "logit_bias",
             Feature::MultipleChoices => "n",
             Feature::Constrained => "response_format",
+            Feature::Tools => "tools",
         }
     }
 }
@@ -140,6 +144,7 @@ pub fn features_used(request: &GenerationRequest) -> Vec<Feature> {
         (!request.logit_bias.is_empty(), Feature::LogitBias),
         (request.n > 1, Feature::MultipleChoices),
         (request.constraint.is_some(), Feature::Constrained),
+        (!request.tools.is_empty(), Feature::Tools),
     ];
     used.extend(flags.into_iter().filter(|(on, _)| *on).map(|(_, f)| f));
     used

@@ -21,6 +21,7 @@ pub mod sampling;
 pub mod template;
 pub mod text_stream;
 pub mod threads;
+pub mod tools;
 
 pub use backend::{
     Embeddings, EngineMemory, EngineOptions, InferenceBackend, LoadOptions, LoadSpec, LoadedModel,
@@ -32,7 +33,8 @@ pub use error::{Error, Result};
 pub use format::{detect, inspect, Detected, ModelFormat, ModelHeader, ModelInfo};
 pub use pool::{ModelPool, ModelStatus};
 pub use request::{
-    ChatMessage, Constraint, GenerationRequest, Input, Role, MAX_CHOICES, MAX_TOP_LOGPROBS,
+    ChatMessage, Constraint, GenerationRequest, Input, Role, Tool, ToolCall, ToolChoice,
+    MAX_CHOICES, MAX_TOP_LOGPROBS,
 };
 pub use response::{
     Choice, Completion, FinishReason, StreamEvent, TokenLogprob, TokenProb, TokenStream, Usage,

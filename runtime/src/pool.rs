@@ -332,6 +332,7 @@ mod tests {
                 context_size: 64,
                 vocab_size: 1,
                 has_chat_template: true,
+                tool_format: Default::default(),
             })))
         }
     }
@@ -419,6 +420,7 @@ mod tests {
                     context_size: 64,
                     vocab_size: 1,
                     has_chat_template: true,
+                    tool_format: Default::default(),
                 }),
                 Arc::clone(&self.dead),
             )))

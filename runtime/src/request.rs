@@ -15,6 +15,8 @@ pub enum Role {
     User,
     /// The model's earlier replies.
     Assistant,
+    /// The result of a tool call.
+    Tool,
 }
 
 /// One chat message.
@@ -24,6 +26,12 @@ pub struct ChatMessage {
     pub role: Role,
     /// What is said.
     pub content: String,
+    /// The tool calls an assistant message made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a tool message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -32,8 +40,48 @@ impl ChatMessage {
         ChatMessage {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON schema of its arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// One call of a tool, as the model made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id (`call_...`), echoed by the tool message that answers it.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments, as JSON text.
+    pub arguments: String,
+}
+
+/// Whether and which tools the model must call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// Never: tools are not offered.
+    None,
+    /// The model decides.
+    #[default]
+    Auto,
+    /// At least one call (decoding is constrained to calls).
+    Required,
+    /// A call of this tool (decoding is constrained to it).
+    Function(String),
 }
 
 /// The text the model continues.
@@ -93,6 +141,12 @@ pub struct GenerationRequest {
     pub logit_bias: Vec<(u32, f32)>,
     /// What the text must match (`response_format` and its extensions).
     pub constraint: Option<Constraint>,
+    /// Tools the model may call (chat input only).
+    pub tools: Vec<Tool>,
+    /// Whether and which tools it must call.
+    pub tool_choice: ToolChoice,
+    /// Whether one answer may hold several calls.
+    pub parallel_tool_calls: bool,
 }
 
 impl GenerationRequest {
@@ -109,6 +163,9 @@ impl GenerationRequest {
             logprobs: None,
             logit_bias: Vec::new(),
             constraint: None,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            parallel_tool_calls: true,
         }
     }
 
@@ -154,6 +211,24 @@ impl GenerationRequest {
                 "logit_bias",
                 format!("the bias of token {id} must be between -100 and 100, got {bias}"),
             ));
+        }
+        if !self.tools.is_empty() && !matches!(self.input, Input::Chat(_)) {
+            return Err(Error::param("tools", "tools need chat messages"));
+        }
+        match &self.tool_choice {
+            ToolChoice::Function(name) if !self.tools.iter().any(|t| &t.name == name) => {
+                return Err(Error::param(
+                    "tool_choice",
+                    format!("tool_choice names `{name}`, which is not in `tools`"),
+                ));
+            }
+            ToolChoice::Required if self.tools.is_empty() => {
+                return Err(Error::param(
+                    "tool_choice",
+                    "tool_choice is `required` but no tools are given",
+                ));
+            }
+            _ => {}
         }
         match &self.input {
             Input::Chat(messages) if messages.is_empty() => {

@@ -6,6 +6,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::request::ToolCall;
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +16,9 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached or the context is full.
     Length,
+    /// The answer ended after tool calls.
+    #[serde(rename = "tool_calls")]
+    ToolCalls,
 }
 
 /// Token counts of one request (all of its choices).
@@ -85,6 +89,8 @@ pub struct Choice {
     pub usage: Usage,
     /// The stop string that ended it, if one did.
     pub stop_sequence: Option<String>,
+    /// The tool calls it made.
+    pub tool_calls: Vec<ToolCall>,
 }
 
 /// A finished generation: one choice per requested `n`.
@@ -122,6 +128,13 @@ pub enum StreamEvent {
         /// Log-probabilities of the tokens whose text this delta completes (empty unless asked
         /// for).
         logprobs: Vec<TokenLogprob>,
+    },
+    /// A complete tool call of one choice (its markup is never part of a delta).
+    ToolCall {
+        /// The choice's index.
+        choice: u32,
+        /// The call.
+        call: ToolCall,
     },
     /// The last event of one choice: why it ended and its token counts.
     Done {

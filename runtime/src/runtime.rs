@@ -10,11 +10,12 @@ use crate::backend::{InferenceBackend, LoadOptions, LoadSpec, LoadedModel};
 use crate::config::{Config, ModelConfig};
 use crate::error::Result;
 use crate::format::{detect, ModelInfo};
-use crate::request::GenerationRequest;
+use crate::request::{GenerationRequest, ToolChoice};
 use crate::resolve::resolve_model_path;
 use crate::response::{Completion, TokenStream};
 use crate::router::Router;
 use crate::runner::{Isolation, RunnerLauncher, RunnerModel};
+use crate::tools;
 
 /// A model as the config (or a bare path) describes it, with its reference resolved.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -254,19 +255,42 @@ impl ModelHandle {
     }
 
     /// Apply the model's defaults to `request`, then validate it and check the engine supports it.
+    /// A required tool call becomes a constraint on decoding; `tool_choice: none` drops the tools.
     pub fn prepare(&self, mut request: GenerationRequest) -> Result<GenerationRequest> {
         request.sampling = request.sampling.or(self.entry.config.sampling);
         request.max_tokens = request.max_tokens.or(self.entry.config.max_tokens);
         request.validate()?;
+        if request.tool_choice == ToolChoice::None {
+            request.tools.clear();
+        }
+        if let Some(calls) = tools::call_constraint(
+            &request.tools,
+            &request.tool_choice,
+            request.parallel_tool_calls,
+        ) {
+            if request.constraint.is_some() {
+                return Err(crate::Error::param(
+                    "tool_choice",
+                    "a required tool call and response_format cannot be combined",
+                ));
+            }
+            request.constraint = Some(calls);
+        }
         self.engine
             .capabilities()
             .check(self.engine.name(), &request)?;
         Ok(request)
     }
 
-    /// Stream a generation.
+    /// Stream a generation; with tools offered, calls in the text become tool-call events.
     pub async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
-        self.model.stream(self.prepare(request)?).await
+        let request = self.prepare(request)?;
+        let with_tools = !request.tools.is_empty();
+        let stream = self.model.stream(request).await?;
+        Ok(match with_tools {
+            true => tools::parse_tool_calls(stream, self.model.descriptor().tool_format),
+            false => stream,
+        })
     }
 
     /// Embed `inputs` (one vector each).
@@ -281,6 +305,6 @@ impl ModelHandle {
 
     /// Generate a whole completion.
     pub async fn generate(&self, request: GenerationRequest) -> Result<Completion> {
-        self.model.generate(self.prepare(request)?).await
+        crate::backend::collect(self.stream(request).await?).await
     }
 }

@@ -10,7 +10,8 @@ use minijinja::{Environment, ErrorKind, Value};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::request::ChatMessage;
+use crate::request::{ChatMessage, Role, Tool};
+use crate::tools::{self, ToolFormat};
 
 const TEMPLATE_NAME: &str = "chat";
 
@@ -20,11 +21,15 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    takes_tools: bool,
+    tool_format: ToolFormat,
 }
 
 #[derive(Serialize)]
 struct RenderContext<'a> {
-    messages: &'a [ChatMessage],
+    messages: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<serde_json::Value>>,
     add_generation_prompt: bool,
     bos_token: &'a str,
     eos_token: &'a str,
@@ -45,6 +50,8 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            takes_tools: tools::template_takes_tools(source),
+            tool_format: ToolFormat::of_template(source),
         })
     }
 
@@ -77,20 +84,70 @@ impl ChatTemplate {
     }
 
     /// Render `messages`, ending with the assistant's turn opener when `add_generation_prompt`.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+    /// How the model writes tool calls.
+    pub fn tool_format(&self) -> ToolFormat {
+        self.tool_format
+    }
+
+    /// Render `messages` (offering `tools`), ending with the assistant's turn when
+    /// `add_generation_prompt`. A template that knows no tools gets them, and earlier calls and
+    /// results, written into the messages ([`tools::without_template_tools`]).
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| Error::Template(describe(&e)))?;
+        let uses_tools = !tools.is_empty()
+            || messages
+                .iter()
+                .any(|m| m.role == Role::Tool || !m.tool_calls.is_empty());
+        let rewritten;
+        let (messages, tools) = match (uses_tools, self.takes_tools) {
+            (true, false) => {
+                rewritten = tools::without_template_tools(messages, tools);
+                (&rewritten[..], None)
+            }
+            (true, true) if !tools.is_empty() => (messages, Some(tools::tools_for_template(tools))),
+            _ => (messages, None),
+        };
         template
             .render(RenderContext {
-                messages,
+                messages: messages.iter().map(template_message).collect(),
+                tools,
                 add_generation_prompt,
                 bos_token: &self.bos_token,
                 eos_token: &self.eos_token,
             })
             .map_err(|e| Error::Template(describe(&e)))
     }
+}
+
+/// A message in the shape Hugging Face templates read: tool calls as
+/// `{"id", "type": "function", "function": {"name", "arguments"}}` with the arguments as an
+/// object when they are JSON.
+fn template_message(m: &ChatMessage) -> serde_json::Value {
+    let mut value = serde_json::json!({"role": m.role, "content": m.content});
+    if !m.tool_calls.is_empty() {
+        value["tool_calls"] = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                let arguments = serde_json::from_str::<serde_json::Value>(&c.arguments)
+                    .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
+                serde_json::json!({"id": c.id, "type": "function",
+                                   "function": {"name": c.name, "arguments": arguments}})
+            })
+            .collect();
+    }
+    if let Some(id) = &m.tool_call_id {
+        value["tool_call_id"] = serde_json::json!(id);
+    }
+    value
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -133,7 +190,7 @@ mod tests {
     fn chatml_with_default_system_prompt() {
         let t = ChatTemplate::new(CHATML, "<|im_start|>", "<|im_end|>").unwrap();
         let out = t
-            .render(&[ChatMessage::new(Role::User, "Hi")], true)
+            .render(&[ChatMessage::new(Role::User, "Hi")], &[], true)
             .unwrap();
         assert_eq!(
             out,
@@ -151,6 +208,7 @@ mod tests {
                     ChatMessage::new(Role::System, "skip"),
                     ChatMessage::new(Role::User, "  hi "),
                 ],
+                &[],
                 false,
             )
             .unwrap();
@@ -166,7 +224,7 @@ mod tests {
         )
         .unwrap();
         let err = t
-            .render(&[ChatMessage::new(Role::Assistant, "x")], true)
+            .render(&[ChatMessage::new(Role::Assistant, "x")], &[], true)
             .unwrap_err()
             .to_string();
         assert!(err.contains("Conversation must start with user"), "{err}");

@@ -210,6 +210,7 @@ fn stop(reason: FinishReason, stop_sequence: Option<&str>) -> (&'static str, Val
         (FinishReason::Length, _) => ("max_tokens", Value::Null),
         (FinishReason::Stop, Some(s)) => ("stop_sequence", json!(s)),
         (FinishReason::Stop, None) => ("end_turn", Value::Null),
+        (FinishReason::ToolCalls, _) => ("tool_use", Value::Null),
     }
 }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
 use minerva_runtime::{
-    GenerationRequest, ModelStatus, StreamEvent, TokenLogprob, TokenStream, Usage,
+    GenerationRequest, ModelStatus, StreamEvent, TokenLogprob, TokenStream, ToolCall, Usage,
 };
 use serde_json::{json, Value};
 
@@ -252,6 +252,10 @@ pub async fn messages(
                     let events = (!text.is_empty()).then(|| anthropic::text_event(&text));
                     return Some((events.into_iter().collect(), Some((tokens, first_token))));
                 }
+                // Tools are refused on this API before generation starts.
+                Ok(StreamEvent::ToolCall { .. }) => {
+                    return Some((Vec::new(), Some((tokens, first_token))));
+                }
                 Ok(StreamEvent::Done {
                     finish_reason,
                     usage,
@@ -313,6 +317,13 @@ pub async fn responses(
                     };
                     return Some((events, Some((tokens, numbering, frame, text, first_token))));
                 }
+                // Tools are refused on this API before generation starts.
+                Ok(StreamEvent::ToolCall { .. }) => {
+                    return Some((
+                        Vec::new(),
+                        Some((tokens, numbering, frame, text, first_token)),
+                    ));
+                }
                 Ok(StreamEvent::Done {
                     finish_reason,
                     usage,
@@ -361,6 +372,8 @@ struct Chunks {
     logprobs: bool,
     /// Text offset of each choice so far (text completions' log-probabilities).
     offsets: Vec<usize>,
+    /// Tool calls of each choice so far.
+    calls: Vec<usize>,
 }
 
 impl Chunks {
@@ -373,6 +386,7 @@ impl Chunks {
             n: request.n,
             logprobs: request.logprobs.is_some(),
             offsets: vec![0; request.n as usize],
+            calls: vec![0; request.n as usize],
         }
     }
 
@@ -432,6 +446,20 @@ impl Chunks {
             },
         };
         self.choice(choice, Some(text), logprobs, None, false)
+    }
+
+    /// A chunk with one complete tool call (its arguments in one piece).
+    fn tool_call(&mut self, choice: u32, call: &ToolCall) -> Value {
+        let i = choice as usize;
+        if self.calls.len() <= i {
+            self.calls.resize(i + 1, 0);
+        }
+        let index = self.calls[i];
+        self.calls[i] += 1;
+        let delta = json!({"tool_calls": [openai::tool_call(call, Some(index))]});
+        self.wrap(
+            json!([{"index": choice, "delta": delta, "logprobs": null, "finish_reason": null}]),
+        )
     }
 
     fn finish(&self, choice: u32, reason: &str) -> Value {
@@ -525,6 +553,11 @@ impl SseProgress {
                     vec![data(self.chunks.delta(choice, &text, &logprobs))],
                     true,
                 )
+            }
+            Some(Ok(StreamEvent::ToolCall { choice, call })) => {
+                self.first_token
+                    .get_or_insert_with(|| self.started.elapsed());
+                (vec![data(self.chunks.tool_call(choice, &call))], true)
             }
             Some(Ok(StreamEvent::Done {
                 choice,

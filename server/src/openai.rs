@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use minerva_runtime::{
     ChatMessage, Completion, Constraint, FinishReason, GenerationRequest, Input, Role,
-    SamplingParams, TokenLogprob, Usage,
+    SamplingParams, TokenLogprob, Tool, ToolCall, ToolChoice, Usage,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -18,9 +18,6 @@ const IGNORED_FIELDS: &[&str] = &["user", "metadata", "store", "service_tier"];
 
 /// Fields OpenAI defines that this server does not honour yet.
 const UNSUPPORTED_FIELDS: &[&str] = &[
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
     "functions",
     "function_call",
     "audio",
@@ -318,6 +315,71 @@ pub struct InMessage {
     role: String,
     #[serde(default, deserialize_with = "present_or_null")]
     content: Option<Option<Content>>,
+    /// An assistant message's calls.
+    tool_calls: Option<Vec<InToolCall>>,
+    /// A tool message's call.
+    tool_call_id: Option<String>,
+}
+
+/// A call in an assistant message: `{"id", "type": "function", "function": {"name",
+/// "arguments"}}`.
+#[derive(Debug, Deserialize)]
+pub struct InToolCall {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    function: InFunctionCall,
+}
+
+/// The function of a call.
+#[derive(Debug, Deserialize)]
+pub struct InFunctionCall {
+    name: String,
+    arguments: String,
+}
+
+/// One entry of `tools`: `{"type": "function", "function": {"name", "description",
+/// "parameters", "strict"}}`.
+#[derive(Debug, Deserialize)]
+pub struct InTool {
+    #[serde(rename = "type")]
+    kind: String,
+    function: InFunction,
+}
+
+/// A tool's function.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InFunction {
+    name: String,
+    description: Option<String>,
+    parameters: Option<Value>,
+    /// Arguments always follow the schema when a call is required; otherwise the model's own
+    /// call is passed on as written.
+    #[serde(rename = "strict")]
+    _strict: Option<bool>,
+}
+
+/// `tool_choice`: `none`, `auto`, `required` or `{"type": "function", "function": {"name"}}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum InToolChoice {
+    /// A mode.
+    Mode(String),
+    /// A named function.
+    Named {
+        /// Always `function`.
+        #[serde(rename = "type")]
+        kind: String,
+        /// The function.
+        function: NamedFunction,
+    },
+}
+
+/// The function `tool_choice` names.
+#[derive(Debug, Deserialize)]
+pub struct NamedFunction {
+    name: String,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
@@ -335,11 +397,83 @@ pub struct ChatRequest {
     messages: Vec<InMessage>,
     logprobs: Option<bool>,
     top_logprobs: Option<u32>,
+    tools: Option<Vec<InTool>>,
+    tool_choice: Option<InToolChoice>,
+    parallel_tool_calls: Option<bool>,
 }
 
 impl ChatRequest {
     /// The JSON fields this struct reads.
-    pub const FIELDS: &'static [&'static str] = &["messages", "logprobs", "top_logprobs"];
+    pub const FIELDS: &'static [&'static str] = &[
+        "messages",
+        "logprobs",
+        "top_logprobs",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+    ];
+
+    fn tools(&self) -> Result<(Vec<Tool>, ToolChoice), ApiError> {
+        let mut tools = Vec::new();
+        for (i, t) in self.tools.iter().flatten().enumerate() {
+            if t.kind != "function" {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}].type must be `function`, got `{}`", t.kind),
+                    Some(&format!("tools[{i}].type")),
+                ));
+            }
+            let f = &t.function;
+            let name_ok = (1..=64).contains(&f.name.len())
+                && f.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !name_ok {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}].function.name `{}` must be 1 to 64 letters, digits, underscores or dashes", f.name),
+                    Some(&format!("tools[{i}].function.name")),
+                ));
+            }
+            let parameters = f
+                .parameters
+                .clone()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            if !parameters.is_object() {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}].function.parameters must be a JSON schema object"),
+                    Some(&format!("tools[{i}].function.parameters")),
+                ));
+            }
+            tools.push(Tool {
+                name: f.name.clone(),
+                description: f.description.clone(),
+                parameters,
+            });
+        }
+        let choice = match &self.tool_choice {
+            None => ToolChoice::Auto,
+            Some(InToolChoice::Mode(mode)) => match mode.as_str() {
+                "none" => ToolChoice::None,
+                "auto" => ToolChoice::Auto,
+                "required" => ToolChoice::Required,
+                other => {
+                    return Err(ApiError::invalid(
+                        format!("tool_choice `{other}` is not one of none, auto, required"),
+                        Some("tool_choice"),
+                    ))
+                }
+            },
+            Some(InToolChoice::Named { kind, function }) if kind == "function" => {
+                ToolChoice::Function(function.name.clone())
+            }
+            Some(InToolChoice::Named { kind, .. }) => {
+                return Err(ApiError::invalid(
+                    format!("tool_choice.type must be `function`, got `{kind}`"),
+                    Some("tool_choice"),
+                ))
+            }
+        };
+        Ok((tools, choice))
+    }
 
     /// The runtime request.
     pub fn to_request(&self, options: &CommonOptions) -> Result<GenerationRequest, ApiError> {
@@ -349,12 +483,30 @@ impl ChatRequest {
                 "system" | "developer" => Role::System,
                 "user" => Role::User,
                 "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
                 other => {
                     return Err(ApiError::invalid(
-                        format!("messages[{i}].role `{other}` is not supported (system, developer, user, assistant)"),
+                        format!("messages[{i}].role `{other}` is not supported (system, developer, user, assistant, tool)"),
                         Some(&format!("messages[{i}].role")),
                     ))
                 }
+            };
+            let calls = m.tool_calls.as_deref().unwrap_or_default();
+            if !calls.is_empty() && role != Role::Assistant {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].tool_calls: only assistant messages make tool calls"),
+                    Some(&format!("messages[{i}].tool_calls")),
+                ));
+            }
+            let tool_call_id = match (role, &m.tool_call_id) {
+                (Role::Tool, None) => {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].tool_call_id is required for a tool message"),
+                        Some(&format!("messages[{i}].tool_call_id")),
+                    ))
+                }
+                (Role::Tool, Some(id)) => Some(id.clone()),
+                _ => None,
             };
             let content = match &m.content {
                 Some(None) | None if role != Role::Assistant => {
@@ -383,7 +535,22 @@ impl ChatRequest {
                     text
                 }
             };
-            messages.push(ChatMessage::new(role, content));
+            let mut message = ChatMessage::new(role, content);
+            message.tool_call_id = tool_call_id;
+            for (j, c) in calls.iter().enumerate() {
+                if c.kind != "function" {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].tool_calls[{j}].type must be `function`"),
+                        Some(&format!("messages[{i}].tool_calls[{j}].type")),
+                    ));
+                }
+                message.tool_calls.push(ToolCall {
+                    id: c.id.clone(),
+                    name: c.function.name.clone(),
+                    arguments: c.function.arguments.clone(),
+                });
+            }
+            messages.push(message);
         }
         if messages.is_empty() {
             return Err(ApiError::invalid(
@@ -393,6 +560,8 @@ impl ChatRequest {
         }
         let mut request = GenerationRequest::new(Input::Chat(messages));
         options.apply(&mut request)?;
+        (request.tools, request.tool_choice) = self.tools()?;
+        request.parallel_tool_calls = self.parallel_tool_calls.unwrap_or(true);
         request.logprobs = match (self.logprobs, self.top_logprobs) {
             (Some(true), top) => Some(top.unwrap_or(0)),
             (_, Some(_)) => {
@@ -536,7 +705,21 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Stop => "stop",
         FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
     }
+}
+
+/// A tool call in OpenAI's shape (with its `index` in a streamed delta).
+pub fn tool_call(call: &ToolCall, index: Option<usize>) -> Value {
+    let mut value = json!({
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    });
+    if let Some(index) = index {
+        value["index"] = json!(index);
+    }
+    value
 }
 
 /// The `usage` object.
@@ -595,9 +778,20 @@ pub fn chat_response(
         .iter()
         .enumerate()
         .map(|(i, ch)| {
+            let mut message = json!({"role": "assistant", "content": ch.text});
+            if !ch.tool_calls.is_empty() {
+                message["tool_calls"] = ch
+                    .tool_calls
+                    .iter()
+                    .map(|c| tool_call(c, None))
+                    .collect();
+                if ch.text.is_empty() {
+                    message["content"] = Value::Null;
+                }
+            }
             json!({
                 "index": i,
-                "message": {"role": "assistant", "content": ch.text},
+                "message": message,
                 "logprobs": with_logprobs.then(|| chat_logprobs(ch.logprobs.as_deref().unwrap_or_default())),
                 "finish_reason": finish_reason(ch.finish_reason),
             })

@@ -238,12 +238,14 @@ impl Item {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
             Some("system") | Some("developer") => Role::System,
-            other => return Err(ApiError::invalid(
-                format!(
+            other => {
+                return Err(ApiError::invalid(
+                    format!(
                     "{field}.role: expected user, assistant, system or developer, got {other:?}"
                 ),
-                Some("input"),
-            )),
+                    Some("input"),
+                ))
+            }
         };
         let text = match &self.content {
             Some(ItemContent::Text(text)) => text.clone(),
@@ -311,7 +313,7 @@ impl ResponseFrame {
             Some((text, reason, u)) => {
                 let (status, incomplete) = match reason {
                     FinishReason::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
-                    FinishReason::Stop => ("completed", Value::Null),
+                    FinishReason::Stop | FinishReason::ToolCalls => ("completed", Value::Null),
                 };
                 (
                     status,

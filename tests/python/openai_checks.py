@@ -509,6 +509,92 @@ def responses_api_text_stream_and_schema():
                  param="tools")
 
 
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": {"type": "object", "additionalProperties": False, "required": ["city", "unit"],
+                   "properties": {"city": {"type": "string", "maxLength": 30},
+                                  "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}}}
+TIME_TOOL = {"type": "function", "function": {
+    "name": "get_time", "description": "Current time in a time zone",
+    "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}},
+                   "required": ["zone"], "additionalProperties": False}}}
+WEATHER_ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@check("tools")
+def required_call_is_valid_and_streams_the_same():
+    import jsonschema
+    c = client()
+    kw = dict(model=args.model, messages=WEATHER_ASK, tools=[WEATHER_TOOL, TIME_TOOL], tool_choice="required",
+              parallel_tool_calls=False, temperature=0, max_tokens=120)
+    r = c.chat.completions.create(**kw)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None, choice
+    [call] = choice.message.tool_calls
+    assert call.id.startswith("call_") and call.type == "function", call
+    tool = next(t for t in (WEATHER_TOOL, TIME_TOOL) if t["function"]["name"] == call.function.name)
+    jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+    # Streamed: the tool_calls deltas put together are the same call; no markup in content.
+    calls, content, finish = {}, "", None
+    for chunk in c.chat.completions.create(stream=True, **kw):
+        for ch in chunk.choices:
+            content += ch.delta.content or ""
+            finish = ch.finish_reason or finish
+            for d in ch.delta.tool_calls or []:
+                entry = calls.setdefault(d.index, {"name": "", "arguments": ""})
+                entry["name"] += d.function.name or ""
+                entry["arguments"] += d.function.arguments or ""
+    assert content == "" and finish == "tool_calls", (content, finish)
+    assert calls == {0: {"name": call.function.name, "arguments": call.function.arguments}}, calls
+    # A named function is the one called.
+    r = c.chat.completions.create(**{**kw, "tool_choice": {"type": "function", "function": {"name": "get_time"}}})
+    [call] = r.choices[0].message.tool_calls
+    assert call.function.name == "get_time", call
+    jsonschema.validate(json.loads(call.function.arguments), TIME_TOOL["function"]["parameters"])
+
+
+@check("tools")
+def a_full_tool_round_trip_through_the_client():
+    c = client()
+    first = c.chat.completions.create(model=args.model, messages=WEATHER_ASK, tools=[WEATHER_TOOL],
+                                      tool_choice="required", parallel_tool_calls=False, temperature=0,
+                                      max_tokens=120)
+    call = first.choices[0].message.tool_calls[0]
+    history = WEATHER_ASK + [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 18, "sky": "sunny"})},
+    ]
+    final = c.chat.completions.create(model=args.model, messages=history, tools=[WEATHER_TOOL],
+                                      tool_choice="none", temperature=0, max_tokens=60)
+    text = final.choices[0].message.content
+    assert text and "<tool_call>" not in text and final.choices[0].message.tool_calls is None, final
+    # With the model free to choose, whatever it does, no call markup reaches the content.
+    for stream in (False, True):
+        r = c.chat.completions.create(model=args.model, messages=history, tools=[WEATHER_TOOL], stream=stream,
+                                      temperature=0.8, seed=5, max_tokens=80)
+        chunks = list(r) if stream else [r]
+        for chunk in chunks:
+            for ch in chunk.choices:
+                text = ch.delta.content if stream else ch.message.content
+                assert "<tool_call>" not in (text or "") and "</tool_call>" not in (text or ""), chunk
+
+
+@check("tools")
+def bad_tool_requests_are_400s_naming_the_field():
+    def chat(**body):
+        return raw("POST", "/v1/chat/completions", json={"model": args.model, "messages": WEATHER_ASK, **body})
+
+    assert_error(chat(tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "nope"}}), 400,
+                 param="tool_choice", contains="nope")
+    assert_error(chat(tool_choice="required"), 400, param="tool_choice")
+    assert_error(chat(tools=[{"type": "retrieval"}]), 400)
+    bad_history = WEATHER_ASK + [{"role": "tool", "content": "18 degrees"}]
+    assert_error(raw("POST", "/v1/chat/completions", json={"model": args.model, "messages": bad_history}), 400,
+                 param="messages[1].tool_call_id")
+    assert_error(chat(tools=[WEATHER_TOOL], tool_choice="required", response_format={"type": "json_object"}), 400,
+                 param="tool_choice")
+
+
 def model_entry(model):
     listed = raw("GET", "/v1/models").json()["data"]
     return next(m for m in listed if m["id"] == model)
@@ -636,7 +722,7 @@ def main():
     p.add_argument("--base-url", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--api-key")
-    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners", "structured", "apis"])
+    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners", "structured", "apis", "tools"])
     p.add_argument("--victim", help="runners: a model whose file the checks truncate")
     p.add_argument("--victim-path", help="runners: that model's file")
     p.add_argument("--twin", help="runners: the MLX twin of --model")

@@ -49,6 +49,7 @@ async fn stream_deltas(request: GenerationRequest) -> (Vec<String>, FinishReason
         match event.unwrap() {
             StreamEvent::Delta { text: d, .. } => deltas.push(d),
             StreamEvent::Done { finish_reason, .. } => return (deltas, finish_reason),
+            StreamEvent::ToolCall { call, .. } => panic!("no tools were offered: {call:?}"),
         }
     }
     panic!("stream ended without Done");

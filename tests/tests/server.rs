@@ -132,7 +132,8 @@ fn structured_output_on_both_engines() {
 }
 
 #[test]
-fn anthropic_messages_and_openai_responses() {
+fn anthropic_messages_openai_responses_and_tool_calls() {
     let server = Server::start("context_size = 4096\n", &[]);
     server.checks("apis", &[]);
+    server.checks("tools", &[]);
 }

@@ -16,7 +16,7 @@ use minerva_runtime::threads::{default_threads, run_blocking};
 use minerva_runtime::{
     Capabilities, ChatTemplate, Embeddings, EngineMemory, Error, GenerationRequest,
     InferenceBackend, Input, LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, ModelHeader,
-    Result, TokenStream,
+    Result, TokenStream, Tool,
 };
 
 use crate::evaluator::{vocabulary, LlamaEvaluator};
@@ -180,6 +180,10 @@ impl LlamaLoadedModel {
                 context_size,
                 vocab_size,
                 has_chat_template: template.is_some(),
+                tool_format: template
+                    .as_ref()
+                    .map(ChatTemplate::tool_format)
+                    .unwrap_or_default(),
             },
             model,
             template,
@@ -190,7 +194,7 @@ impl LlamaLoadedModel {
 
     /// The prompt's tokens: chat rendered with the model's template, BOS added when the model
     /// wants one and the text does not already start with it.
-    fn tokenize(&self, input: &Input, path: &Path) -> Result<Vec<LlamaToken>> {
+    fn tokenize(&self, input: &Input, tools: &[Tool], path: &Path) -> Result<Vec<LlamaToken>> {
         let text = match input {
             Input::Tokens(ids) => {
                 let vocab = self.descriptor.vocab_size;
@@ -211,7 +215,7 @@ impl LlamaLoadedModel {
                         path.display()
                     ))
                 })?
-                .render(messages, true)?,
+                .render(messages, tools, true)?,
         };
         let vocab = self.model.vocab();
         let add_bos = vocab.should_add_bos()
@@ -240,14 +244,22 @@ impl LoadedModel for LlamaLoadedModel {
 
     fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {
         Ok(self
-            .tokenize(input, Path::new(&self.descriptor.id))?
+            .tokenize(input, &[], Path::new(&self.descriptor.id))?
             .into_iter()
             .map(|t| t.0 as u32)
             .collect())
     }
 
     async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
-        let tokens = LoadedModel::tokenize(self, &request.input)?;
+        let tokens = self
+            .tokenize(
+                &request.input,
+                &request.tools,
+                Path::new(&self.descriptor.id),
+            )?
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect();
         self.generator.submit(tokens, &request)
     }
 

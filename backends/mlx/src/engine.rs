@@ -88,6 +88,7 @@ impl InferenceBackend for MlxEngine {
                 context_size: generator.limits().kv_cells as u32,
                 vocab_size,
                 has_chat_template: tokenizer.has_chat_template(),
+                tool_format: tokenizer.tool_format(),
             },
             tokenizer,
             generator,
@@ -118,11 +119,13 @@ impl LoadedModel for MlxLoadedModel {
     }
 
     fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {
-        self.tokenizer.encode(input, &self.descriptor.id)
+        self.tokenizer.encode(input, &[], &self.descriptor.id)
     }
 
     async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
-        let tokens = self.tokenizer.encode(&request.input, &self.descriptor.id)?;
+        let tokens = self
+            .tokenizer
+            .encode(&request.input, &request.tools, &self.descriptor.id)?;
         self.generator.submit(tokens, &request)
     }
 
@@ -131,7 +134,7 @@ impl LoadedModel for MlxLoadedModel {
             .into_iter()
             .map(|text| {
                 self.tokenizer
-                    .encode(&Input::Text(text), &self.descriptor.id)
+                    .encode(&Input::Text(text), &[], &self.descriptor.id)
             })
             .collect::<Result<Vec<_>>>()?;
         self.generator.embed(tokens).await

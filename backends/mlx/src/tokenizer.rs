@@ -6,7 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use minerva_runtime::generation::Vocabulary;
-use minerva_runtime::{ChatTemplate, Error, Input, Result};
+use minerva_runtime::tools::ToolFormat;
+use minerva_runtime::{ChatTemplate, Error, Input, Result, Tool};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
@@ -117,6 +118,14 @@ impl ModelTokenizer {
         Ok((tokenizer, vocabulary))
     }
 
+    /// How the model writes tool calls (from its chat template).
+    pub fn tool_format(&self) -> ToolFormat {
+        self.template
+            .as_ref()
+            .map(ChatTemplate::tool_format)
+            .unwrap_or_default()
+    }
+
     /// Whether chat input can be rendered.
     pub fn has_chat_template(&self) -> bool {
         self.template.is_some()
@@ -125,7 +134,7 @@ impl ModelTokenizer {
     /// Token ids of `input`: chat is rendered with the template and tokenized as is (the
     /// template writes its own special tokens); plain text gets the tokenizer's special tokens
     /// unless it already starts with BOS.
-    pub fn encode(&self, input: &Input, model: &str) -> Result<Vec<u32>> {
+    pub fn encode(&self, input: &Input, tools: &[Tool], model: &str) -> Result<Vec<u32>> {
         let (text, add_special) = match input {
             Input::Tokens(ids) => {
                 if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
@@ -146,7 +155,7 @@ impl ModelTokenizer {
                         "{model} has no chat template; send a plain prompt instead"
                     ))
                 })?;
-                (template.render(messages, true)?, false)
+                (template.render(messages, tools, true)?, false)
             }
         };
         let encoding = self

@@ -105,6 +105,10 @@ pub async fn run(runtime: &Runtime, args: RunArgs) -> Result<ExitCode> {
                 stdout.write_all(text.as_bytes()).map_err(write_err)?;
                 stdout.flush().map_err(write_err)?;
             }
+            StreamEvent::ToolCall { call, .. } => {
+                writeln!(stdout, "\n[tool call {}: {}]", call.name, call.arguments)
+                    .map_err(write_err)?;
+            }
             StreamEvent::Done {
                 finish_reason,
                 usage,
