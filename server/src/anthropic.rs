@@ -1,13 +1,14 @@
 //! Anthropic's Messages API (`POST /v1/messages`): request and response shapes, the streamed
 //! event sequence, structured output (`output_config.format`), and errors in Anthropic's shape.
-//! Text content only for now: tool, image and document blocks and `tools` are refused by name.
+//! Client tools (`tools`, `tool_choice`, `tool_use` and `tool_result` blocks) go through the
+//! runtime's tool calling; image and document blocks and server tools are refused by name.
 
 use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use minerva_runtime::{
     ChatMessage, Completion, Constraint, FinishReason, GenerationRequest, Input, Role,
-    SamplingParams, Usage,
+    SamplingParams, Tool, ToolCall, ToolChoice, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,13 +16,7 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 
 /// Fields Anthropic defines that this server does not honour yet.
-const UNSUPPORTED_FIELDS: &[&str] = &[
-    "tools",
-    "tool_choice",
-    "thinking",
-    "container",
-    "mcp_servers",
-];
+const UNSUPPORTED_FIELDS: &[&str] = &["thinking", "container", "mcp_servers"];
 
 /// Fields accepted and ignored: they do not change the generated text.
 const IGNORED_FIELDS: &[&str] = &[
@@ -51,6 +46,30 @@ pub struct MessagesRequest {
     #[serde(default)]
     pub stream: bool,
     output_config: Option<OutputConfig>,
+    tools: Option<Vec<InTool>>,
+    tool_choice: Option<InToolChoice>,
+}
+
+/// A client tool: `{"name", "description", "input_schema"}` (server tools, which have a
+/// `type`, are refused).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InTool {
+    name: String,
+    description: Option<String>,
+    input_schema: Value,
+    #[serde(rename = "cache_control")]
+    _cache_control: Option<Value>,
+}
+
+/// `tool_choice`: `{"type": "auto" | "any" | "tool" | "none", "name", "disable_parallel_tool_use"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InToolChoice {
+    #[serde(rename = "type")]
+    kind: String,
+    name: Option<String>,
+    disable_parallel_tool_use: Option<bool>,
 }
 
 /// `output_config`: the answer's format (`effort` changes nothing for the models served here).
@@ -81,6 +100,8 @@ impl MessagesRequest {
         "top_k",
         "stream",
         "output_config",
+        "tools",
+        "tool_choice",
     ];
 
     /// Parse a body, naming unknown or unsupported fields.
@@ -126,18 +147,17 @@ impl MessagesRequest {
             messages.push(ChatMessage::new(Role::System, system.joined("system")?));
         }
         for (i, m) in self.messages.iter().enumerate() {
-            let role = match m.role.as_str() {
-                "user" => Role::User,
-                "assistant" => Role::Assistant,
+            let field = format!("messages.{i}.content");
+            match m.role.as_str() {
+                "user" => m.content.user_messages(&field, &mut messages)?,
+                "assistant" => messages.push(m.content.assistant_message(&field)?),
                 other => {
                     return Err(ApiError::invalid(
                         format!("messages.{i}.role: must be `user` or `assistant`, got `{other}`"),
                         Some("messages"),
                     ))
                 }
-            };
-            let field = format!("messages.{i}.content");
-            messages.push(ChatMessage::new(role, m.content.joined(&field)?));
+            }
         }
         let mut request = GenerationRequest::new(Input::Chat(messages));
         request.max_tokens = Some(self.max_tokens);
@@ -152,6 +172,31 @@ impl MessagesRequest {
             self.output_config.as_ref().and_then(|c| c.format.as_ref())
         {
             request.constraint = Some(Constraint::JsonSchema(schema.clone()));
+        }
+        request.tools = self
+            .tools
+            .iter()
+            .flatten()
+            .map(|t| Tool {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: t.input_schema.clone(),
+            })
+            .collect();
+        if let Some(choice) = &self.tool_choice {
+            request.tool_choice = match (choice.kind.as_str(), &choice.name) {
+                ("auto", _) => ToolChoice::Auto,
+                ("any", _) => ToolChoice::Required,
+                ("none", _) => ToolChoice::None,
+                ("tool", Some(name)) => ToolChoice::Function(name.clone()),
+                (kind, _) => return Err(ApiError::invalid(
+                    format!(
+                        "tool_choice: `{kind}` needs to be auto, any, tool (with a name) or none"
+                    ),
+                    Some("tool_choice"),
+                )),
+            };
+            request.parallel_tool_calls = !choice.disable_parallel_tool_use.unwrap_or(false);
         }
         Ok(request)
     }
@@ -172,12 +217,18 @@ enum Text {
     Blocks(Vec<Block>),
 }
 
-/// One content block (`text` is the one supported).
+/// One content block: `text`, `tool_use` (assistant) or `tool_result` (user).
 #[derive(Debug, Deserialize)]
 struct Block {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
+    id: Option<String>,
+    name: Option<String>,
+    input: Option<Value>,
+    tool_use_id: Option<String>,
+    content: Option<Value>,
+    is_error: Option<bool>,
 }
 
 impl Text {
@@ -187,19 +238,92 @@ impl Text {
             Text::Plain(text) => Ok(text.clone()),
             Text::Blocks(blocks) => blocks
                 .iter()
-                .map(|b| match (b.kind.as_str(), &b.text) {
-                    ("text", Some(text)) => Ok(text.as_str()),
-                    ("text", None) => Err(ApiError::invalid(
-                        format!("{field}: a text block needs `text`"),
-                        Some(field),
-                    )),
-                    (other, _) => Err(ApiError::invalid(
-                        format!("{field}: `{other}` blocks are not supported by this server yet"),
-                        Some(field),
-                    )),
-                })
+                .map(|b| b.text(field))
                 .collect::<Result<Vec<_>, _>>()
                 .map(|parts| parts.join("\n")),
+        }
+    }
+
+    /// A user turn: one tool message per `tool_result` block, then the text, if any.
+    fn user_messages(&self, field: &str, out: &mut Vec<ChatMessage>) -> Result<(), ApiError> {
+        let Text::Blocks(blocks) = self else {
+            out.push(ChatMessage::new(Role::User, self.joined(field)?));
+            return Ok(());
+        };
+        let mut text = Vec::new();
+        for b in blocks {
+            if b.kind != "tool_result" {
+                text.push(b.text(field)?);
+                continue;
+            }
+            let id = b.tool_use_id.clone().ok_or_else(|| {
+                ApiError::invalid(
+                    format!("{field}: a tool_result block needs `tool_use_id`"),
+                    Some(field),
+                )
+            })?;
+            let mut result = match &b.content {
+                None => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(blocks) => serde_json::from_value::<Text>(blocks.clone())
+                    .map_err(|e| ApiError::invalid(format!("{field}: {e}"), Some(field)))?
+                    .joined(field)?,
+            };
+            if b.is_error == Some(true) {
+                result = format!("Error: {result}");
+            }
+            let mut message = ChatMessage::new(Role::Tool, result);
+            message.tool_call_id = Some(id);
+            out.push(message);
+        }
+        if !text.is_empty() {
+            out.push(ChatMessage::new(Role::User, text.join("\n")));
+        }
+        Ok(())
+    }
+
+    /// An assistant turn: its text and its `tool_use` blocks as calls.
+    fn assistant_message(&self, field: &str) -> Result<ChatMessage, ApiError> {
+        let Text::Blocks(blocks) = self else {
+            return Ok(ChatMessage::new(Role::Assistant, self.joined(field)?));
+        };
+        let mut text = Vec::new();
+        let mut calls = Vec::new();
+        for b in blocks {
+            if b.kind != "tool_use" {
+                text.push(b.text(field)?);
+                continue;
+            }
+            let (Some(id), Some(name)) = (&b.id, &b.name) else {
+                return Err(ApiError::invalid(
+                    format!("{field}: a tool_use block needs `id` and `name`"),
+                    Some(field),
+                ));
+            };
+            calls.push(ToolCall {
+                id: id.clone(),
+                name: name.clone(),
+                arguments: b.input.clone().unwrap_or_else(|| json!({})).to_string(),
+            });
+        }
+        let mut message = ChatMessage::new(Role::Assistant, text.join("\n"));
+        message.tool_calls = calls;
+        Ok(message)
+    }
+}
+
+impl Block {
+    fn text<'a>(&'a self, field: &str) -> Result<&'a str, ApiError> {
+        match (self.kind.as_str(), &self.text) {
+            ("text", Some(text)) => Ok(text),
+            ("text", None) => Err(ApiError::invalid(
+                format!("{field}: a text block needs `text`"),
+                Some(field),
+            )),
+            (other, _) => Err(ApiError::invalid(
+                format!("{field}: `{other}` blocks are not supported here"),
+                Some(field),
+            )),
         }
     }
 }
@@ -228,16 +352,30 @@ fn usage(usage: &Usage) -> Value {
 pub fn message_response(id: &str, model: &str, completion: &Completion) -> Value {
     let choice = &completion.choices[0];
     let (stop_reason, stop_sequence) = stop(choice.finish_reason, choice.stop_sequence.as_deref());
+    let mut content = Vec::new();
+    if !choice.text.is_empty() || choice.tool_calls.is_empty() {
+        content.push(json!({"type": "text", "text": choice.text}));
+    }
+    content.extend(choice.tool_calls.iter().map(|c| tool_use(c, true)));
     json!({
         "id": id,
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": choice.text}],
+        "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
         "usage": usage(&completion.usage),
     })
+}
+
+/// A `tool_use` block (its input empty when it streams as deltas).
+fn tool_use(call: &ToolCall, with_input: bool) -> Value {
+    let input = match with_input {
+        true => serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({})),
+        false => json!({}),
+    };
+    json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input})
 }
 
 fn event(kind: &str, data: Value) -> Event {
@@ -264,36 +402,84 @@ pub fn opening_events(id: &str, model: &str) -> Vec<Event> {
     ]
 }
 
-/// A `content_block_delta` with new text.
-pub fn text_event(text: &str) -> Event {
-    event(
-        "content_block_delta",
-        json!({"type": "content_block_delta", "index": 0,
-               "delta": {"type": "text_delta", "text": text}}),
-    )
+/// Where a streamed message is: whether the text block (index 0) is open, and the next
+/// block's index.
+pub struct Blocks {
+    text_open: bool,
+    next: u32,
 }
 
-/// The closing events: `content_block_stop`, `message_delta` (stop reason, usage),
-/// `message_stop`.
-pub fn closing_events(
-    reason: FinishReason,
-    stop_sequence: Option<&str>,
-    totals: &Usage,
-) -> Vec<Event> {
-    let (stop_reason, stop_sequence) = stop(reason, stop_sequence);
-    vec![
-        event(
+impl Blocks {
+    /// The text block open (the opening events started it).
+    pub fn new() -> Self {
+        Blocks {
+            text_open: true,
+            next: 1,
+        }
+    }
+
+    /// A `content_block_delta` with new text.
+    pub fn text(&self, text: &str) -> Vec<Event> {
+        if !self.text_open {
+            return Vec::new();
+        }
+        vec![event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "text_delta", "text": text}}),
+        )]
+    }
+
+    fn close_text(&mut self) -> Vec<Event> {
+        if !std::mem::replace(&mut self.text_open, false) {
+            return Vec::new();
+        }
+        vec![event(
             "content_block_stop",
             json!({"type": "content_block_stop", "index": 0}),
-        ),
-        event(
+        )]
+    }
+
+    /// A tool call as its own block: start, its input as one `input_json_delta`, stop.
+    pub fn tool_use(&mut self, call: &ToolCall) -> Vec<Event> {
+        let mut events = self.close_text();
+        let index = self.next;
+        self.next += 1;
+        events.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": tool_use(call, false)}),
+        ));
+        events.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": index,
+                   "delta": {"type": "input_json_delta", "partial_json": call.arguments}}),
+        ));
+        events.push(event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        ));
+        events
+    }
+
+    /// The closing events: the text block's stop if open, `message_delta` (stop reason,
+    /// usage), `message_stop`.
+    pub fn closing(
+        &mut self,
+        reason: FinishReason,
+        stop_sequence: Option<&str>,
+        totals: &Usage,
+    ) -> Vec<Event> {
+        let (stop_reason, stop_sequence) = stop(reason, stop_sequence);
+        let mut events = self.close_text();
+        events.push(event(
             "message_delta",
             json!({"type": "message_delta",
                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                    "usage": usage(totals)}),
-        ),
-        event("message_stop", json!({"type": "message_stop"})),
-    ]
+        ));
+        events.push(event("message_stop", json!({"type": "message_stop"})));
+        events
+    }
 }
 
 /// An `error` event in a stream.

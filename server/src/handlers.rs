@@ -242,19 +242,24 @@ pub async fn messages(
     }
     let (_, tokens) = state.pool.stream(&model, request).await?;
     let opening = anthropic::opening_events(&id, &model);
-    let body = futures::stream::unfold(Some((tokens, None)), move |progress| {
+    let progress = (tokens, anthropic::Blocks::new(), None);
+    let body = futures::stream::unfold(Some(progress), move |progress| {
         let (state, model) = (Arc::clone(&state), model.clone());
         async move {
-            let (mut tokens, mut first_token) = progress?;
+            let (mut tokens, mut blocks, mut first_token) = progress?;
             let events = match tokens.next().await? {
                 Ok(StreamEvent::Delta { text, .. }) => {
                     first_token.get_or_insert_with(|| started.elapsed());
-                    let events = (!text.is_empty()).then(|| anthropic::text_event(&text));
-                    return Some((events.into_iter().collect(), Some((tokens, first_token))));
+                    let events = match text.is_empty() {
+                        true => Vec::new(),
+                        false => blocks.text(&text),
+                    };
+                    return Some((events, Some((tokens, blocks, first_token))));
                 }
-                // Tools are refused on this API before generation starts.
-                Ok(StreamEvent::ToolCall { .. }) => {
-                    return Some((Vec::new(), Some((tokens, first_token))));
+                Ok(StreamEvent::ToolCall { call, .. }) => {
+                    first_token.get_or_insert_with(|| started.elapsed());
+                    let events = blocks.tool_use(&call);
+                    return Some((events, Some((tokens, blocks, first_token))));
                 }
                 Ok(StreamEvent::Done {
                     finish_reason,
@@ -263,7 +268,7 @@ pub async fn messages(
                     ..
                 }) => {
                     finished(&state, "messages", &model, &usage, first_token, started);
-                    anthropic::closing_events(finish_reason, stop_sequence.as_deref(), &usage)
+                    blocks.closing(finish_reason, stop_sequence.as_deref(), &usage)
                 }
                 Err(e) => vec![anthropic::error_event(&ApiError::from(e))],
             };
@@ -317,12 +322,10 @@ pub async fn responses(
                     };
                     return Some((events, Some((tokens, numbering, frame, text, first_token))));
                 }
-                // Tools are refused on this API before generation starts.
-                Ok(StreamEvent::ToolCall { .. }) => {
-                    return Some((
-                        Vec::new(),
-                        Some((tokens, numbering, frame, text, first_token)),
-                    ));
+                Ok(StreamEvent::ToolCall { call, .. }) => {
+                    first_token.get_or_insert_with(|| started.elapsed());
+                    let events = numbering.tool_call(call);
+                    return Some((events, Some((tokens, numbering, frame, text, first_token))));
                 }
                 Ok(StreamEvent::Done {
                     finish_reason,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::response::sse::Event;
 use minerva_runtime::{
     ChatMessage, Completion, Constraint, FinishReason, GenerationRequest, Input, Role,
-    SamplingParams, Usage,
+    SamplingParams, Tool, ToolCall, ToolChoice, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,8 +16,6 @@ use crate::error::ApiError;
 
 /// Fields OpenAI defines that this server does not honour yet.
 const UNSUPPORTED_FIELDS: &[&str] = &[
-    "tools",
-    "tool_choice",
     "previous_response_id",
     "conversation",
     "reasoning",
@@ -34,7 +32,6 @@ const IGNORED_FIELDS: &[&str] = &[
     "service_tier",
     "include",
     "truncation",
-    "parallel_tool_calls",
     "safety_identifier",
     "prompt_cache_key",
 ];
@@ -53,6 +50,22 @@ pub struct ResponsesRequest {
     #[serde(default)]
     pub stream: bool,
     text: Option<TextOptions>,
+    tools: Option<Vec<InTool>>,
+    tool_choice: Option<Value>,
+    parallel_tool_calls: Option<bool>,
+}
+
+/// A function tool: `{"type": "function", "name", "description", "parameters", "strict"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InTool {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    description: Option<String>,
+    parameters: Option<Value>,
+    #[serde(rename = "strict")]
+    _strict: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +82,13 @@ struct Item {
     kind: Option<String>,
     role: Option<String>,
     content: Option<ItemContent>,
+    /// `function_call` and `function_call_output`: the call's id.
+    call_id: Option<String>,
+    /// `function_call`: the function and its arguments.
+    name: Option<String>,
+    arguments: Option<String>,
+    /// `function_call_output`: the result.
+    output: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +136,9 @@ impl ResponsesRequest {
         "top_p",
         "stream",
         "text",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
     ];
 
     /// Parse a body, naming unknown or unsupported fields.
@@ -159,7 +182,7 @@ impl ResponsesRequest {
             InputValue::Text(text) => messages.push(ChatMessage::new(Role::User, text.clone())),
             InputValue::Items(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    messages.push(item.message(i)?);
+                    item.add_to(i, &mut messages)?;
                 }
             }
         }
@@ -180,7 +203,56 @@ impl ResponsesRequest {
             ..Default::default()
         };
         request.constraint = self.constraint()?;
+        (request.tools, request.tool_choice) = self.tools()?;
+        request.parallel_tool_calls = self.parallel_tool_calls.unwrap_or(true);
         Ok(request)
+    }
+
+    fn tools(&self) -> Result<(Vec<Tool>, ToolChoice), ApiError> {
+        let mut tools = Vec::new();
+        for (i, t) in self.tools.iter().flatten().enumerate() {
+            if t.kind != "function" {
+                return Err(ApiError::invalid(
+                    format!(
+                        "tools[{i}].type `{}` is not supported by this server (function only)",
+                        t.kind
+                    ),
+                    Some("tools"),
+                ));
+            }
+            tools.push(Tool {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: t
+                    .parameters
+                    .clone()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+            });
+        }
+        let choice = match &self.tool_choice {
+            None => ToolChoice::Auto,
+            Some(Value::String(mode)) => match mode.as_str() {
+                "none" => ToolChoice::None,
+                "auto" => ToolChoice::Auto,
+                "required" => ToolChoice::Required,
+                other => {
+                    return Err(ApiError::invalid(
+                        format!("tool_choice `{other}` is not one of none, auto, required"),
+                        Some("tool_choice"),
+                    ))
+                }
+            },
+            Some(named) => match (named["type"].as_str(), named["name"].as_str()) {
+                (Some("function"), Some(name)) => ToolChoice::Function(name.to_string()),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "tool_choice must be none, auto, required or {\"type\": \"function\", \"name\"}",
+                        Some("tool_choice"),
+                    ))
+                }
+            },
+        };
+        Ok((tools, choice))
     }
 
     fn constraint(&self) -> Result<Option<Constraint>, ApiError> {
@@ -223,17 +295,52 @@ impl ResponsesRequest {
 }
 
 impl Item {
-    fn message(&self, i: usize) -> Result<ChatMessage, ApiError> {
+    /// Add this item to the conversation: a message, a call the model made (joined to the
+    /// assistant message before it), or a call's output.
+    fn add_to(&self, i: usize, messages: &mut Vec<ChatMessage>) -> Result<(), ApiError> {
         let field = format!("input[{i}]");
+        let missing =
+            |what: &str| ApiError::invalid(format!("{field}.{what} is required"), Some("input"));
         match self.kind.as_deref() {
-            None | Some("message") => {}
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    format!("{field}: `{other}` items are not supported by this server yet"),
-                    Some("input"),
-                ))
+            None | Some("message") => {
+                messages.push(self.message(&field)?);
+                Ok(())
             }
+            Some("function_call") => {
+                let call = ToolCall {
+                    id: self.call_id.clone().ok_or_else(|| missing("call_id"))?,
+                    name: self.name.clone().ok_or_else(|| missing("name"))?,
+                    arguments: self.arguments.clone().unwrap_or_else(|| "{}".into()),
+                };
+                match messages.last_mut() {
+                    Some(last) if last.role == Role::Assistant => last.tool_calls.push(call),
+                    _ => {
+                        let mut message = ChatMessage::new(Role::Assistant, "");
+                        message.tool_calls.push(call);
+                        messages.push(message);
+                    }
+                }
+                Ok(())
+            }
+            Some("function_call_output") => {
+                let output = match self.output.as_ref().ok_or_else(|| missing("output"))? {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let mut message = ChatMessage::new(Role::Tool, output);
+                message.tool_call_id =
+                    Some(self.call_id.clone().ok_or_else(|| missing("call_id"))?);
+                messages.push(message);
+                Ok(())
+            }
+            Some(other) => Err(ApiError::invalid(
+                format!("{field}: `{other}` items are not supported by this server yet"),
+                Some("input"),
+            )),
         }
+    }
+
+    fn message(&self, field: &str) -> Result<ChatMessage, ApiError> {
         let role = match self.role.as_deref() {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
@@ -302,22 +409,35 @@ impl ResponseFrame {
                 "temperature": request.temperature,
                 "top_p": request.top_p,
                 "text": {"format": {"type": format}},
+                "parallel_tool_calls": request.parallel_tool_calls.unwrap_or(true),
+                "tool_choice": request.tool_choice.clone().unwrap_or_else(|| json!("auto")),
+                "tools": request.tools.iter().flatten().map(|t| json!({
+                    "type": "function", "name": t.name, "description": t.description,
+                    "parameters": t.parameters,
+                })).collect::<Vec<_>>(),
             }),
         }
     }
 
-    /// The response object: `in_progress` without an outcome, else `completed` or `incomplete`.
-    pub fn object(&self, outcome: Option<(&str, FinishReason, &Usage)>) -> Value {
+    /// The response object: `in_progress` without an outcome, else `completed` or `incomplete`
+    /// with the output message (when it has text or made no calls) and one `function_call`
+    /// item per call.
+    pub fn object(&self, outcome: Option<(&str, FinishReason, &Usage, &[ToolCall])>) -> Value {
         let (status, output, incomplete, usage) = match outcome {
             None => ("in_progress", json!([]), Value::Null, Value::Null),
-            Some((text, reason, u)) => {
+            Some((text, reason, u, calls)) => {
                 let (status, incomplete) = match reason {
                     FinishReason::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
                     FinishReason::Stop | FinishReason::ToolCalls => ("completed", Value::Null),
                 };
+                let mut output = Vec::new();
+                if !text.is_empty() || calls.is_empty() {
+                    output.push(self.message(text, status));
+                }
+                output.extend(calls.iter().map(|c| function_call(c, "completed")));
                 (
                     status,
-                    json!([self.message(text, status)]),
+                    Value::Array(output),
                     incomplete,
                     json!({
                         "input_tokens": u.prompt_tokens,
@@ -338,9 +458,6 @@ impl ResponseFrame {
             "incomplete_details": incomplete,
             "model": self.model,
             "output": output,
-            "parallel_tool_calls": false,
-            "tool_choice": "none",
-            "tools": [],
             "truncation": "disabled",
             "store": false,
             "metadata": {},
@@ -371,16 +488,58 @@ pub fn response(frame: &ResponseFrame, completion: &Completion) -> Value {
         &choice.text,
         choice.finish_reason,
         &completion.usage,
+        &choice.tool_calls,
     )))
 }
 
-/// Numbers a stream's events.
-pub struct EventSequence(u64);
+/// A `function_call` output item.
+fn function_call(call: &ToolCall, status: &str) -> Value {
+    json!({
+        "type": "function_call",
+        "id": format!("fc_{}", call.id.trim_start_matches("call_")),
+        "call_id": call.id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "status": status,
+    })
+}
+
+/// Numbers a stream's events and keeps the calls made so far.
+pub struct EventSequence(u64, Vec<ToolCall>);
 
 impl EventSequence {
     /// Number 0 next.
     pub fn new() -> Self {
-        EventSequence(0)
+        EventSequence(0, Vec::new())
+    }
+
+    /// A call as its own output item: added, its arguments (one delta), done.
+    pub fn tool_call(&mut self, call: ToolCall) -> Vec<Event> {
+        let index = self.1.len() + 1;
+        let done = function_call(&call, "completed");
+        let mut added = function_call(&call, "in_progress");
+        added["arguments"] = json!("");
+        let item_id = done["id"].clone();
+        let events = vec![
+            self.event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": added}),
+            ),
+            self.event(
+                "response.function_call_arguments.delta",
+                json!({"item_id": item_id, "output_index": index, "delta": call.arguments}),
+            ),
+            self.event(
+                "response.function_call_arguments.done",
+                json!({"item_id": item_id, "output_index": index, "arguments": call.arguments}),
+            ),
+            self.event(
+                "response.output_item.done",
+                json!({"output_index": index, "item": done}),
+            ),
+        ];
+        self.1.push(call);
+        events
     }
 
     /// An event of `kind` with `fields` (plus `type` and `sequence_number`).
@@ -432,7 +591,8 @@ impl EventSequence {
         reason: FinishReason,
         usage: &Usage,
     ) -> Vec<Event> {
-        let whole = frame.object(Some((text, reason, usage)));
+        let calls = std::mem::take(&mut self.1);
+        let whole = frame.object(Some((text, reason, usage, &calls)));
         let status = whole["status"].as_str().unwrap_or("completed").to_string();
         let last = if status == "completed" {
             "response.completed"

@@ -475,9 +475,8 @@ def anthropic_structured_output_and_errors():
                           output_config={"format": {"type": "json_schema", "schema": CITY_SCHEMA}})
     jsonschema.validate(json.loads(m.content[0].text), CITY_SCHEMA)
     r = raw("POST", "/v1/messages", json={"model": args.model, "max_tokens": 5, "messages": MESSAGES[1:],
-                                          "tools": [{"name": "x", "input_schema": {}}]})
+                                          "tools": [{"type": "web_search_20250305", "name": "web_search"}]})
     assert r.status_code == 400 and r.json()["type"] == "error", r.text
-    assert "tools" in r.json()["error"]["message"], r.text
     r = raw("POST", "/v1/messages", json={"model": "no-such-model", "max_tokens": 5, "messages": MESSAGES[1:]})
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error", r.text
     r = raw("POST", "/v1/messages", json={"model": args.model, "messages": MESSAGES[1:]})
@@ -505,8 +504,8 @@ def responses_api_text_stream_and_schema():
     assert_error(raw("POST", "/v1/responses", json={"model": args.model, "input": "x",
                                                     "previous_response_id": "resp_1"}),
                  400, param="previous_response_id", contains="stores none")
-    assert_error(raw("POST", "/v1/responses", json={"model": args.model, "input": "x", "tools": []}), 400,
-                 param="tools")
+    assert_error(raw("POST", "/v1/responses", json={"model": args.model, "input": "x",
+                                                    "tools": [{"type": "web_search"}]}), 400)
 
 
 WEATHER_TOOL = {"type": "function", "function": {
@@ -593,6 +592,61 @@ def bad_tool_requests_are_400s_naming_the_field():
                  param="messages[1].tool_call_id")
     assert_error(chat(tools=[WEATHER_TOOL], tool_choice="required", response_format={"type": "json_object"}), 400,
                  param="tool_choice")
+
+
+ANTHROPIC_WEATHER = {"name": "get_weather", "description": "Current weather in a city",
+                     "input_schema": WEATHER_TOOL["function"]["parameters"]}
+
+
+@check("tools")
+def anthropic_tool_use_round_trip_streamed_and_not():
+    import jsonschema
+    a = anthropic_client()
+    kw = dict(model=args.model, max_tokens=120, messages=WEATHER_ASK, tools=[ANTHROPIC_WEATHER],
+              tool_choice={"type": "any", "disable_parallel_tool_use": True})
+    m = a.messages.create(**kw)
+    assert m.stop_reason == "tool_use", m
+    [use] = [b for b in m.content if b.type == "tool_use"]
+    assert use.name == "get_weather", use
+    jsonschema.validate(use.input, ANTHROPIC_WEATHER["input_schema"])
+    assert all("<tool_call>" not in b.text for b in m.content if b.type == "text"), m
+    with a.messages.stream(**kw) as stream:
+        final = stream.get_final_message()
+    [streamed] = [b for b in final.content if b.type == "tool_use"]
+    assert (streamed.name, streamed.input) == (use.name, use.input) and final.stop_reason == "tool_use", final
+    history = WEATHER_ASK + [
+        {"role": "assistant", "content": [b.model_dump() for b in m.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                      "content": json.dumps({"temperature": 18, "sky": "sunny"})}]},
+    ]
+    answer = a.messages.create(model=args.model, max_tokens=60, messages=history, tools=[ANTHROPIC_WEATHER],
+                               tool_choice={"type": "none"})
+    assert answer.stop_reason in ("end_turn", "max_tokens") and answer.content[0].text, answer
+
+
+@check("tools")
+def responses_function_call_round_trip_streamed_and_not():
+    import jsonschema
+    c = client()
+    tool = {"type": "function", **WEATHER_TOOL["function"]}
+    kw = dict(model=args.model, input="What is the weather in Paris?", tools=[tool], tool_choice="required",
+              parallel_tool_calls=False, temperature=0, max_output_tokens=120)
+    r = c.responses.create(**kw)
+    [call] = [item for item in r.output if item.type == "function_call"]
+    assert call.name == "get_weather" and call.call_id.startswith("call_"), call
+    jsonschema.validate(json.loads(call.arguments), tool["parameters"])
+    with c.responses.stream(**kw) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.function_call_arguments.delta"]
+        final = stream.get_final_response()
+    [streamed] = [item for item in final.output if item.type == "function_call"]
+    assert "".join(deltas) == streamed.arguments == call.arguments, (deltas, streamed, call)
+    follow = c.responses.create(
+        model=args.model, tools=[tool], tool_choice="none", temperature=0, max_output_tokens=60,
+        input=[{"role": "user", "content": "What is the weather in Paris?"},
+               {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+               {"type": "function_call_output", "call_id": call.call_id,
+                "output": json.dumps({"temperature": 18, "sky": "sunny"})}])
+    assert follow.output_text and "<tool_call>" not in follow.output_text, follow
 
 
 def model_entry(model):
