@@ -198,6 +198,55 @@ mod tests {
         );
     }
 
+    fn weather_call_history() -> (Vec<ChatMessage>, Vec<Tool>) {
+        let tools = vec![Tool {
+            name: "get_weather".into(),
+            description: Some("Weather in a city".into()),
+            parameters: serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        }];
+        let mut call = ChatMessage::new(Role::Assistant, "");
+        call.tool_calls.push(crate::request::ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city": "Paris"}"#.into(),
+        });
+        let mut result = ChatMessage::new(Role::Tool, "18 C");
+        result.tool_call_id = Some("call_1".into());
+        let messages = vec![ChatMessage::new(Role::User, "Weather?"), call, result];
+        (messages, tools)
+    }
+
+    #[test]
+    fn templates_that_take_tools_get_them_in_hugging_face_shape() {
+        // The parts of a Qwen-style template that read tools, calls and results.
+        let src = "{% if tools %}<tools>{% for t in tools %}{{ t.function.name }}:{{ t.function.parameters | tojson }}{% endfor %}</tools>{% endif %}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% for c in m.tool_calls %}<tool_call>{{ c.function.name }} {{ c.function.arguments.city }}</tool_call>{% endfor %}{% if m.tool_call_id %}({{ m.tool_call_id }}){% endif %}{% endfor %}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        let (messages, tools) = weather_call_history();
+        let out = t.render(&messages, &tools, false).unwrap();
+        assert_eq!(
+            out,
+            "<tools>get_weather:{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}</tools>[user]Weather?[assistant]<tool_call>get_weather Paris</tool_call>[tool]18 C(call_1)"
+        );
+        assert_eq!(t.tool_format(), ToolFormat::Tagged);
+    }
+
+    #[test]
+    fn templates_without_tools_get_the_fallback_prompt() {
+        let t = ChatTemplate::new(CHATML, "<|im_start|>", "<|im_end|>").unwrap();
+        let (messages, tools) = weather_call_history();
+        let out = t.render(&messages, &tools, true).unwrap();
+        assert!(out.starts_with("<|im_start|>system\n# Tools"), "{out}");
+        assert!(out.contains(r#""name":"get_weather""#), "{out}");
+        assert!(
+            out.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>"),
+            "{out}"
+        );
+        assert!(
+            out.contains("<|im_start|>user\n<tool_response>\n18 C\n</tool_response><|im_end|>"),
+            "{out}"
+        );
+    }
+
     #[test]
     fn python_methods_blocks_and_helpers() {
         let src = "{{ bos_token }}{% for m in messages %}\n  {%- if m.role == 'system' %}{% continue %}{% endif %}\n{{ m.content.strip().upper() }}|{{ m | tojson }}\n{% endfor %}{{ strftime_now('%Y') | length }}";

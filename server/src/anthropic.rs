@@ -189,12 +189,14 @@ impl MessagesRequest {
                 ("any", _) => ToolChoice::Required,
                 ("none", _) => ToolChoice::None,
                 ("tool", Some(name)) => ToolChoice::Function(name.clone()),
-                (kind, _) => return Err(ApiError::invalid(
-                    format!(
+                (kind, _) => {
+                    return Err(ApiError::invalid(
+                        format!(
                         "tool_choice: `{kind}` needs to be auto, any, tool (with a name) or none"
                     ),
-                    Some("tool_choice"),
-                )),
+                        Some("tool_choice"),
+                    ))
+                }
             };
             request.parallel_tool_calls = !choice.disable_parallel_tool_use.unwrap_or(false);
         }

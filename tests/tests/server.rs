@@ -13,10 +13,16 @@ struct Server {
     child: Child,
     base_url: String,
     _config: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One server at a time: each runs llama.cpp on every core, and several at once made single
+/// requests take close to a minute on two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Server {
     fn start(config: &str, extra: &[&str]) -> Server {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("minerva.toml");
         std::fs::write(&path, config).unwrap();
@@ -41,6 +47,7 @@ impl Server {
             child,
             base_url,
             _config: dir,
+            _turn: turn,
         }
     }
 
