@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::openai::{checked_body, typed, Fields};
 
 /// Fields Anthropic defines that this server does not honour yet.
 const UNSUPPORTED_FIELDS: &[&str] = &["thinking", "container", "mcp_servers"];
@@ -106,26 +107,16 @@ impl MessagesRequest {
 
     /// Parse a body, naming unknown or unsupported fields.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
-        let Some(map) = value.as_object() else {
-            return Err(ApiError::invalid(
-                "request body must be a JSON object",
-                None,
-            ));
-        };
-        for key in map.keys().map(String::as_str) {
-            if UNSUPPORTED_FIELDS.contains(&key) {
-                return Err(ApiError::unsupported(key));
-            }
-            if !Self::FIELDS.contains(&key) && !IGNORED_FIELDS.contains(&key) {
-                return Err(ApiError::invalid(
-                    format!("{key}: Extra inputs are not permitted"),
-                    Some(key),
-                ));
-            }
-        }
-        crate::openai::typed(&value)
+        let value = checked_body(
+            body,
+            &Fields {
+                read: &[Self::FIELDS],
+                ignored: IGNORED_FIELDS,
+                unsupported: UNSUPPORTED_FIELDS,
+                explained: &[],
+            },
+        )?;
+        typed(&value)
     }
 
     /// The runtime request.

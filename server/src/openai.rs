@@ -37,6 +37,33 @@ pub fn parse<T: DeserializeOwned>(
     body: &[u8],
     own_fields: &[&str],
 ) -> Result<(T, CommonOptions), ApiError> {
+    let value = checked_body(
+        body,
+        &Fields {
+            read: &[own_fields, CommonOptions::FIELDS],
+            ignored: IGNORED_FIELDS,
+            unsupported: UNSUPPORTED_FIELDS,
+            explained: &[],
+        },
+    )?;
+    Ok((typed(&value)?, typed(&value)?))
+}
+
+/// The top-level fields of an endpoint's body.
+pub(crate) struct Fields<'a> {
+    /// Fields the endpoint reads.
+    pub read: &'a [&'a [&'a str]],
+    /// Fields accepted without effect on the generated text.
+    pub ignored: &'a [&'a str],
+    /// Fields the API defines that this server does not honour yet.
+    pub unsupported: &'a [&'a str],
+    /// Fields refused with a reason of their own.
+    pub explained: &'a [(&'a str, &'a str)],
+}
+
+/// A body that is a JSON object whose every field is read or ignored; any other field is a
+/// 400 naming it.
+pub(crate) fn checked_body(body: &[u8], fields: &Fields) -> Result<Value, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
     let Some(map) = value.as_object() else {
@@ -45,15 +72,14 @@ pub fn parse<T: DeserializeOwned>(
             None,
         ));
     };
-    for key in map.keys() {
-        let key = key.as_str();
-        if own_fields.contains(&key)
-            || CommonOptions::FIELDS.contains(&key)
-            || IGNORED_FIELDS.contains(&key)
-        {
+    for key in map.keys().map(String::as_str) {
+        if fields.read.iter().any(|list| list.contains(&key)) || fields.ignored.contains(&key) {
             continue;
         }
-        if UNSUPPORTED_FIELDS.contains(&key) {
+        if let Some((_, reason)) = fields.explained.iter().find(|(k, _)| *k == key) {
+            return Err(ApiError::invalid(*reason, Some(key)));
+        }
+        if fields.unsupported.contains(&key) {
             return Err(ApiError::unsupported(key));
         }
         return Err(ApiError::invalid(
@@ -61,7 +87,20 @@ pub fn parse<T: DeserializeOwned>(
             Some(key),
         ));
     }
-    Ok((typed(&value)?, typed(&value)?))
+    Ok(value)
+}
+
+/// `tool_choice` given as a mode: `none`, `auto` or `required`.
+pub(crate) fn tool_choice_mode(mode: &str) -> Result<ToolChoice, ApiError> {
+    match mode {
+        "none" => Ok(ToolChoice::None),
+        "auto" => Ok(ToolChoice::Auto),
+        "required" => Ok(ToolChoice::Required),
+        other => Err(ApiError::invalid(
+            format!("tool_choice `{other}` is not one of none, auto, required"),
+            Some("tool_choice"),
+        )),
+    }
 }
 
 /// Parse a JSON body whose struct rejects unknown fields itself (naming them).
@@ -451,17 +490,7 @@ impl ChatRequest {
         }
         let choice = match &self.tool_choice {
             None => ToolChoice::Auto,
-            Some(InToolChoice::Mode(mode)) => match mode.as_str() {
-                "none" => ToolChoice::None,
-                "auto" => ToolChoice::Auto,
-                "required" => ToolChoice::Required,
-                other => {
-                    return Err(ApiError::invalid(
-                        format!("tool_choice `{other}` is not one of none, auto, required"),
-                        Some("tool_choice"),
-                    ))
-                }
-            },
+            Some(InToolChoice::Mode(mode)) => tool_choice_mode(mode)?,
             Some(InToolChoice::Named { kind, function }) if kind == "function" => {
                 ToolChoice::Function(function.name.clone())
             }

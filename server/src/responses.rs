@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::openai::{checked_body, tool_choice_mode, typed, Fields};
 
 /// Fields OpenAI defines that this server does not honour yet.
 const UNSUPPORTED_FIELDS: &[&str] = &[
-    "previous_response_id",
     "conversation",
     "reasoning",
     "top_logprobs",
@@ -143,33 +143,20 @@ impl ResponsesRequest {
 
     /// Parse a body, naming unknown or unsupported fields.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
-        let Some(map) = value.as_object() else {
-            return Err(ApiError::invalid(
-                "request body must be a JSON object",
-                None,
-            ));
-        };
-        for key in map.keys().map(String::as_str) {
-            if key == "previous_response_id" {
-                return Err(ApiError::invalid(
-                    "`previous_response_id` needs stored responses, and this server stores none: \
-                     send the whole conversation in `input`",
-                    Some(key),
-                ));
-            }
-            if UNSUPPORTED_FIELDS.contains(&key) {
-                return Err(ApiError::unsupported(key));
-            }
-            if !Self::FIELDS.contains(&key) && !IGNORED_FIELDS.contains(&key) {
-                return Err(ApiError::invalid(
-                    format!("unknown parameter: '{key}'"),
-                    Some(key),
-                ));
-            }
-        }
-        crate::openai::typed(&value)
+        let value = checked_body(
+            body,
+            &Fields {
+                read: &[Self::FIELDS],
+                ignored: IGNORED_FIELDS,
+                unsupported: UNSUPPORTED_FIELDS,
+                explained: &[(
+                    "previous_response_id",
+                    "`previous_response_id` needs stored responses, and this server stores \
+                     none: send the whole conversation in `input`",
+                )],
+            },
+        )?;
+        typed(&value)
     }
 
     /// The runtime request.
@@ -231,17 +218,7 @@ impl ResponsesRequest {
         }
         let choice = match &self.tool_choice {
             None => ToolChoice::Auto,
-            Some(Value::String(mode)) => match mode.as_str() {
-                "none" => ToolChoice::None,
-                "auto" => ToolChoice::Auto,
-                "required" => ToolChoice::Required,
-                other => {
-                    return Err(ApiError::invalid(
-                        format!("tool_choice `{other}` is not one of none, auto, required"),
-                        Some("tool_choice"),
-                    ))
-                }
-            },
+            Some(Value::String(mode)) => tool_choice_mode(mode)?,
             Some(named) => match (named["type"].as_str(), named["name"].as_str()) {
                 (Some("function"), Some(name)) => ToolChoice::Function(name.to_string()),
                 _ => {
