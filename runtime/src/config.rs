@@ -36,6 +36,11 @@ pub struct Config {
     /// dies) or `none` (inside this process); default: `process` for `minerva serve`, `none`
     /// for the other commands.
     pub isolation: Option<Isolation>,
+    /// Seconds an idle model stays loaded (`0`: unloaded after each request; `-1` or unset:
+    /// never unloaded for being idle).
+    pub keep_alive: Option<i64>,
+    /// Most models loaded at once; loading another evicts the least recently used idle one.
+    pub max_loaded_models: Option<usize>,
     /// Configured models.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
@@ -108,6 +113,11 @@ pub struct ModelConfig {
     pub parallel: Option<usize>,
     /// Where its engine runs (overrides the global `isolation`).
     pub isolation: Option<Isolation>,
+    /// Seconds it stays loaded when idle (overrides the global `keep_alive`).
+    pub keep_alive: Option<i64>,
+    /// Never unloaded for being idle or evicted for another model.
+    #[serde(default)]
+    pub pinned: bool,
     /// Default `max_tokens` for requests that set none.
     pub max_tokens: Option<u32>,
     /// Default sampling for requests to this model.
@@ -148,6 +158,8 @@ impl ModelConfig {
             threads: None,
             parallel: None,
             isolation: None,
+            keep_alive: None,
+            pinned: false,
             max_tokens: None,
             sampling: SamplingParams::default(),
             engine_options: EngineOptions::default(),
@@ -244,6 +256,10 @@ impl Config {
         positive("threads".into(), self.threads.map(|v| v as u64))?;
         positive("context_size".into(), self.context_size.map(u64::from))?;
         positive("parallel".into(), self.parallel.map(|v| v as u64))?;
+        positive(
+            "max_loaded_models".into(),
+            self.max_loaded_models.map(|v| v as u64),
+        )?;
         positive(
             "server.queue_size".into(),
             Some(self.server.queue_size as u64),

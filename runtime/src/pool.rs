@@ -35,6 +35,12 @@ struct EntryState {
     failure: Option<Failure>,
     /// Engine crashes so far (while loading or serving).
     crashes: u64,
+    /// When a request last started or ended.
+    last_used: Option<Instant>,
+    /// Loads, unloads (idle, asked for or evicted) and evictions so far.
+    loads: u64,
+    unloads: u64,
+    evictions: u64,
 }
 
 struct Failure {
@@ -72,6 +78,13 @@ impl EntryState {
         self.settle();
         self.model.clone()
     }
+
+    /// Drop the model (requests in flight keep their handle until they end).
+    fn unload(&mut self) -> bool {
+        let was_loaded = self.model.take().is_some();
+        self.unloads += u64::from(was_loaded);
+        was_loaded
+    }
 }
 
 /// What the pool knows of one configured model now.
@@ -85,6 +98,14 @@ pub struct ModelStatus {
     pub runner_pid: Option<u32>,
     /// Engine crashes so far.
     pub crashes: u64,
+    /// Loads, unloads and evictions so far.
+    pub loads: u64,
+    /// Unloads (idle, asked for, evicted).
+    pub unloads: u64,
+    /// Evictions to make room for another model.
+    pub evictions: u64,
+    /// Seconds until an idle model is unloaded (`None`: kept, or busy).
+    pub expires_in_s: Option<u64>,
 }
 
 /// Lazily loaded, admission-controlled models of one [`Runtime`].
@@ -156,12 +177,15 @@ impl ModelPool {
                 None => 0,
             }
         };
+        self.make_room(id)?;
         let loaded = self.runtime.load(id).await;
         let mut state = entry.lock();
         match loaded {
             Ok(model) => {
                 state.failure = None;
                 state.model = Some(model.clone());
+                state.loads += 1;
+                state.last_used = Some(Instant::now());
                 Ok(model)
             }
             Err(e) => {
@@ -184,11 +208,117 @@ impl ModelPool {
         let entry = self.entry(id)?;
         let mut state = entry.lock();
         state.settle();
-        let was_loaded = state.model.take().is_some();
+        let was_loaded = state.unload();
         if was_loaded {
             tracing::info!(model = id, "model unloaded");
         }
         Ok(was_loaded)
+    }
+
+    /// A model's idle time before it is unloaded (`None`: never) and whether it is pinned.
+    fn lifetime(&self, id: &str) -> (Option<Duration>, bool) {
+        let config = self.runtime.config();
+        let model = config.model(id);
+        let keep = model
+            .and_then(|m| m.keep_alive)
+            .or(config.keep_alive)
+            .and_then(|s| u64::try_from(s).ok())
+            .map(Duration::from_secs);
+        let pinned = model.is_some_and(|m| m.pinned);
+        (if pinned { None } else { keep }, pinned)
+    }
+
+    fn in_flight(&self, entry: &PoolEntry) -> usize {
+        self.queue_limit - entry.admission.available_permits()
+    }
+
+    /// Unload the models idle for longer than their `keep_alive`; returns their ids. Called
+    /// periodically by the server ([`ModelPool::reap_idle_models`]).
+    pub fn unload_idle(&self) -> Vec<String> {
+        let entries: Vec<(String, Arc<PoolEntry>)> = {
+            let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter()
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
+                .collect()
+        };
+        let mut unloaded = Vec::new();
+        for (id, entry) in entries {
+            let (Some(keep), _) = self.lifetime(&id) else {
+                continue;
+            };
+            let busy = self.in_flight(&entry) > 0;
+            let mut state = entry.lock();
+            let idle_for = state.last_used.map_or(Duration::MAX, |t| t.elapsed());
+            if !busy && state.model.is_some() && idle_for >= keep && state.unload() {
+                tracing::info!(model = %id, idle_s = idle_for.as_secs(), "idle model unloaded");
+                unloaded.push(id);
+            }
+        }
+        unloaded
+    }
+
+    /// Unload idle models every quarter second until the pool is dropped.
+    pub fn reap_idle_models(pool: std::sync::Weak<ModelPool>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                match pool.upgrade() {
+                    Some(pool) => {
+                        pool.unload_idle();
+                    }
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Before loading `id`: with `max_loaded_models` reached, evict the least recently used
+    /// model that is idle and not pinned, or refuse while all are busy.
+    fn make_room(&self, id: &str) -> Result<()> {
+        let Some(max) = self.runtime.config().max_loaded_models else {
+            return Ok(());
+        };
+        let entries: Vec<(String, Arc<PoolEntry>)> = {
+            let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter()
+                .filter(|(k, _)| k.as_str() != id)
+                .map(|(k, v)| (k.clone(), Arc::clone(v)))
+                .collect()
+        };
+        let loaded: Vec<&(String, Arc<PoolEntry>)> = entries
+            .iter()
+            .filter(|(_, e)| {
+                let mut state = e.lock();
+                state.settle();
+                state.model.is_some()
+            })
+            .collect();
+        if loaded.len() < max {
+            return Ok(());
+        }
+        let victim = loaded
+            .iter()
+            .filter(|(k, e)| !self.lifetime(k).1 && self.in_flight(e) == 0)
+            .min_by_key(|(_, e)| e.lock().last_used);
+        match victim {
+            Some((victim, entry)) => {
+                let mut state = entry.lock();
+                if state.unload() {
+                    state.evictions += 1;
+                    tracing::info!(model = %victim, for_model = id, "least recently used model evicted");
+                }
+                Ok(())
+            }
+            None => Err(Error::ModelUnavailable {
+                model: id.to_string(),
+                reason: format!(
+                    "{} models are loaded (max_loaded_models) and each is busy or pinned",
+                    loaded.len()
+                ),
+                retry_after_s: 1,
+            }),
+        }
     }
 
     /// Ids of the models loaded (and healthy) now.
@@ -209,13 +339,25 @@ impl ModelPool {
         entries
             .iter()
             .map(|(id, entry)| {
+                let (keep, _) = self.lifetime(id);
+                let busy = self.in_flight(entry) > 0;
                 let mut state = entry.lock();
                 state.settle();
+                let expires_in_s = match (keep, &state.model, state.last_used, busy) {
+                    (Some(keep), Some(_), Some(used), false) => {
+                        Some(keep.saturating_sub(used.elapsed()).as_secs())
+                    }
+                    _ => None,
+                };
                 let status = ModelStatus {
                     loaded: state.model.is_some(),
                     failure: state.failure.as_ref().map(|f| f.reason.clone()),
                     runner_pid: state.model.as_ref().and_then(|m| m.model().process_id()),
                     crashes: state.crashes,
+                    loads: state.loads,
+                    unloads: state.unloads,
+                    evictions: state.evictions,
+                    expires_in_s,
                 };
                 (id.clone(), status)
             })
@@ -239,7 +381,7 @@ impl ModelPool {
     }
 
     /// Take one of model `id`'s admissions (or fail with `Overloaded`), then load it if needed.
-    async fn admit(&self, id: &str) -> Result<(OwnedSemaphorePermit, ModelHandle)> {
+    async fn admit(&self, id: &str) -> Result<(Admission, ModelHandle)> {
         let entry = self.entry(id)?;
         let permit = Arc::clone(&entry.admission)
             .try_acquire_owned()
@@ -247,7 +389,12 @@ impl ModelPool {
                 model: id.to_string(),
                 limit: self.queue_limit,
             })?;
-        Ok((permit, self.get(id).await?))
+        entry.lock().last_used = Some(Instant::now());
+        let admission = Admission {
+            _permit: permit,
+            entry,
+        };
+        Ok((admission, self.get(id).await?))
     }
 
     /// Admit, load if needed, and stream `request` on model `id`; the admission is held until the
@@ -281,6 +428,18 @@ impl ModelPool {
         let (_permit, model) = self.admit(id).await?;
         let completion = model.generate(request).await?;
         Ok((model, completion))
+    }
+}
+
+/// One admitted request: holds its place in the queue and marks the model used when it ends.
+struct Admission {
+    _permit: OwnedSemaphorePermit,
+    entry: Arc<PoolEntry>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.entry.lock().last_used = Some(Instant::now());
     }
 }
 
@@ -370,15 +529,75 @@ mod tests {
     }
 
     fn pool_of(engine: Arc<dyn InferenceBackend>, queue: usize) -> ModelPool {
+        pool_with(engine, queue, |_| {})
+    }
+
+    /// A pool over models `m` and `n` (the same tiny GGUF), with `edit` applied to the config.
+    fn pool_with(
+        engine: Arc<dyn InferenceBackend>,
+        queue: usize,
+        edit: impl FnOnce(&mut Config),
+    ) -> ModelPool {
         let dir = std::env::temp_dir().join(format!("minerva-pool-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let gguf = dir.join("tiny.gguf");
+        // One file per pool: tests run in parallel, and a file being rewritten reads as empty.
+        static POOLS: AtomicUsize = AtomicUsize::new(0);
+        let gguf = dir.join(format!(
+            "tiny-{}.gguf",
+            POOLS.fetch_add(1, Ordering::SeqCst)
+        ));
         crate::format::gguf::tests::write_tiny_gguf(&gguf);
-        let config = Config {
-            models: vec![ModelConfig::new("m", gguf.display().to_string())],
+        let path = gguf.display().to_string();
+        let mut config = Config {
+            models: vec![ModelConfig::new("m", &path), ModelConfig::new("n", &path)],
             ..Default::default()
         };
+        edit(&mut config);
         ModelPool::new(Runtime::new(config, Router::new(vec![engine])), queue)
+    }
+
+    #[tokio::test]
+    async fn idle_models_unload_after_keep_alive_but_never_with_requests_in_flight() {
+        let loads = Arc::new(AtomicUsize::new(0));
+        let engine = Arc::new(Counting(Arc::clone(&loads)));
+        let pool = pool_with(engine, 4, |c| {
+            c.keep_alive = Some(0);
+            c.models[1].pinned = true;
+        });
+        let chat = || GenerationRequest::chat("hi", None);
+        let (_, held) = pool.stream("m", chat()).await.unwrap();
+        pool.generate("n", chat()).await.unwrap();
+        assert!(pool.unload_idle().is_empty(), "m is busy and n is pinned");
+        drop(held);
+        assert_eq!(pool.unload_idle(), vec!["m".to_string()]);
+        let m = &pool.statuses()["m"];
+        assert!(!m.loaded && m.loads == 1 && m.unloads == 1, "{m:?}");
+        assert!(pool.statuses()["n"].loaded);
+        // The next request loads it again.
+        pool.generate("m", chat()).await.unwrap();
+        assert_eq!(pool.statuses()["m"].loads, 2);
+    }
+
+    #[tokio::test]
+    async fn max_loaded_models_evicts_the_least_recently_used_idle_model() {
+        let loads = Arc::new(AtomicUsize::new(0));
+        let engine = Arc::new(Counting(Arc::clone(&loads)));
+        let pool = pool_with(engine, 4, |c| c.max_loaded_models = Some(1));
+        let chat = || GenerationRequest::chat("hi", None);
+        pool.generate("m", chat()).await.unwrap();
+        pool.generate("n", chat()).await.unwrap();
+        assert_eq!(pool.loaded(), vec!["n".to_string()]);
+        assert_eq!(pool.statuses()["m"].evictions, 1);
+        // A busy model is never evicted: the other one waits.
+        let (_, held) = pool.stream("n", chat()).await.unwrap();
+        let refused = pool.generate("m", chat()).await.err().unwrap();
+        assert!(
+            matches!(refused, Error::ModelUnavailable { .. }),
+            "{refused}"
+        );
+        drop(held);
+        pool.generate("m", chat()).await.unwrap();
+        assert_eq!(pool.loaded(), vec!["m".to_string()]);
     }
 
     /// An engine whose loads can crash and whose models can die (as runner-backed ones do).

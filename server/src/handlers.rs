@@ -83,6 +83,10 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
                 failure: None,
                 runner_pid: None,
                 crashes: 0,
+                loads: 0,
+                unloads: 0,
+                evictions: 0,
+                expires_in_s: None,
             });
             ModelEntry {
                 loaded: status.loaded,
@@ -94,6 +98,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
                 failure: status.failure,
                 runner_pid: status.runner_pid,
                 crashes: status.crashes,
+                expires_in_s: status.expires_in_s,
                 id: m.id,
                 object: "model",
                 created: 0,

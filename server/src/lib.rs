@@ -25,7 +25,7 @@ pub use error::ApiError;
 
 /// Shared state of the handlers.
 pub struct AppState {
-    pool: ModelPool,
+    pool: Arc<ModelPool>,
     metrics: metrics::Metrics,
 }
 
@@ -33,7 +33,7 @@ pub struct AppState {
 pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
     let server = runtime.config().server.clone();
     let state = Arc::new(AppState {
-        pool: ModelPool::new(runtime, server.queue_size),
+        pool: Arc::new(ModelPool::new(runtime, server.queue_size)),
         metrics: metrics::Metrics::new(),
     });
     let api = Router::new()
@@ -101,6 +101,7 @@ pub async fn serve(
 ) -> Result<()> {
     let server = runtime.config().server.clone();
     let (router, state) = app(runtime);
+    ModelPool::reap_idle_models(Arc::downgrade(&state.pool));
     preload(&state, preload_ids).await?;
     let address = format!("{}:{}", server.host, server.port);
     let listener = tokio::net::TcpListener::bind(&address)

@@ -42,6 +42,9 @@ pub struct Metrics {
     loaded: Family<ModelLabels, Gauge>,
     failed: Family<ModelLabels, Gauge>,
     crashes: Family<ModelLabels, Gauge>,
+    loads: Family<ModelLabels, Gauge>,
+    unloads: Family<ModelLabels, Gauge>,
+    evictions: Family<ModelLabels, Gauge>,
     /// Serialises scrapes (gauges are refreshed from the pool at scrape time).
     scrape: Mutex<()>,
 }
@@ -59,6 +62,9 @@ impl Metrics {
         let loaded = Family::<ModelLabels, Gauge>::default();
         let failed = Family::<ModelLabels, Gauge>::default();
         let crashes = Family::<ModelLabels, Gauge>::default();
+        let loads = Family::<ModelLabels, Gauge>::default();
+        let unloads = Family::<ModelLabels, Gauge>::default();
+        let evictions = Family::<ModelLabels, Gauge>::default();
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -100,6 +106,17 @@ impl Metrics {
             "Times the model's engine process died since the server started",
             crashes.clone(),
         );
+        registry.register("model_loads", "Times the model was loaded", loads.clone());
+        registry.register(
+            "model_unloads",
+            "Times the model was unloaded (idle, asked for or evicted)",
+            unloads.clone(),
+        );
+        registry.register(
+            "model_evictions",
+            "Times the model was evicted to make room for another (max_loaded_models)",
+            evictions.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -111,6 +128,9 @@ impl Metrics {
             loaded,
             failed,
             crashes,
+            loads,
+            unloads,
+            evictions,
             scrape: Mutex::new(()),
         }
     }
@@ -165,9 +185,19 @@ impl Metrics {
             let failed = status.is_some_and(|s| !s.loaded && s.failure.is_some());
             self.loaded.get_or_create(&labels).set(i64::from(loaded));
             self.failed.get_or_create(&labels).set(i64::from(failed));
+            let count = |f: fn(&minerva_runtime::ModelStatus) -> u64| {
+                status.map_or(0, |s| i64::try_from(f(s)).unwrap_or(i64::MAX))
+            };
             self.crashes
                 .get_or_create(&labels)
-                .set(status.map_or(0, |s| s.crashes as i64));
+                .set(count(|s| s.crashes));
+            self.loads.get_or_create(&labels).set(count(|s| s.loads));
+            self.unloads
+                .get_or_create(&labels)
+                .set(count(|s| s.unloads));
+            self.evictions
+                .get_or_create(&labels)
+                .set(count(|s| s.evictions));
         }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);

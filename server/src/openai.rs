@@ -898,6 +898,8 @@ pub struct ModelEntry {
     pub runner_pid: Option<u32>,
     /// Engine crashes since the server started.
     pub crashes: u64,
+    /// Seconds until the idle model is unloaded (`keep_alive`), when it will be.
+    pub expires_in_s: Option<u64>,
     /// Why it cannot be served, if detection failed.
     pub error: Option<String>,
 }

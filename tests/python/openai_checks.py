@@ -771,13 +771,41 @@ def unloading_a_model_ends_its_runner_and_frees_its_memory():
     assert_error(raw("POST", "/v1/models/no-such-model/unload"), 404)
 
 
+def wait_gone(pid, seconds=10):
+    deadline = time.monotonic() + seconds
+    while os.path.exists(f"/proc/{pid}"):
+        assert time.monotonic() < deadline, f"runner {pid} did not exit"
+        time.sleep(0.05)
+
+
+@check("lifecycle")
+def max_loaded_models_evicts_and_keep_alive_unloads():
+    # Configured: max_loaded_models = 1; `--model` keeps idle for 1 s, `--victim` forever.
+    c = client()
+    c.chat.completions.create(model=args.victim, messages=MESSAGES, max_tokens=2)
+    other = model_entry(args.victim)
+    assert other["loaded"] and other["expires_in_s"] is None, other
+    c.chat.completions.create(model=args.model, messages=MESSAGES, max_tokens=2)
+    wait_gone(other["runner_pid"])
+    assert model_entry(args.victim)["status"] == "unloaded"
+    assert metric(f'minerva_model_evictions{{model="{args.victim}"}}') == 1
+    entry = model_entry(args.model)
+    assert entry["loaded"] and entry["expires_in_s"] in (0, 1), entry
+    wait_gone(entry["runner_pid"], seconds=5)
+    assert model_entry(args.model)["status"] == "unloaded"
+    assert metric(f'minerva_model_unloads{{model="{args.model}"}}') == 1
+    r = c.chat.completions.create(model=args.model, messages=MESSAGES, max_tokens=2)
+    assert r.choices[0].message.content is not None
+    assert metric(f'minerva_model_loads{{model="{args.model}"}}') == 2
+
+
 def main():
     global args
     p = argparse.ArgumentParser()
     p.add_argument("--base-url", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--api-key")
-    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners", "structured", "apis", "tools"])
+    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners", "structured", "apis", "tools", "lifecycle"])
     p.add_argument("--victim", help="runners: a model whose file the checks truncate")
     p.add_argument("--victim-path", help="runners: that model's file")
     p.add_argument("--twin", help="runners: the MLX twin of --model")

@@ -1,6 +1,7 @@
 //! `minerva serve` with each model's engine in a runner process: a model whose engine dies
 //! fails alone, a killed runner comes back, unloading ends the runner; both engines run as
-//! runners. Driven by tests/python/openai_checks.py (suite `runners`).
+//! runners; idle models unload and the least recently used is evicted. Driven by
+//! tests/python/openai_checks.py (suites `runners` and `lifecycle`).
 
 use std::process::{Command, Stdio};
 
@@ -55,4 +56,44 @@ fn engines_in_runner_processes_fail_alone_and_come_back() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(alive, "the server died");
+}
+
+#[test]
+fn idle_models_unload_and_the_least_recently_used_is_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minerva.toml");
+    let gguf = smollm2_gguf();
+    std::fs::write(
+        &config,
+        format!(
+            "context_size = 1024\nmax_loaded_models = 1\n\
+             [[models]]\nid = \"smol\"\npath = \"{0}\"\nkeep_alive = 1\n\
+             [[models]]\nid = \"other\"\npath = \"{0}\"\n",
+            gguf.display()
+        ),
+    )
+    .unwrap();
+    let (mut server, base_url) = spawn_server(
+        minerva()
+            .arg("--config")
+            .arg(&config)
+            .args(["serve", "--port", "0"])
+            .stderr(Stdio::inherit()),
+    );
+    let output = Command::new(venv_python())
+        .current_dir(workspace_root())
+        .arg("tests/python/openai_checks.py")
+        .args(["--base-url", &base_url, "--suite", "lifecycle"])
+        .args(["--model", "smol", "--victim", "other"])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        output.status.success(),
+        "lifecycle checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
