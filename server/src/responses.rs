@@ -397,18 +397,24 @@ impl ResponseFrame {
     }
 
     /// The response object: `in_progress` without an outcome, else `completed` or `incomplete`
-    /// with the output message (when it has text or made no calls) and one `function_call`
-    /// item per call.
-    pub fn object(&self, outcome: Option<(&str, FinishReason, &Usage, &[ToolCall])>) -> Value {
+    /// with the output message (when it has text, made no calls, or was already announced in a
+    /// stream, so that streamed output indices hold) and one `function_call` item per call.
+    pub fn object(&self, outcome: Option<Outcome>) -> Value {
         let (status, output, incomplete, usage) = match outcome {
             None => ("in_progress", json!([]), Value::Null, Value::Null),
-            Some((text, reason, u, calls)) => {
+            Some(Outcome {
+                text,
+                reason,
+                usage: u,
+                calls,
+                announced,
+            }) => {
                 let (status, incomplete) = match reason {
                     FinishReason::Length => ("incomplete", json!({"reason": "max_output_tokens"})),
                     FinishReason::Stop | FinishReason::ToolCalls => ("completed", Value::Null),
                 };
                 let mut output = Vec::new();
-                if !text.is_empty() || calls.is_empty() {
+                if announced || !text.is_empty() || calls.is_empty() {
                     output.push(self.message(text, status));
                 }
                 output.extend(calls.iter().map(|c| function_call(c, "completed")));
@@ -461,12 +467,27 @@ impl ResponseFrame {
 /// The response to a whole (non-streamed) request.
 pub fn response(frame: &ResponseFrame, completion: &Completion) -> Value {
     let choice = &completion.choices[0];
-    frame.object(Some((
-        &choice.text,
-        choice.finish_reason,
-        &completion.usage,
-        &choice.tool_calls,
-    )))
+    frame.object(Some(Outcome {
+        text: &choice.text,
+        reason: choice.finish_reason,
+        usage: &completion.usage,
+        calls: &choice.tool_calls,
+        announced: false,
+    }))
+}
+
+/// How a response ended, for [`ResponseFrame::object`].
+pub struct Outcome<'a> {
+    /// The output text.
+    pub text: &'a str,
+    /// Why it ended.
+    pub reason: FinishReason,
+    /// Token counts.
+    pub usage: &'a Usage,
+    /// The calls made.
+    pub calls: &'a [ToolCall],
+    /// Whether a stream already announced the message item (output index 0).
+    pub announced: bool,
 }
 
 /// A `function_call` output item.
@@ -569,7 +590,13 @@ impl EventSequence {
         usage: &Usage,
     ) -> Vec<Event> {
         let calls = std::mem::take(&mut self.1);
-        let whole = frame.object(Some((text, reason, usage, &calls)));
+        let whole = frame.object(Some(Outcome {
+            text,
+            reason,
+            usage,
+            calls: &calls,
+            announced: true,
+        }));
         let status = whole["status"].as_str().unwrap_or("completed").to_string();
         let last = if status == "completed" {
             "response.completed"
