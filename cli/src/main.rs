@@ -41,6 +41,8 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// List the configured models with their detected format and engine.
     Models(commands::models::ModelsArgs),
+    /// Fetch a model from the Hugging Face hub into its cache: `org/name` or `org/name:QUANT`.
+    Pull(commands::pull::PullArgs),
     /// Convert a GGUF model into an MLX directory with the same weights.
     Convert(commands::convert::ConvertArgs),
     /// Serve the configured models over an OpenAI-compatible HTTP API.
@@ -106,6 +108,7 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
             Command::Models(args) => commands::models::run(&runtime, args),
             Command::Serve(args) => commands::serve::run(&runtime, args).await,
             Command::Convert(args) => commands::convert::run(args),
+            Command::Pull(args) => commands::pull::run(args).await,
             Command::Bench(args) => commands::bench::run(&runtime, args).await,
             Command::Engines(args) => commands::engines::run(&runtime, &plugin_failures, args),
             Command::Runner => commands::runner::run().await,

@@ -118,6 +118,9 @@ pub struct ModelConfig {
     /// Never unloaded for being idle or evicted for another model.
     #[serde(default)]
     pub pinned: bool,
+    /// Fetch it from the Hugging Face hub when it is not in the cache yet (`path` a repo id).
+    #[serde(default)]
+    pub pull: bool,
     /// Default `max_tokens` for requests that set none.
     pub max_tokens: Option<u32>,
     /// Default sampling for requests to this model.
@@ -160,6 +163,7 @@ impl ModelConfig {
             isolation: None,
             keep_alive: None,
             pinned: false,
+            pull: false,
             max_tokens: None,
             sampling: SamplingParams::default(),
             engine_options: EngineOptions::default(),

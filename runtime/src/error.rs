@@ -108,6 +108,14 @@ pub enum Error {
         /// Seconds until the next load attempt.
         retry_after_s: u64,
     },
+    /// Fetching a model from the Hugging Face hub failed.
+    #[error("download of {file}: {message}")]
+    Download {
+        /// The repo, or `repo/file`.
+        file: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// An I/O error as its text (the only part that crosses a process boundary).

@@ -11,6 +11,7 @@ pub mod format;
 pub mod generation;
 pub mod plugin;
 pub mod pool;
+pub mod pull;
 pub mod request;
 pub mod resolve;
 pub mod response;
@@ -32,6 +33,7 @@ pub use config::{Config, ModelConfig, ServerConfig};
 pub use error::{Error, Result};
 pub use format::{detect, inspect, Detected, ModelFormat, ModelHeader, ModelInfo};
 pub use pool::{ModelPool, ModelStatus};
+pub use pull::{pull, LoggedProgress, PullProgress, Pulled};
 pub use request::{
     ChatMessage, Constraint, GenerationRequest, Input, Role, Tool, ToolCall, ToolChoice,
     MAX_CHOICES, MAX_TOP_LOGPROBS,

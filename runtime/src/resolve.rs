@@ -1,5 +1,6 @@
-//! Model references: a local path, or a Hugging Face repo id found in the local Hugging Face cache
-//! (the layout `huggingface-cli download` writes). Downloads are not done here.
+//! Model references: a local path, or a Hugging Face repo id (`org/name`, `org/name:QUANT` for one
+//! quantization of a GGUF repo) found in the local Hugging Face cache (the layout the `hf` CLI and
+//! `minerva pull` write). Downloads are [`crate::pull`]'s.
 
 use std::path::{Path, PathBuf};
 
@@ -8,9 +9,10 @@ use hf_hub::{Cache, Repo, RepoType};
 use crate::error::{Error, Result};
 
 /// Turn `reference` into a local file or directory. A path that exists wins; otherwise an
-/// `org/name` id is looked up in the Hugging Face cache at `revision` (default `main`). In a repo,
-/// `file` picks one file; without it a repo with `config.json` resolves to its snapshot directory
-/// and one with a single `.gguf` to that file.
+/// `org/name[:QUANT]` id is looked up in the Hugging Face cache at `revision` (default `main`). In
+/// a repo, `file` picks one file; without it a quantization picks its GGUF (the first part of a
+/// split one), a repo with `config.json` resolves to its snapshot directory and one with a single
+/// GGUF quantization to that file.
 pub fn resolve_model_path(
     reference: &str,
     file: Option<&str>,
@@ -23,17 +25,17 @@ pub fn resolve_model_path(
             _ => local.to_path_buf(),
         });
     }
-    if !looks_like_repo_id(reference) {
+    let Some((repo_id, quant)) = parse_repo_reference(reference) else {
         return Err(Error::ModelNotFound(format!(
             "{reference}: no such file or directory"
         )));
-    }
+    };
     let cache = hf_cache()?;
     let revision = revision.unwrap_or("main");
-    let repo = Repo::with_revision(reference.to_string(), RepoType::Model, revision.to_string());
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, revision.to_string());
     let not_cached = || {
         Error::ModelNotFound(format!(
-            "{reference} (revision {revision}) is not a local path and is not in the Hugging Face cache at {}",
+            "{reference} (revision {revision}) is not a local path and is not in the Hugging Face cache at {}; `minerva pull {reference}` fetches it",
             cache.path().display()
         ))
     };
@@ -49,26 +51,87 @@ pub fn resolve_model_path(
             )))
         };
     }
-    if snapshot.join("config.json").is_file() {
+    if quant.is_none() && snapshot.join("config.json").is_file() {
         return Ok(snapshot);
     }
-    let ggufs: Vec<PathBuf> = std::fs::read_dir(&snapshot)
-        .map_err(|e| Error::io(&snapshot, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+    let mut ggufs: Vec<PathBuf> = gguf_files(&snapshot)?;
+    ggufs.sort();
+    if let Some(q) = quant {
+        ggufs.retain(|p| {
+            p.file_name()
+                .and_then(|n| quant_of(&n.to_string_lossy()))
+                .is_some_and(|f| f.eq_ignore_ascii_case(q))
+        });
+        return ggufs.into_iter().next().ok_or_else(not_cached);
+    }
+    let quants: std::collections::BTreeSet<String> = ggufs
+        .iter()
+        .filter_map(|p| quant_of(&p.file_name()?.to_string_lossy()))
         .collect();
-    match ggufs.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(not_cached()),
-        many => Err(Error::ModelNotFound(format!(
-            "{reference} holds {} GGUF files; set `file` to one of: {}",
+    match (ggufs.as_slice(), quants.len()) {
+        ([], _) => Err(not_cached()),
+        ([one], _) => Ok(one.clone()),
+        ([first, ..], 1) => Ok(first.clone()),
+        (many, _) => Err(Error::ModelNotFound(format!(
+            "{reference} holds {} GGUF files; name a quantization ({}) or set `file` to one of: {}",
             many.len(),
+            quants
+                .iter()
+                .map(|q| format!("{reference}:{q}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             many.iter()
-                .filter_map(|p| p.file_name()?.to_str())
+                .filter_map(|p| p.strip_prefix(&snapshot).ok()?.to_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
     }
+}
+
+/// The GGUF files of a snapshot, in its folders too (split quantizations often sit in one).
+fn gguf_files(snapshot: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut folders = vec![snapshot.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))? {
+            let path = entry.map_err(|e| Error::io(&folder, e))?.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|x| x == "gguf")
+                && !path.to_string_lossy().contains("mmproj")
+            {
+                found.push(path);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `org/name` or `org/name:QUANT` (no path-like parts): the repo id and the quantization.
+pub fn parse_repo_reference(reference: &str) -> Option<(&str, Option<&str>)> {
+    let (repo, quant) = match reference.rsplit_once(':') {
+        Some((repo, quant)) if !quant.is_empty() && !quant.contains('/') => (repo, Some(quant)),
+        _ => (reference, None),
+    };
+    looks_like_repo_id(repo).then_some((repo, quant))
+}
+
+/// The quantization named in a GGUF file name (`Q4_K_M`, `IQ2_XXS`, `Q8_0`, `F16`, `BF16` ...),
+/// upper-cased: the last `-`/`.`-separated part of the stem that looks like one (a split file's
+/// `-00001-of-00003` ignored).
+pub fn quant_of(file_name: &str) -> Option<String> {
+    let name = file_name.rsplit('/').next()?;
+    let stem = name.strip_suffix(".gguf").unwrap_or(name);
+    stem.split(['-', '.'])
+        .map(|part| part.to_ascii_uppercase())
+        .rfind(|part| {
+            let after = |prefix: &str| part.strip_prefix(prefix).and_then(|r| r.chars().next());
+            ["Q", "IQ", "TQ"]
+                .iter()
+                .any(|p| after(p).is_some_and(|c| c.is_ascii_digit()))
+                || ["F16", "BF16", "F32", "FP16", "FP32"].contains(&part.as_str())
+                || part.starts_with("MXFP4")
+        })
 }
 
 /// `org/name` with no path-like parts.
@@ -79,7 +142,7 @@ fn looks_like_repo_id(reference: &str) -> bool {
 }
 
 /// The cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
-fn hf_cache() -> Result<Cache> {
+pub(crate) fn hf_cache() -> Result<Cache> {
     if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
         return Ok(Cache::new(PathBuf::from(dir)));
     }
@@ -121,6 +184,30 @@ mod tests {
         assert!(!looks_like_repo_id("./x"));
         assert!(!looks_like_repo_id("x"));
         assert!(!looks_like_repo_id("dir/model.gguf"));
+        assert_eq!(
+            parse_repo_reference("org/m-GGUF:Q4_K_M"),
+            Some(("org/m-GGUF", Some("Q4_K_M")))
+        );
+        assert_eq!(parse_repo_reference("org/m"), Some(("org/m", None)));
+        assert_eq!(parse_repo_reference("/abs/x:y"), None);
+    }
+
+    #[test]
+    fn quantizations_are_read_from_file_names() {
+        assert_eq!(
+            quant_of("SmolLM2-135M-Instruct.Q4_1.gguf").as_deref(),
+            Some("Q4_1")
+        );
+        assert_eq!(
+            quant_of("gemma-3-270m-it-UD-Q4_K_XL.gguf").as_deref(),
+            Some("Q4_K_XL")
+        );
+        assert_eq!(
+            quant_of("d/Qwen3-30B-IQ2_XXS-00001-of-00003.gguf").as_deref(),
+            Some("IQ2_XXS")
+        );
+        assert_eq!(quant_of("model-bf16.gguf").as_deref(), Some("BF16"));
+        assert_eq!(quant_of("model.gguf"), None);
     }
 
     #[test]
@@ -145,6 +232,10 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("set `file`"), "{err}");
+            assert_eq!(
+                resolve_model_path("org/name:q8", None, None).unwrap(),
+                snap.join("m.Q8.gguf")
+            );
             assert_eq!(
                 resolve_model_path("org/name", Some("m.Q8.gguf"), Some("abc123")).unwrap(),
                 snap.join("m.Q8.gguf")

@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{InferenceBackend, LoadOptions, LoadSpec, LoadedModel};
 use crate::config::{Config, ModelConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::{detect, ModelInfo};
+use crate::pull::{pull, LoggedProgress, PullProgress};
 use crate::request::{GenerationRequest, ToolChoice};
-use crate::resolve::resolve_model_path;
+use crate::resolve::{parse_repo_reference, resolve_model_path};
 use crate::response::{Completion, TokenStream};
 use crate::router::Router;
 use crate::runner::{Isolation, RunnerLauncher, RunnerModel};
@@ -62,6 +63,7 @@ pub struct Runtime {
     runners: Option<RunnerLauncher>,
     default_isolation: Isolation,
     in_process_only: bool,
+    pull_missing: bool,
 }
 
 impl Runtime {
@@ -74,6 +76,7 @@ impl Runtime {
             runners: None,
             default_isolation: Isolation::None,
             in_process_only: false,
+            pull_missing: false,
         }
     }
 
@@ -100,6 +103,43 @@ impl Runtime {
     pub fn in_process_only(mut self) -> Self {
         self.in_process_only = true;
         self
+    }
+
+    /// Fetch every model that is a Hugging Face repo missing from the cache before loading it
+    /// (`--pull`), not only those configured with `pull = true`.
+    pub fn with_pull_missing(mut self, pull: bool) -> Self {
+        self.pull_missing = pull;
+        self
+    }
+
+    /// When pulling is wanted for `reference` (its `pull = true`, or [`Runtime::with_pull_missing`])
+    /// and it is a Hugging Face repo not in the cache: fetch it, reporting to `progress`.
+    pub async fn pull_if_missing(
+        &self,
+        reference: &str,
+        progress: Arc<dyn PullProgress>,
+    ) -> Result<()> {
+        let config = self
+            .config
+            .model(reference)
+            .cloned()
+            .unwrap_or_else(|| ModelConfig::for_reference(reference));
+        if !(config.pull || self.pull_missing) {
+            return Ok(());
+        }
+        let found = resolve_model_path(
+            &config.path,
+            config.file.as_deref(),
+            config.revision.as_deref(),
+        );
+        match found {
+            Err(Error::ModelNotFound(_)) if parse_repo_reference(&config.path).is_some() => {
+                tracing::info!(model = %config.id, repo = %config.path, "not in the cache: pulling");
+                pull(&config.path, config.revision.as_deref(), progress).await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Where `entry`'s engine runs: its own setting, else the config's, else the default.
@@ -184,8 +224,10 @@ impl Runtime {
             .collect()
     }
 
-    /// Resolve, detect, route and load `reference`.
+    /// Pull when wanted (progress in the log), resolve, detect, route and load `reference`.
     pub async fn load(&self, reference: &str) -> Result<ModelHandle> {
+        self.pull_if_missing(reference, Arc::new(LoggedProgress::default()))
+            .await?;
         self.load_entry(self.entry(reference)?).await
     }
 

@@ -149,6 +149,12 @@ impl From<Error> for ApiError {
                 Some("model"),
                 Some("model_unavailable"),
             ),
+            Error::Download { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                Some("model"),
+                Some("model_download_failed"),
+            ),
             Error::InvalidModel { .. } | Error::Io { .. } | Error::Engine { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod engines;
 pub mod inspect;
 pub mod models;
+pub mod pull;
 pub mod run;
 pub mod runner;
 pub mod serve;

@@ -4,6 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use std::sync::Arc;
+
+use super::pull::Bars;
 use clap::Args;
 use futures::StreamExt;
 use minerva_runtime::{
@@ -57,6 +60,10 @@ pub struct RunArgs {
     /// Keep generating past end-of-sequence tokens.
     #[arg(long = "ignore-eos")]
     ignore_eos: bool,
+    /// Fetch the model from the Hugging Face hub first when it is a repo missing from the cache
+    /// (per model: `pull = true`).
+    #[arg(long)]
+    pull: bool,
     /// Engine to use instead of the one picked by format: `auto`, `llama`, `mlx` or a plugin
     /// engine's name (`minerva engines` lists them); `--backend` is accepted too.
     #[arg(long, visible_alias = "backend")]
@@ -65,6 +72,14 @@ pub struct RunArgs {
 
 /// Run the command.
 pub async fn run(runtime: &Runtime, args: RunArgs) -> Result<ExitCode> {
+    let bars = Arc::new(Bars::new());
+    let pulled = runtime
+        .clone()
+        .with_pull_missing(args.pull)
+        .pull_if_missing(&args.model, bars.clone())
+        .await;
+    bars.clear();
+    pulled?;
     let mut entry = runtime.entry(&args.model)?;
     if let Some(engine) = args.engine {
         entry.config.engine = EngineChoice::named(&engine);

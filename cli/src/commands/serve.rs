@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Load every model before accepting requests.
     #[arg(long)]
     preload: bool,
+    /// Fetch models that are Hugging Face repos missing from the cache when first loaded
+    /// (progress in the log); per model: `pull = true`.
+    #[arg(long)]
+    pull: bool,
     /// Require this bearer token (repeatable; adds to config's server.api_keys).
     #[arg(long = "api-key", env = "MINERVA_API_KEY", hide_env_values = true)]
     api_keys: Vec<String>,
@@ -45,7 +49,8 @@ pub async fn run(runtime: &Runtime, args: ServeArgs) -> Result<ExitCode> {
     let runtime = runtime
         .clone()
         .with_config(config)
-        .with_default_isolation(Isolation::Process);
+        .with_default_isolation(Isolation::Process)
+        .with_pull_missing(args.pull);
     minerva_server::serve(
         runtime,
         &preload,
