@@ -91,6 +91,11 @@ pub trait InferenceBackend: Send + Sync {
     fn device(&self) -> String {
         "cpu".into()
     }
+    /// Bytes a loaded model takes in this engine beside its weights and KV cache (compute
+    /// buffers, the engine's libraries), for memory estimates.
+    fn memory_overhead(&self) -> u64 {
+        64 << 20
+    }
     /// What this engine makes of a detected model, as keys of its own shown by `minerva inspect`
     /// (e.g. whether the weights are in a layout it treats specially).
     fn model_facts(&self, detected: &Detected) -> serde_json::Map<String, serde_json::Value> {

@@ -41,6 +41,10 @@ pub struct Config {
     pub keep_alive: Option<i64>,
     /// Most models loaded at once; loading another evicts the least recently used idle one.
     pub max_loaded_models: Option<usize>,
+    /// Most memory the loaded models may take together, by their estimates (weights + KV cache
+    /// for their context + engine); loading another evicts least recently used idle ones first.
+    /// Bytes or a size such as `"8GiB"`.
+    pub memory_budget: Option<crate::memory::ByteSize>,
     /// Configured models.
     #[serde(default)]
     pub models: Vec<ModelConfig>,

@@ -19,6 +19,9 @@ use crate::runtime::{ModelHandle, Runtime};
 /// Longest wait between load attempts of a model that keeps crashing while loading.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Longest a load waits for busy models to become idle so that they can be evicted.
+const EVICTION_WAIT: Duration = Duration::from_secs(120);
+
 /// One configured model's place in the pool: its model once loaded, its failures, and its
 /// admissions.
 struct PoolEntry {
@@ -37,6 +40,10 @@ struct EntryState {
     crashes: u64,
     /// When a request last started or ended.
     last_used: Option<Instant>,
+    /// The loaded model's estimated memory (with `memory_budget`), bytes.
+    estimate: u64,
+    /// The last request's `keep_alive` (seconds; over the configured one, as Ollama does).
+    requested_keep_alive: Option<i64>,
     /// Loads, unloads (idle, asked for or evicted) and evictions so far.
     loads: u64,
     unloads: u64,
@@ -82,6 +89,7 @@ impl EntryState {
     /// Drop the model (requests in flight keep their handle until they end).
     fn unload(&mut self) -> bool {
         let was_loaded = self.model.take().is_some();
+        self.estimate = 0;
         self.unloads += u64::from(was_loaded);
         was_loaded
     }
@@ -177,13 +185,15 @@ impl ModelPool {
                 None => 0,
             }
         };
-        self.make_room(id)?;
+        let need = self.memory_need(id).await?;
+        self.make_room(id, need).await?;
         let loaded = self.runtime.load(id).await;
         let mut state = entry.lock();
         match loaded {
             Ok(model) => {
                 state.failure = None;
                 state.model = Some(model.clone());
+                state.estimate = need;
                 state.loads += 1;
                 state.last_used = Some(Instant::now());
                 Ok(model)
@@ -215,12 +225,26 @@ impl ModelPool {
         Ok(was_loaded)
     }
 
-    /// A model's idle time before it is unloaded (`None`: never) and whether it is pinned.
-    fn lifetime(&self, id: &str) -> (Option<Duration>, bool) {
+    /// With `memory_budget`: what loading `id` is estimated to take (pulling it first when it
+    /// is to be pulled, so that its files can be read); else 0.
+    async fn memory_need(&self, id: &str) -> Result<u64> {
+        if self.runtime.config().memory_budget.is_none() {
+            return Ok(0);
+        }
+        self.runtime
+            .pull_if_missing(id, Arc::new(crate::pull::LoggedProgress::default()))
+            .await?;
+        let entry = self.runtime.entry(id)?;
+        Ok(self.runtime.inspect(&entry)?.memory_estimate.total())
+    }
+
+    /// A model's idle time before it is unloaded (`None`: never) and whether it is pinned:
+    /// the last request's `keep_alive`, else the model's, else the global one.
+    fn lifetime(&self, id: &str, requested: Option<i64>) -> (Option<Duration>, bool) {
         let config = self.runtime.config();
         let model = config.model(id);
-        let keep = model
-            .and_then(|m| m.keep_alive)
+        let keep = requested
+            .or(model.and_then(|m| m.keep_alive))
             .or(config.keep_alive)
             .and_then(|s| u64::try_from(s).ok())
             .map(Duration::from_secs);
@@ -243,11 +267,11 @@ impl ModelPool {
         };
         let mut unloaded = Vec::new();
         for (id, entry) in entries {
-            let (Some(keep), _) = self.lifetime(&id) else {
-                continue;
-            };
             let busy = self.in_flight(&entry) > 0;
             let mut state = entry.lock();
+            let (Some(keep), _) = self.lifetime(&id, state.requested_keep_alive) else {
+                continue;
+            };
             let idle_for = state.last_used.map_or(Duration::MAX, |t| t.elapsed());
             if !busy && state.model.is_some() && idle_for >= keep && state.unload() {
                 tracing::info!(model = %id, idle_s = idle_for.as_secs(), "idle model unloaded");
@@ -273,51 +297,85 @@ impl ModelPool {
         });
     }
 
-    /// Before loading `id`: with `max_loaded_models` reached, evict the least recently used
-    /// model that is idle and not pinned, or refuse while all are busy.
-    fn make_room(&self, id: &str) -> Result<()> {
-        let Some(max) = self.runtime.config().max_loaded_models else {
-            return Ok(());
-        };
-        let entries: Vec<(String, Arc<PoolEntry>)> = {
-            let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-            map.iter()
-                .filter(|(k, _)| k.as_str() != id)
-                .map(|(k, v)| (k.clone(), Arc::clone(v)))
-                .collect()
-        };
-        let loaded: Vec<&(String, Arc<PoolEntry>)> = entries
-            .iter()
-            .filter(|(_, e)| {
-                let mut state = e.lock();
-                state.settle();
-                state.model.is_some()
-            })
-            .collect();
-        if loaded.len() < max {
+    /// Before loading `id` (estimated at `need` bytes): while `max_loaded_models` or
+    /// `memory_budget` would be exceeded, evict the least recently used model that is idle and
+    /// not pinned; while every candidate is busy, wait (up to [`EVICTION_WAIT`]) for one to
+    /// finish.
+    async fn make_room(&self, id: &str, need: u64) -> Result<()> {
+        let config = self.runtime.config();
+        let max = config.max_loaded_models;
+        let budget = config.memory_budget.map(u64::from);
+        if max.is_none() && budget.is_none() {
             return Ok(());
         }
-        let victim = loaded
-            .iter()
-            .filter(|(k, e)| !self.lifetime(k).1 && self.in_flight(e) == 0)
-            .min_by_key(|(_, e)| e.lock().last_used);
-        match victim {
-            Some((victim, entry)) => {
-                let mut state = entry.lock();
-                if state.unload() {
-                    state.evictions += 1;
-                    tracing::info!(model = %victim, for_model = id, "least recently used model evicted");
-                }
-                Ok(())
-            }
-            None => Err(Error::ModelUnavailable {
+        if let Some(budget) = budget.filter(|b| need > *b) {
+            return Err(Error::ModelUnavailable {
                 model: id.to_string(),
                 reason: format!(
-                    "{} models are loaded (max_loaded_models) and each is busy or pinned",
-                    loaded.len()
+                    "it needs about {} MiB (weights, KV cache for its context, engine) but memory_budget is {} MiB; lower its context_size or raise the budget",
+                    need >> 20,
+                    budget >> 20
                 ),
-                retry_after_s: 1,
-            }),
+                retry_after_s: 60,
+            });
+        }
+        let started = Instant::now();
+        loop {
+            let others: Vec<(String, Arc<PoolEntry>)> = {
+                let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+                map.iter()
+                    .filter(|(k, _)| k.as_str() != id)
+                    .map(|(k, v)| (k.clone(), Arc::clone(v)))
+                    .collect()
+            };
+            let loaded: Vec<&(String, Arc<PoolEntry>)> = others
+                .iter()
+                .filter(|(_, e)| {
+                    let mut state = e.lock();
+                    state.settle();
+                    state.model.is_some()
+                })
+                .collect();
+            let used: u64 = loaded.iter().map(|(_, e)| e.lock().estimate).sum();
+            let too_many = max.is_some_and(|m| loaded.len() >= m);
+            let too_big = budget.is_some_and(|b| used + need > b);
+            if !too_many && !too_big {
+                return Ok(());
+            }
+            let unpinned: Vec<&&(String, Arc<PoolEntry>)> = loaded
+                .iter()
+                .filter(|(k, _)| !self.lifetime(k, None).1)
+                .collect();
+            let victim = unpinned
+                .iter()
+                .filter(|(_, e)| self.in_flight(e) == 0)
+                .min_by_key(|(_, e)| e.lock().last_used);
+            if let Some((victim, entry)) = victim {
+                let mut state = entry.lock();
+                let freed = state.estimate;
+                if state.unload() {
+                    state.evictions += 1;
+                    tracing::info!(model = %victim, for_model = id, freed_mib = freed >> 20, "least recently used model evicted");
+                }
+                continue;
+            }
+            let why = if too_many {
+                format!("{} models are loaded (max_loaded_models)", loaded.len())
+            } else {
+                format!(
+                    "the loaded models take {} MiB of the {} MiB memory_budget",
+                    used >> 20,
+                    budget.unwrap_or(0) >> 20
+                )
+            };
+            if unpinned.is_empty() || started.elapsed() >= EVICTION_WAIT {
+                return Err(Error::ModelUnavailable {
+                    model: id.to_string(),
+                    reason: format!("{why} and each is busy or pinned"),
+                    retry_after_s: 1,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -339,9 +397,9 @@ impl ModelPool {
         entries
             .iter()
             .map(|(id, entry)| {
-                let (keep, _) = self.lifetime(id);
                 let busy = self.in_flight(entry) > 0;
                 let mut state = entry.lock();
+                let (keep, _) = self.lifetime(id, state.requested_keep_alive);
                 state.settle();
                 let expires_in_s = match (keep, &state.model, state.last_used, busy) {
                     (Some(keep), Some(_), Some(used), false) => {
@@ -381,7 +439,7 @@ impl ModelPool {
     }
 
     /// Take one of model `id`'s admissions (or fail with `Overloaded`), then load it if needed.
-    async fn admit(&self, id: &str) -> Result<(Admission, ModelHandle)> {
+    async fn admit(&self, id: &str, keep_alive: Option<i64>) -> Result<(Admission, ModelHandle)> {
         let entry = self.entry(id)?;
         let permit = Arc::clone(&entry.admission)
             .try_acquire_owned()
@@ -389,7 +447,13 @@ impl ModelPool {
                 model: id.to_string(),
                 limit: self.queue_limit,
             })?;
-        entry.lock().last_used = Some(Instant::now());
+        {
+            let mut state = entry.lock();
+            state.last_used = Some(Instant::now());
+            if keep_alive.is_some() {
+                state.requested_keep_alive = keep_alive;
+            }
+        }
         let admission = Admission {
             _permit: permit,
             entry,
@@ -404,7 +468,7 @@ impl ModelPool {
         id: &str,
         request: GenerationRequest,
     ) -> Result<(ModelHandle, TokenStream)> {
-        let (permit, model) = self.admit(id).await?;
+        let (permit, model) = self.admit(id, request.keep_alive).await?;
         let stream = model.stream(request).await?;
         let stream = stream.map(move |event| {
             let _held = &permit;
@@ -415,7 +479,7 @@ impl ModelPool {
 
     /// Admit, load if needed, and embed `inputs` with model `id`.
     pub async fn embed(&self, id: &str, inputs: Vec<String>) -> Result<crate::backend::Embeddings> {
-        let (_permit, model) = self.admit(id).await?;
+        let (_permit, model) = self.admit(id, None).await?;
         model.embed(inputs).await
     }
 
@@ -425,7 +489,7 @@ impl ModelPool {
         id: &str,
         request: GenerationRequest,
     ) -> Result<(ModelHandle, Completion)> {
-        let (_permit, model) = self.admit(id).await?;
+        let (_permit, model) = self.admit(id, request.keep_alive).await?;
         let completion = model.generate(request).await?;
         Ok((model, completion))
     }
@@ -588,15 +652,71 @@ mod tests {
         pool.generate("n", chat()).await.unwrap();
         assert_eq!(pool.loaded(), vec!["n".to_string()]);
         assert_eq!(pool.statuses()["m"].evictions, 1);
-        // A busy model is never evicted: the other one waits.
+        // A busy model is never evicted: the other one waits for its request to end.
+        let pool = Arc::new(pool);
         let (_, held) = pool.stream("n", chat()).await.unwrap();
-        let refused = pool.generate("m", chat()).await.err().unwrap();
+        let waiting = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.generate("m", chat()).await.map(|_| ()) }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "n was evicted while busy");
+        assert_eq!(pool.loaded(), vec!["n".to_string()]);
+        drop(held);
+        waiting.await.unwrap().unwrap();
+        assert_eq!(pool.loaded(), vec!["m".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn memory_budget_evicts_by_estimate_and_refuses_what_never_fits() {
+        let loads = Arc::new(AtomicUsize::new(0));
+        let engine = Arc::new(Counting(Arc::clone(&loads)));
+        // Each model is estimated at the engine's 64 MiB plus a few bytes: one fits in 100 MiB.
+        let pool = pool_with(engine, 4, |c| {
+            c.memory_budget = Some(crate::memory::ByteSize(100 << 20));
+        });
+        let chat = || GenerationRequest::chat("hi", None);
+        pool.generate("m", chat()).await.unwrap();
+        pool.generate("n", chat()).await.unwrap();
+        assert_eq!(pool.loaded(), vec!["n".to_string()]);
+        assert_eq!(pool.statuses()["m"].evictions, 1);
+
+        let engine = Arc::new(Counting(Arc::new(AtomicUsize::new(0))));
+        let pool = pool_with(engine, 4, |c| {
+            c.memory_budget = Some(crate::memory::ByteSize(10 << 20));
+        });
+        let refused = pool.generate("m", chat()).await.err().unwrap().to_string();
+        assert!(refused.contains("memory_budget is 10 MiB"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_request_keep_alive_overrides_the_configured_one() {
+        let loads = Arc::new(AtomicUsize::new(0));
+        let engine = Arc::new(Counting(Arc::clone(&loads)));
+        let pool = pool_with(engine, 4, |_| {});
+        let mut request = GenerationRequest::chat("hi", None);
+        pool.generate("m", request.clone()).await.unwrap();
+        assert!(pool.unload_idle().is_empty(), "kept by default");
+        request.keep_alive = Some(0);
+        pool.generate("m", request).await.unwrap();
+        assert_eq!(pool.unload_idle(), vec!["m".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn pinned_models_are_never_evicted() {
+        let loads = Arc::new(AtomicUsize::new(0));
+        let engine = Arc::new(Counting(Arc::clone(&loads)));
+        let pool = pool_with(engine, 4, |c| {
+            c.max_loaded_models = Some(1);
+            c.models[0].pinned = true;
+        });
+        let chat = || GenerationRequest::chat("hi", None);
+        pool.generate("m", chat()).await.unwrap();
+        let refused = pool.generate("n", chat()).await.err().unwrap();
         assert!(
             matches!(refused, Error::ModelUnavailable { .. }),
             "{refused}"
         );
-        drop(held);
-        pool.generate("m", chat()).await.unwrap();
         assert_eq!(pool.loaded(), vec!["m".to_string()]);
     }
 

@@ -109,6 +109,50 @@ pub enum Constraint {
     Regex(String),
 }
 
+/// Ollama's `keep_alive` in seconds: a number of seconds, or a duration such as `"5m"`, `"1h30m"`,
+/// `"45s"`, `"-1"` (negative: keep loaded).
+pub fn keep_alive_seconds(value: &serde_json::Value) -> Result<i64, String> {
+    let invalid = || format!("{value} is neither seconds nor a duration such as \"5m\"");
+    match value {
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f.ceil() as i64))
+            .ok_or_else(invalid),
+        serde_json::Value::String(text) => {
+            let text = text.trim();
+            let (negative, text) = match text.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, text),
+            };
+            if let Ok(seconds) = text.parse::<f64>() {
+                return Ok(if negative { -1 } else { seconds.ceil() as i64 });
+            }
+            let mut total = 0.0;
+            let mut rest = text;
+            while !rest.is_empty() {
+                let split = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                    .ok_or_else(invalid)?;
+                let number: f64 = rest[..split].parse().map_err(|_| invalid())?;
+                let unit_end = rest[split..]
+                    .find(|c: char| c.is_ascii_digit())
+                    .map_or(rest.len(), |i| split + i);
+                total += number
+                    * match &rest[split..unit_end] {
+                        "h" => 3600.0,
+                        "m" => 60.0,
+                        "s" => 1.0,
+                        "ms" => 0.001,
+                        _ => return Err(invalid()),
+                    };
+                rest = &rest[unit_end..];
+            }
+            Ok(if negative { -1 } else { total.ceil() as i64 })
+        }
+        _ => Err(invalid()),
+    }
+}
+
 /// Most alternatives a request may ask for per token (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: u32 = 20;
 
@@ -147,6 +191,9 @@ pub struct GenerationRequest {
     pub tool_choice: ToolChoice,
     /// Whether one answer may hold several calls.
     pub parallel_tool_calls: bool,
+    /// Seconds the model stays loaded when idle after this request (Ollama's `keep_alive`: 0
+    /// unloads it after the answer, negative keeps it); for the model pool, not the engine.
+    pub keep_alive: Option<i64>,
 }
 
 impl GenerationRequest {
@@ -166,6 +213,7 @@ impl GenerationRequest {
             tools: Vec::new(),
             tool_choice: ToolChoice::Auto,
             parallel_tool_calls: true,
+            keep_alive: None,
         }
     }
 
@@ -240,5 +288,24 @@ impl GenerationRequest {
             _ => {}
         }
         self.sampling.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_reads_seconds_and_durations() {
+        use serde_json::json;
+        assert_eq!(keep_alive_seconds(&json!(0)), Ok(0));
+        assert_eq!(keep_alive_seconds(&json!(-1)), Ok(-1));
+        assert_eq!(keep_alive_seconds(&json!("5m")), Ok(300));
+        assert_eq!(keep_alive_seconds(&json!("1h30m")), Ok(5400));
+        assert_eq!(keep_alive_seconds(&json!("-1m")), Ok(-1));
+        assert_eq!(keep_alive_seconds(&json!("45")), Ok(45));
+        assert!(keep_alive_seconds(&json!("soon")).is_err());
+        assert!(keep_alive_seconds(&json!("5 parsecs")).is_err());
+        assert!(keep_alive_seconds(&json!(true)).is_err());
     }
 }

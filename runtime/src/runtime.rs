@@ -10,6 +10,7 @@ use crate::backend::{InferenceBackend, LoadOptions, LoadSpec, LoadedModel};
 use crate::config::{Config, ModelConfig};
 use crate::error::{Error, Result};
 use crate::format::{detect, ModelInfo};
+use crate::memory::MemoryEstimate;
 use crate::pull::{pull, LoggedProgress, PullProgress};
 use crate::request::{GenerationRequest, ToolChoice};
 use crate::resolve::{parse_repo_reference, resolve_model_path};
@@ -39,6 +40,8 @@ pub struct Inspection {
     pub engine: String,
     /// Whether that engine is in this process (built in or a loaded plugin).
     pub engine_available: bool,
+    /// What loading it is expected to take (with that engine, at its configured context).
+    pub memory_estimate: MemoryEstimate,
     /// What that engine makes of the model (its own keys), when present.
     #[serde(flatten)]
     pub facts: serde_json::Map<String, serde_json::Value>,
@@ -197,7 +200,9 @@ impl Runtime {
             .router
             .engine_name(&detected.info, &entry.config.engine);
         let present = self.router.engines().find(|e| e.name() == engine);
+        let engine_bytes = present.map_or(64 << 20, |e| e.memory_overhead());
         Ok(Inspection {
+            memory_estimate: MemoryEstimate::of(&detected, entry.load.context_size, engine_bytes),
             facts: present
                 .map(|e| e.model_facts(&detected))
                 .unwrap_or_default(),

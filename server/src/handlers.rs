@@ -74,9 +74,14 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
         .catalog()
         .into_iter()
         .map(|m| {
-            let (engine, format, error) = match m.inspection {
-                Ok(i) => (Some(i.engine), Some(i.info.format.to_string()), None),
-                Err(e) => (None, None, Some(e)),
+            let (engine, format, estimate, error) = match m.inspection {
+                Ok(i) => (
+                    Some(i.engine),
+                    Some(i.info.format.to_string()),
+                    Some(i.memory_estimate),
+                    None,
+                ),
+                Err(e) => (None, None, None, Some(e)),
             };
             let status = statuses.get(&m.id).cloned().unwrap_or(ModelStatus {
                 loaded: false,
@@ -99,6 +104,8 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
                 runner_pid: status.runner_pid,
                 crashes: status.crashes,
                 expires_in_s: status.expires_in_s,
+                estimated_memory_bytes: estimate.map(|e| e.total()),
+                context_size: estimate.map(|e| e.context_size),
                 id: m.id,
                 object: "model",
                 created: 0,

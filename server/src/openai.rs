@@ -169,6 +169,9 @@ pub struct CommonOptions {
     n: Option<u32>,
     logit_bias: Option<BTreeMap<String, f32>>,
     response_format: Option<ResponseFormat>,
+    /// Extension (as in Ollama): how long the model stays loaded when idle after this request,
+    /// seconds or a duration such as `"5m"`; 0 unloads it after the answer, -1 keeps it.
+    keep_alive: Option<Value>,
 }
 
 /// `response_format`: OpenAI's `text`, `json_object` and `json_schema`, plus two extensions,
@@ -272,6 +275,7 @@ impl CommonOptions {
         "n",
         "logit_bias",
         "response_format",
+        "keep_alive",
     ];
 
     /// Fill `request`'s options from these fields.
@@ -283,6 +287,12 @@ impl CommonOptions {
         };
         request.max_tokens = self.max_completion_tokens.or(self.max_tokens);
         request.ignore_eos = self.ignore_eos;
+        request.keep_alive = match &self.keep_alive {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(minerva_runtime::request::keep_alive_seconds(value).map_err(
+                |e| ApiError::invalid(format!("`keep_alive`: {e}"), Some("keep_alive")),
+            )?),
+        };
         request.sampling = SamplingParams {
             temperature: self.temperature,
             top_p: self.top_p,
@@ -900,6 +910,10 @@ pub struct ModelEntry {
     pub crashes: u64,
     /// Seconds until the idle model is unloaded (`keep_alive`), when it will be.
     pub expires_in_s: Option<u64>,
+    /// What loading it is estimated to take: weights + KV cache for its context + engine.
+    pub estimated_memory_bytes: Option<u64>,
+    /// The context that estimate is for.
+    pub context_size: Option<u32>,
     /// Why it cannot be served, if detection failed.
     pub error: Option<String>,
 }

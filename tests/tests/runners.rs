@@ -59,6 +59,50 @@ fn engines_in_runner_processes_fail_alone_and_come_back() {
 }
 
 #[test]
+fn a_memory_budget_evicts_by_estimate_and_keep_alive_comes_with_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minerva.toml");
+    let gguf = smollm2_gguf();
+    // Each model is estimated at ~190 MiB (98 MB weights, 24 MB of KV at 1024, 64 MiB engine);
+    // `huge` asks for a context whose KV alone is ~3 GB.
+    std::fs::write(
+        &config,
+        format!(
+            "context_size = 1024\nmemory_budget = \"300MiB\"\n\
+             [[models]]\nid = \"smol\"\npath = \"{0}\"\n\
+             [[models]]\nid = \"other\"\npath = \"{0}\"\n\
+             [[models]]\nid = \"huge\"\npath = \"{0}\"\ncontext_size = 131072\n",
+            gguf.display()
+        ),
+    )
+    .unwrap();
+    let (mut server, base_url) = spawn_server(
+        minerva()
+            .arg("--config")
+            .arg(&config)
+            .args(["serve", "--port", "0"])
+            .stderr(Stdio::inherit()),
+    );
+    let output = Command::new(venv_python())
+        .current_dir(workspace_root())
+        .arg("tests/python/openai_checks.py")
+        .args(["--base-url", &base_url, "--suite", "budget"])
+        .args(["--model", "smol", "--victim", "other", "--twin", "huge"])
+        .args(["--server-pid", &server.id().to_string()])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        output.status.success(),
+        "budget checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn idle_models_unload_and_the_least_recently_used_is_evicted() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("minerva.toml");

@@ -16,7 +16,7 @@ use minerva_runtime::threads::{default_threads, run_blocking};
 use minerva_runtime::{
     Capabilities, ChatTemplate, Embeddings, EngineMemory, Error, GenerationRequest,
     InferenceBackend, Input, LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, ModelHeader,
-    Result, TokenStream, Tool,
+    Result, TokenStream, Tool, DEFAULT_CONTEXT_CAP,
 };
 
 use crate::evaluator::{vocabulary, LlamaEvaluator};
@@ -24,8 +24,6 @@ use crate::ENGINE_NAME;
 
 /// The llama.cpp build vendored by `llama-cpp-sys-2` 0.1.161.
 const LLAMA_CPP_BUILD: &str = "b11434";
-/// Largest context allocated when neither the config nor the request asks for one.
-const DEFAULT_CONTEXT_CAP: u32 = 16_384;
 /// Tokens per prompt-processing batch.
 const BATCH_SIZE: u32 = 512;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use minerva_runtime::generation::{Limits, Vocabulary};
 use minerva_runtime::threads::default_threads;
-use minerva_runtime::{Error, LoadSpec, ModelHeader, Result};
+use minerva_runtime::{Error, LoadSpec, ModelHeader, Result, DEFAULT_CONTEXT_CAP};
 use mlx_rs::{Device, DeviceType};
 
 use crate::config::ModelConfig;
@@ -17,8 +17,6 @@ use crate::ENGINE_NAME;
 
 /// Prompt tokens processed per forward pass.
 const PREFILL_CHUNK: usize = 512;
-/// Largest context used when neither the config nor the model says.
-const DEFAULT_CONTEXT_CAP: u32 = 16_384;
 /// Sequences generated together when the config does not say.
 const DEFAULT_PARALLEL: usize = 8;
 
