@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use minerva_tests::{minerva, run, smollm2_gguf, FRANCE, SYSTEM};
+use minerva_tests::{
+    minerva, minerva_bin, run, smollm2_gguf, venv_python, workspace_root, FRANCE, SYSTEM,
+};
 
 fn run_model(extra: &[&str]) -> (bool, String, String) {
     let model = smollm2_gguf();
@@ -438,4 +440,49 @@ fn metadata_that_makes_llama_cpp_abort_is_refused_by_name() {
         assert_eq!(output.status.code(), Some(1), "{settings:?}: {err}");
         assert!(err.contains("parallel"), "{settings:?}: {err}");
     }
+}
+
+#[test]
+fn a_prompt_on_stdin_is_answered_once() {
+    let mut child = minerva()
+        .arg("run")
+        .arg(smollm2_gguf())
+        .args(["--system", SYSTEM, "-t", "0", "-n", "16"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(FRANCE.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && out.contains("Paris"), "{out}");
+}
+
+#[test]
+fn run_without_a_prompt_on_a_terminal_is_a_chat() {
+    // Two turns (the second reusing the cache), /clear, Ctrl-C stopping an answer, /exit; the
+    // checks are in the script, driving the chat through a pseudo-terminal.
+    let result = std::process::Command::new(venv_python())
+        .current_dir(workspace_root())
+        .arg("tests/python/chat_pty.py")
+        .arg(minerva_bin())
+        .arg(smollm2_gguf())
+        .env("XDG_CONFIG_HOME", "/nonexistent-minerva-test-config")
+        .env("TERM", "xterm")
+        .env_remove("MINERVA_CONFIG")
+        .env_remove("MINERVA_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    println!("{stdout}");
+    assert!(
+        result.status.success(),
+        "chat checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
 }
