@@ -58,36 +58,24 @@ fn engines_in_runner_processes_fail_alone_and_come_back() {
     assert!(alive, "the server died");
 }
 
-#[test]
-fn a_memory_budget_evicts_by_estimate_and_keep_alive_comes_with_requests() {
+/// Serve the models of `config` (TOML) with runners and run the checks of `suite` in
+/// tests/python/openai_checks.py against it, with `checks_args` and the server's pid.
+fn serve_and_check(config: &str, suite: &str, checks_args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("minerva.toml");
-    let gguf = smollm2_gguf();
-    // Each model is estimated at ~190 MiB (98 MB weights, 24 MB of KV at 1024, 64 MiB engine);
-    // `huge` asks for a context whose KV alone is ~3 GB.
-    std::fs::write(
-        &config,
-        format!(
-            "context_size = 1024\nmemory_budget = \"300MiB\"\n\
-             [[models]]\nid = \"smol\"\npath = \"{0}\"\n\
-             [[models]]\nid = \"other\"\npath = \"{0}\"\n\
-             [[models]]\nid = \"huge\"\npath = \"{0}\"\ncontext_size = 131072\n",
-            gguf.display()
-        ),
-    )
-    .unwrap();
+    let path = dir.path().join("minerva.toml");
+    std::fs::write(&path, config).unwrap();
     let (mut server, base_url) = spawn_server(
         minerva()
             .arg("--config")
-            .arg(&config)
+            .arg(&path)
             .args(["serve", "--port", "0"])
             .stderr(Stdio::inherit()),
     );
     let output = Command::new(venv_python())
         .current_dir(workspace_root())
         .arg("tests/python/openai_checks.py")
-        .args(["--base-url", &base_url, "--suite", "budget"])
-        .args(["--model", "smol", "--victim", "other", "--twin", "huge"])
+        .args(["--base-url", &base_url, "--suite", suite])
+        .args(checks_args)
         .args(["--server-pid", &server.id().to_string()])
         .output()
         .expect("python runs");
@@ -97,47 +85,38 @@ fn a_memory_budget_evicts_by_estimate_and_keep_alive_comes_with_requests() {
     let _ = server.wait();
     assert!(
         output.status.success(),
-        "budget checks failed:\n{stdout}\n{}",
+        "{suite} checks failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
 
 #[test]
+fn a_memory_budget_evicts_by_estimate_and_keep_alive_comes_with_requests() {
+    // Each model is estimated at ~180 MiB (98 MB weights, 24 MB of KV at 1024, 64 MiB engine);
+    // `huge` asks for a context whose KV alone is ~3 GB.
+    serve_and_check(
+        &format!(
+            "context_size = 1024\nmemory_budget = \"300MiB\"\n\
+             [[models]]\nid = \"smol\"\npath = \"{0}\"\n\
+             [[models]]\nid = \"other\"\npath = \"{0}\"\n\
+             [[models]]\nid = \"huge\"\npath = \"{0}\"\ncontext_size = 131072\n",
+            smollm2_gguf().display()
+        ),
+        "budget",
+        &["--model", "smol", "--victim", "other", "--twin", "huge"],
+    );
+}
+
+#[test]
 fn idle_models_unload_and_the_least_recently_used_is_evicted() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("minerva.toml");
-    let gguf = smollm2_gguf();
-    std::fs::write(
-        &config,
-        format!(
+    serve_and_check(
+        &format!(
             "context_size = 1024\nmax_loaded_models = 1\n\
              [[models]]\nid = \"smol\"\npath = \"{0}\"\nkeep_alive = 1\n\
              [[models]]\nid = \"other\"\npath = \"{0}\"\n",
-            gguf.display()
+            smollm2_gguf().display()
         ),
-    )
-    .unwrap();
-    let (mut server, base_url) = spawn_server(
-        minerva()
-            .arg("--config")
-            .arg(&config)
-            .args(["serve", "--port", "0"])
-            .stderr(Stdio::inherit()),
-    );
-    let output = Command::new(venv_python())
-        .current_dir(workspace_root())
-        .arg("tests/python/openai_checks.py")
-        .args(["--base-url", &base_url, "--suite", "lifecycle"])
-        .args(["--model", "smol", "--victim", "other"])
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(
-        output.status.success(),
-        "lifecycle checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        "lifecycle",
+        &["--model", "smol", "--victim", "other"],
     );
 }
