@@ -22,6 +22,14 @@ pub const ENV_PREFIX: &str = "MINERVA_";
 /// `MINERVA_*` variables that are not config keys (read by the command line).
 const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "API_KEY", "PLUGIN_DIRS"];
 
+/// Where a model's drafts for speculative decoding come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DraftSource {
+    /// The prompt and the answer so far (n-gram lookup).
+    #[serde(rename = "prompt-lookup", alias = "ngram")]
+    PromptLookup,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +133,11 @@ pub struct ModelConfig {
     /// Fetch it from the Hugging Face hub when it is not in the cache yet (`path` a repo id).
     #[serde(default)]
     pub pull: bool,
+    /// Speculative decoding: `"prompt-lookup"` drafts tokens from where the last ones occurred
+    /// earlier in the prompt and answer (no draft model); the output is unchanged.
+    pub draft: Option<DraftSource>,
+    /// Most draft tokens verified in one step (default 16; the length adapts below it).
+    pub draft_max: Option<u32>,
     /// Default `max_tokens` for requests that set none.
     pub max_tokens: Option<u32>,
     /// Default sampling for requests to this model.
@@ -168,6 +181,8 @@ impl ModelConfig {
             keep_alive: None,
             pinned: false,
             pull: false,
+            draft: None,
+            draft_max: None,
             max_tokens: None,
             sampling: SamplingParams::default(),
             engine_options: EngineOptions::default(),

@@ -37,7 +37,7 @@ pub use memory::{ByteSize, MemoryEstimate, DEFAULT_CONTEXT_CAP};
 pub use pool::{ModelPool, ModelStatus};
 pub use pull::{pull, LoggedProgress, PullProgress, Pulled};
 pub use request::{
-    ChatMessage, Constraint, GenerationRequest, Input, Role, Tool, ToolCall, ToolChoice,
+    ChatMessage, Constraint, Drafting, GenerationRequest, Input, Role, Tool, ToolCall, ToolChoice,
     MAX_CHOICES, MAX_TOP_LOGPROBS,
 };
 pub use response::{

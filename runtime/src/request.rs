@@ -194,6 +194,22 @@ pub struct GenerationRequest {
     /// Seconds the model stays loaded when idle after this request (Ollama's `keep_alive`: 0
     /// unloads it after the answer, negative keeps it); for the model pool, not the engine.
     pub keep_alive: Option<i64>,
+    /// Speculative decoding for this request (the model's `draft` setting, or on when a
+    /// `prediction` is given); the output is the same as without.
+    pub drafting: Option<Drafting>,
+    /// The predicted output (OpenAI's `prediction`): drafts are taken from it.
+    pub prediction: Option<String>,
+    /// `prediction`'s token ids, filled by the runtime before the request reaches the engine.
+    pub prediction_tokens: Vec<u32>,
+}
+
+/// How a request drafts tokens for speculative decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Drafting {
+    /// Draft from where the last tokens occurred earlier in the prompt and answer.
+    pub prompt_lookup: bool,
+    /// Most draft tokens verified in one step.
+    pub max_tokens: u32,
 }
 
 impl GenerationRequest {
@@ -214,6 +230,9 @@ impl GenerationRequest {
             tool_choice: ToolChoice::Auto,
             parallel_tool_calls: true,
             keep_alive: None,
+            drafting: None,
+            prediction: None,
+            prediction_tokens: Vec::new(),
         }
     }
 

@@ -30,6 +30,12 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// Prompt tokens whose KV state was reused from an earlier request (prefix cache).
     pub cached_tokens: u32,
+    /// Draft tokens (speculative decoding) that became part of the answer.
+    #[serde(default)]
+    pub accepted_prediction_tokens: u32,
+    /// Draft tokens evaluated but not kept (accepted + rejected = drafted).
+    #[serde(default)]
+    pub rejected_prediction_tokens: u32,
 }
 
 impl Usage {
@@ -45,6 +51,10 @@ impl Usage {
             prompt_tokens: acc.prompt_tokens.max(u.prompt_tokens),
             completion_tokens: acc.completion_tokens + u.completion_tokens,
             cached_tokens: acc.cached_tokens.max(u.cached_tokens),
+            accepted_prediction_tokens: acc.accepted_prediction_tokens
+                + u.accepted_prediction_tokens,
+            rejected_prediction_tokens: acc.rejected_prediction_tokens
+                + u.rejected_prediction_tokens,
         })
     }
 }

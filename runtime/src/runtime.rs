@@ -7,12 +7,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{InferenceBackend, LoadOptions, LoadSpec, LoadedModel};
-use crate::config::{Config, ModelConfig};
+use crate::config::{Config, DraftSource, ModelConfig};
 use crate::error::{Error, Result};
 use crate::format::{detect, ModelInfo};
 use crate::memory::MemoryEstimate;
 use crate::pull::{pull, LoggedProgress, PullProgress};
-use crate::request::{GenerationRequest, ToolChoice};
+use crate::request::{Drafting, GenerationRequest, Input, ToolChoice};
+
+/// Most draft tokens per step when the model's `draft_max` does not say.
+const DEFAULT_DRAFT_TOKENS: u32 = 16;
 use crate::resolve::{parse_repo_reference, resolve_model_path};
 use crate::response::{Completion, TokenStream};
 use crate::router::Router;
@@ -306,6 +309,16 @@ impl ModelHandle {
     pub fn prepare(&self, mut request: GenerationRequest) -> Result<GenerationRequest> {
         request.sampling = request.sampling.or(self.entry.config.sampling);
         request.max_tokens = request.max_tokens.or(self.entry.config.max_tokens);
+        // A prediction drafts from the prompt and answer too: where the answer leaves the
+        // prediction, it often copies the prompt.
+        let prompt_lookup = self.entry.config.draft == Some(DraftSource::PromptLookup)
+            || request.prediction.is_some();
+        if request.drafting.is_none() && prompt_lookup {
+            request.drafting = Some(Drafting {
+                prompt_lookup,
+                max_tokens: self.entry.config.draft_max.unwrap_or(DEFAULT_DRAFT_TOKENS),
+            });
+        }
         request.validate()?;
         if request.tool_choice == ToolChoice::None {
             request.tools.clear();
@@ -331,7 +344,15 @@ impl ModelHandle {
 
     /// Stream a generation; with tools offered, calls in the text become tool-call events.
     pub async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
-        let request = self.prepare(request)?;
+        let mut request = self.prepare(request)?;
+        if let Some(prediction) = request.prediction.clone().filter(|p| !p.is_empty()) {
+            // Tokenizing may wait on a runner process: never on the executor's own threads.
+            let model = Arc::clone(&self.model);
+            request.prediction_tokens = crate::threads::run_blocking("tokenize", move || {
+                model.tokenize(&Input::Text(prediction))
+            })
+            .await??;
+        }
         let with_tools = !request.tools.is_empty();
         let stream = self.model.stream(request).await?;
         Ok(match with_tools {

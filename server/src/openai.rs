@@ -172,6 +172,29 @@ pub struct CommonOptions {
     /// Extension (as in Ollama): how long the model stays loaded when idle after this request,
     /// seconds or a duration such as `"5m"`; 0 unloads it after the answer, -1 keeps it.
     keep_alive: Option<Value>,
+    /// A predicted output (`{"type": "content", "content": ...}`): speculative decoding drafts
+    /// from it; the answer is the same as without.
+    prediction: Option<Prediction>,
+}
+
+/// `prediction`: the text the answer is expected to resemble.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Prediction {
+    /// Its content, a string or text parts.
+    Content { content: PredictionContent },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PredictionContent {
+    Text(String),
+    Parts(Vec<PredictionPart>),
+}
+
+#[derive(Debug, Deserialize)]
+struct PredictionPart {
+    text: String,
 }
 
 /// `response_format`: OpenAI's `text`, `json_object` and `json_schema`, plus two extensions,
@@ -276,6 +299,7 @@ impl CommonOptions {
         "logit_bias",
         "response_format",
         "keep_alive",
+        "prediction",
     ];
 
     /// Fill `request`'s options from these fields.
@@ -287,6 +311,14 @@ impl CommonOptions {
         };
         request.max_tokens = self.max_completion_tokens.or(self.max_tokens);
         request.ignore_eos = self.ignore_eos;
+        request.prediction = self.prediction.as_ref().map(|p| match p {
+            Prediction::Content {
+                content: PredictionContent::Text(text),
+            } => text.clone(),
+            Prediction::Content {
+                content: PredictionContent::Parts(parts),
+            } => parts.iter().map(|p| p.text.as_str()).collect(),
+        });
         request.keep_alive = match &self.keep_alive {
             None | Some(Value::Null) => None,
             Some(value) => Some(minerva_runtime::request::keep_alive_seconds(value).map_err(
@@ -768,6 +800,10 @@ pub fn usage(u: &Usage) -> Value {
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.total_tokens(),
         "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": u.accepted_prediction_tokens,
+            "rejected_prediction_tokens": u.rejected_prediction_tokens,
+        },
     })
 }
 
@@ -858,6 +894,8 @@ pub fn completion_response(
         prompt_tokens: cs.iter().map(|c| c.usage.prompt_tokens).sum(),
         completion_tokens: cs.iter().map(|c| c.usage.completion_tokens).sum(),
         cached_tokens: cs.iter().map(|c| c.usage.cached_tokens).sum(),
+        accepted_prediction_tokens: cs.iter().map(|c| c.usage.accepted_prediction_tokens).sum(),
+        rejected_prediction_tokens: cs.iter().map(|c| c.usage.rejected_prediction_tokens).sum(),
     };
     let choices: Vec<Value> = cs
         .iter()

@@ -217,6 +217,23 @@ def metric(name):
 
 
 @check("main")
+def a_prediction_drafts_the_answer_without_changing_it():
+    c = client()
+    plain = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=24)
+    answer = plain.choices[0].message.content
+    predicted = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=24,
+                                          prediction={"type": "content", "content": answer})
+    assert predicted.choices[0].message.content == answer, (predicted, answer)
+    details = predicted.usage.completion_tokens_details
+    assert details.accepted_prediction_tokens > 0, predicted.usage
+    assert details.accepted_prediction_tokens < predicted.usage.completion_tokens, predicted.usage
+    assert plain.usage.completion_tokens_details.accepted_prediction_tokens == 0, plain.usage
+    r = raw("POST", "/v1/chat/completions", json={"model": args.model, "messages": MESSAGES,
+                                                  "prediction": {"type": "guess", "content": "x"}})
+    assert_error(r, 400, param="prediction.type")
+
+
+@check("main")
 def metrics_count_requests_tokens_and_latency():
     client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=8)
     list(client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=8,

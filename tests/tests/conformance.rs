@@ -534,3 +534,64 @@ async fn mlx_weights_kept_quantized_batch_without_changing_answers() {
     let together: Vec<&str> = together.iter().map(Completion::text).collect();
     assert_eq!(together, alone);
 }
+
+/// Speculative decoding drafts without a draft model: prompt lookup and a predicted output.
+fn drafting(request: &mut GenerationRequest) {
+    request.drafting = Some(minerva_runtime::Drafting {
+        prompt_lookup: true,
+        max_tokens: 8,
+    });
+}
+
+#[tokio::test]
+async fn drafted_greedy_text_equals_plain_greedy_text_on_both_engines() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let edit =
+        "Repeat this sentence twice: The river runs past the old mill and under the stone bridge.";
+    for (engine, model) in engines().await {
+        for user in [FRANCE, edit] {
+            let plain = generate(model, greedy(user, 48)).await;
+            let mut lookup = greedy(user, 48);
+            drafting(&mut lookup);
+            let mut predicted = greedy(user, 48);
+            predicted.prediction = Some(plain.text().to_string());
+            for (how, request) in [("prompt lookup", lookup), ("prediction", predicted)] {
+                let c = generate(model, request).await;
+                assert_eq!(c.text(), plain.text(), "{engine}, {how}, {user}");
+                assert_eq!(c.finish_reason(), plain.finish_reason(), "{engine}, {how}");
+                let u = c.usage;
+                assert_eq!(
+                    u.completion_tokens, plain.usage.completion_tokens,
+                    "{engine}, {how}"
+                );
+                assert!(u.accepted_prediction_tokens < u.completion_tokens, "{u:?}");
+                println!(
+                    "{engine}, {how}: {} tokens, {} drafts accepted, {} rejected",
+                    u.completion_tokens, u.accepted_prediction_tokens, u.rejected_prediction_tokens
+                );
+                if how == "prediction" {
+                    // The prediction is the answer (retokenized, so not always token for token):
+                    // most tokens come from drafts.
+                    assert!(
+                        u.accepted_prediction_tokens * 2 >= u.completion_tokens,
+                        "{engine}: {u:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn seeded_sampling_with_drafts_repeats() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    for (engine, model) in engines().await {
+        let mut request = sampled(5);
+        drafting(&mut request);
+        request.prediction = Some("The sea is wide, the sea is deep, the sea is blue.".into());
+        let first = generate(model, request.clone()).await;
+        let second = generate(model, request).await;
+        assert_eq!(first.text(), second.text(), "{engine}");
+        assert_eq!(first.usage, second.usage, "{engine}");
+    }
+}

@@ -9,6 +9,7 @@
 //! the scheduler, and a handle that submits requests to it.
 
 mod constraint;
+mod draft;
 mod engine;
 mod picker;
 mod scheduler;
@@ -147,6 +148,8 @@ impl Generator {
             ignore_eos: request.ignore_eos,
             cache_prompt: request.cache_prompt,
             n: request.n,
+            drafting: request.drafting,
+            prediction: request.prediction_tokens.clone(),
             events,
         };
         self.send(Work::Generate(Box::new(job)))?;

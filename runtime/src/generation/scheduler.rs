@@ -14,10 +14,12 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
 use super::constraint::TokenConstraint;
+use super::draft::Drafter;
 use super::engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
 use super::picker::{Picked, PickerOptions, TokenPicker};
 use super::sequence::{Ending, Events, Outcome, Sequence};
 use crate::error::{Error, Result};
+use crate::request::Drafting;
 use crate::response::FinishReason;
 
 /// What the model's thread is asked to do.
@@ -53,6 +55,10 @@ pub(crate) struct Job {
     pub cache_prompt: bool,
     /// Choices.
     pub n: u32,
+    /// Speculative decoding.
+    pub drafting: Option<Drafting>,
+    /// The predicted output's tokens (drafts come from it).
+    pub prediction: Vec<u32>,
     /// Where its events go.
     pub events: Events,
 }
@@ -339,6 +345,21 @@ impl<E: Evaluator> Scheduler<E> {
                 },
             );
             seq.set_cached(self.slots[chosen[0]].kv.len());
+            if let Some(drafting) = job.drafting {
+                // A leading BOS or other control token is no guess at the answer.
+                let vocab = &self.vocab;
+                let prediction: Vec<u32> = job
+                    .prediction
+                    .iter()
+                    .copied()
+                    .skip_while(|&t| vocab.piece(t, false).is_empty())
+                    .collect();
+                seq.drafter = Drafter::new(
+                    drafting.max_tokens as usize,
+                    drafting.prompt_lookup,
+                    prediction,
+                );
+            }
             self.admitted += 1;
             self.slots[slot].active = Some(Active {
                 seq,
@@ -426,8 +447,20 @@ impl<E: Evaluator> Scheduler<E> {
                     device_rows.push((slot, id, pick_row));
                     pick_row += 1;
                 }
+                Wanted::Logits(1) => {
+                    self.pick_on_host(slot, id, logits_row)?;
+                    logits_row += 1;
+                }
                 Wanted::Logits(n) => {
-                    self.pick_on_host(slot, id, logits_row + n - 1)?;
+                    let fed: Vec<u32> = entry
+                        .tokens
+                        .iter()
+                        .filter_map(|t| match t {
+                            BatchToken::Id(id) => Some(*id),
+                            BatchToken::Picked(_) => None,
+                        })
+                        .collect();
+                    self.verify_draft(slot, id, logits_row, &fed, entry.start)?;
                     logits_row += n;
                 }
             }
@@ -485,8 +518,14 @@ impl<E: Evaluator> Scheduler<E> {
         let mut routes = Vec::new();
         let mut fed_unread = vec![false; self.slots.len()];
         let mut budget = self.limits.batch_tokens;
+        // Cells left for drafts once every generating choice has one for its next token.
+        let generating = self.slots.iter().filter(|s| s.is_generating()).count();
+        let mut spare_cells = self
+            .limits
+            .kv_cells
+            .saturating_sub(self.reserved() + generating);
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(a) = slot.active.as_ref() else {
+            let Some(a) = slot.active.as_mut() else {
                 continue;
             };
             let token = match a.phase {
@@ -501,15 +540,36 @@ impl<E: Evaluator> Scheduler<E> {
                 break;
             }
             budget -= 1;
+            // Speculative decoding: guesses after the known next token, verified together.
+            let draft = match token {
+                BatchToken::Id(_) => {
+                    // The last token the answer may have needs no guesses after it.
+                    let room = budget
+                        .min(spare_cells)
+                        .min(a.seq.remaining().saturating_sub(1));
+                    a.seq.propose_draft(room)
+                }
+                BatchToken::Picked(_) => Vec::new(),
+            };
+            budget -= draft.len();
+            spare_cells -= draft.len();
+            let mut tokens = vec![token];
+            tokens.extend(draft.iter().map(|&t| BatchToken::Id(t)));
             batch.push(BatchEntry {
                 seq: i,
                 start: slot.kv.len(),
-                tokens: vec![token],
-                wanted: wanted(&a.seq.picker, false),
+                tokens,
+                wanted: match draft.len() {
+                    0 => wanted(&a.seq, false),
+                    n => Wanted::Logits(n + 1),
+                },
             });
             routes.push((i, a.id));
             match token {
-                BatchToken::Id(t) => slot.kv.push(t),
+                BatchToken::Id(t) => {
+                    slot.kv.push(t);
+                    slot.kv.extend_from_slice(&draft);
+                }
                 BatchToken::Picked(_) => fed_unread[i] = true,
             }
         }
@@ -542,7 +602,7 @@ impl<E: Evaluator> Scheduler<E> {
                     .collect(),
                 wanted: match last {
                     false => Wanted::Nothing,
-                    true => wanted(&a.seq.picker, leaders.contains(&i)),
+                    true => wanted(&a.seq, leaders.contains(&i)),
                 },
             });
             routes.push((i, a.id));
@@ -590,6 +650,60 @@ impl<E: Evaluator> Scheduler<E> {
         Ok(())
     }
 
+    /// Check a draft: `fed` (the known next token, then the guesses) was evaluated from position
+    /// `start`, its logits from row `first_row` on. Pick from each row in turn as without a
+    /// draft; while the pick equals the next guess, that guess is part of the answer and its KV
+    /// state is already right. The first pick that differs is fed next; the KV state of the
+    /// guesses after it is dropped. A pick from the target distribution that equals the guess
+    /// is exactly how speculative sampling accepts a deterministic draft, so sampled output
+    /// follows the model's distribution and a seeded request gives the same tokens as without.
+    fn verify_draft(
+        &mut self,
+        slot: usize,
+        id: u64,
+        first_row: usize,
+        fed: &[u32],
+        start: usize,
+    ) -> Result<()> {
+        let drafted = fed.len() - 1;
+        let vocab = Arc::clone(&self.vocab);
+        if let Some(a) = self.active_mut(slot, id) {
+            a.seq.count_drafted(drafted);
+        }
+        for row in 0..fed.len() {
+            let logits = self.engine.logits(first_row + row)?;
+            let Some(a) = self.slots[slot].active.as_mut().filter(|a| a.id == id) else {
+                return Ok(());
+            };
+            let picked = a.seq.pick(logits);
+            let token = picked.token;
+            let guessed = row < drafted && token == fed[row + 1];
+            if guessed {
+                a.seq.count_accepted();
+            }
+            let outcome = a.seq.accept(picked, &vocab);
+            if guessed && outcome == Outcome::Continue {
+                continue;
+            }
+            let accepted = row + usize::from(guessed);
+            a.seq.drafter.observe(drafted, accepted);
+            if outcome == Outcome::Continue {
+                a.phase = Phase::Feed(token);
+            }
+            // Positions start..start + 1 + accepted hold fed tokens the answer kept.
+            let valid = start + 1 + accepted;
+            if self.slots[slot].kv.len() > valid {
+                self.slots[slot].kv.truncate(valid);
+                self.engine.truncate(slot, valid)?;
+            }
+            if outcome != Outcome::Continue {
+                self.release(slot);
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+
     /// Give a picked token to its choice; it is fed next step unless the choice has ended.
     fn take(&mut self, slot: usize, id: u64, picked: Picked) {
         let token = picked.token;
@@ -617,9 +731,10 @@ impl<E: Evaluator> Scheduler<E> {
     }
 }
 
-/// What a choice wants from the last position of its entry.
-fn wanted(picker: &TokenPicker, shared_with_followers: bool) -> Wanted {
-    if picker.picks_on_device() && !shared_with_followers {
+/// What a choice wants from the last position of its entry: a choice that drafts picks on the
+/// host, so that its next token is known when the next step's draft is made.
+fn wanted(seq: &Sequence, shared_with_followers: bool) -> Wanted {
+    if seq.picker.picks_on_device() && !shared_with_followers && !seq.drafter.is_active() {
         Wanted::Pick
     } else {
         Wanted::Logits(1)

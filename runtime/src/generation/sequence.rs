@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::draft::Drafter;
 use super::engine::Vocabulary;
 use super::picker::{Picked, TokenPicker};
 use crate::error::{Error, Result};
@@ -53,6 +54,11 @@ pub(crate) struct Sequence {
     cached: u32,
     /// Log-probabilities of tokens whose text has not been sent yet.
     unsent: Vec<TokenLogprob>,
+    /// Where its speculative drafts come from (inactive by default).
+    pub drafter: Drafter,
+    /// Draft tokens evaluated, and those that became part of the answer.
+    drafted: u32,
+    accepted: u32,
 }
 
 impl Sequence {
@@ -75,7 +81,40 @@ impl Sequence {
             ending,
             cached: 0,
             unsent: Vec::new(),
+            drafter: Drafter::default(),
+            drafted: 0,
+            accepted: 0,
         }
+    }
+
+    /// Up to `room` guesses at the tokens after the last one taken.
+    pub fn propose_draft(&mut self, room: usize) -> Vec<u32> {
+        let generated = self.generated();
+        self.drafter.propose(&self.tokens, generated, room)
+    }
+
+    /// Most tokens it may generate: `max_tokens`, within the context.
+    fn limit(&self) -> usize {
+        let room = self.ending.kv_cells.saturating_sub(self.prompt.len());
+        self.ending
+            .max_tokens
+            .map_or(room, |m| (m as usize).min(room))
+    }
+
+    /// Tokens it may still generate.
+    pub fn remaining(&self) -> usize {
+        self.limit().saturating_sub(self.generated())
+    }
+
+    /// Count `n` draft tokens about to be verified (before any is taken, so that usage is
+    /// right whenever the sequence ends).
+    pub fn count_drafted(&mut self, n: usize) {
+        self.drafted += n as u32;
+    }
+
+    /// Count one draft token that the answer keeps (before taking it).
+    pub fn count_accepted(&mut self) {
+        self.accepted += 1;
     }
 
     /// The prompt.
@@ -100,12 +139,7 @@ impl Sequence {
 
     /// Whether a sequence that has generated `generated` tokens may generate another.
     pub fn may_generate_after(&self, generated: usize) -> bool {
-        let room = self.ending.kv_cells.saturating_sub(self.prompt.len());
-        let limit = self
-            .ending
-            .max_tokens
-            .map_or(room, |m| (m as usize).min(room));
-        generated < limit
+        generated < self.limit()
     }
 
     /// Pick from `logits` (host-side picking).
@@ -157,6 +191,8 @@ impl Sequence {
             prompt_tokens: self.prompt.len() as u32,
             completion_tokens: self.generated() as u32,
             cached_tokens: self.cached,
+            accepted_prediction_tokens: self.accepted,
+            rejected_prediction_tokens: self.drafted - self.accepted,
         };
         let done = StreamEvent::Done {
             choice: self.choice,

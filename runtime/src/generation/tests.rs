@@ -386,3 +386,84 @@ async fn constrained_choices_match_their_grammar_and_bad_grammars_are_refused() 
         );
     }
 }
+
+#[tokio::test]
+async fn drafts_change_nothing_but_the_steps_they_take() {
+    use crate::request::Drafting;
+    for pipelined in [false, true] {
+        let (generator, steps) = toy(pipelined, 512, 4);
+        for prompt in prompts() {
+            let plain = collect(
+                generator
+                    .submit(prompt.clone(), &greedy(&prompt, 40))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+            let plain_steps = std::mem::take(&mut *steps.lock().unwrap()).len();
+            // Prompt lookup, and a prediction that is the answer itself.
+            let mut lookup = greedy(&prompt, 40);
+            lookup.drafting = Some(Drafting {
+                prompt_lookup: true,
+                max_tokens: 4,
+            });
+            let mut predicted = lookup.clone();
+            predicted.prediction_tokens =
+                plain.text().bytes().map(|b| u32::from(b - b'a')).collect();
+            for request in [lookup, predicted] {
+                let c = collect(generator.submit(prompt.clone(), &request).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(c.text(), plain.text(), "pipelined: {pipelined}");
+                assert_eq!(c.finish_reason(), plain.finish_reason());
+                assert_eq!(c.usage.completion_tokens, plain.usage.completion_tokens);
+                let u = c.usage;
+                let used = std::mem::take(&mut *steps.lock().unwrap()).len();
+                if !request.prediction_tokens.is_empty() && plain.text().len() > 8 {
+                    // The whole answer was predicted: most tokens come several per step.
+                    assert!(
+                        u.accepted_prediction_tokens as usize >= plain.text().len() / 2,
+                        "{u:?}"
+                    );
+                    assert!(
+                        used < plain_steps,
+                        "{used} steps with the prediction, {plain_steps} without"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn seeded_sampling_with_drafts_gives_the_same_tokens() {
+    use crate::request::Drafting;
+    let (generator, _) = toy(false, 512, 4);
+    let prompt = prompts()[5].clone();
+    let mut request = greedy(&prompt, 40);
+    request.sampling = SamplingParams {
+        temperature: Some(1.5),
+        top_k: Some(0),
+        top_p: Some(1.0),
+        min_p: Some(0.0),
+        seed: Some(7),
+        ..Default::default()
+    };
+    let plain = collect(generator.submit(prompt.clone(), &request).unwrap())
+        .await
+        .unwrap();
+    request.drafting = Some(Drafting {
+        prompt_lookup: true,
+        max_tokens: 6,
+    });
+    request.prediction_tokens = plain.text().bytes().map(|b| u32::from(b - b'a')).collect();
+    let drafted = collect(generator.submit(prompt.clone(), &request).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(drafted.text(), plain.text());
+    assert!(
+        drafted.usage.accepted_prediction_tokens > 0,
+        "{:?}",
+        drafted.usage
+    );
+}

@@ -199,6 +199,8 @@ mod tests {
                 prompt_tokens: 5,
                 completion_tokens: 2,
                 cached_tokens: 1,
+                accepted_prediction_tokens: 3,
+                rejected_prediction_tokens: 4,
             },
             stop_sequence: Some("\n\n".into()),
         };
