@@ -8,6 +8,10 @@
 //! turned `cache_prompt` off). A new request goes to the free slot sharing the longest prompt
 //! prefix and only the rest of its prompt is processed. A request with `n` choices processes its prompt once; the other choices copy that
 //! KV state and pick their first tokens from the same logits, each with its own seed.
+//!
+//! Speculative decoding: a choice that drafts (`draft.rs`) is fed its next token and the
+//! guesses after it in one step; `verify_draft` keeps the guesses its own picks agree with and
+//! drops the KV state of the others.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, TryRecvError};
