@@ -233,18 +233,16 @@ fn select_files(siblings: &[Sibling], quant: Option<&str>, repo_id: &str) -> Res
         files.sort_by(|a, b| a.rfilename.cmp(&b.rfilename));
         files
     };
+    let listed = quants
+        .iter()
+        .map(|q| format!("{repo_id}:{q}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let available = || {
         if quants.is_empty() {
             "it has no GGUF files".to_string()
         } else {
-            format!(
-                "available: {}",
-                quants
-                    .iter()
-                    .map(|q| format!("{repo_id}:{q}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("available: {listed}")
         }
     };
     if let Some(q) = quant {
@@ -275,12 +273,7 @@ fn select_files(siblings: &[Sibling], quant: Option<&str>, repo_id: &str) -> Res
         [one] => Ok(of_quant(one)),
         _ if quants.iter().any(|q| q == DEFAULT_QUANT) => Ok(of_quant(DEFAULT_QUANT)),
         _ => Err(Error::ModelNotFound(format!(
-            "{repo_id} holds several quantizations; name one: {}",
-            quants
-                .iter()
-                .map(|q| format!("{repo_id}:{q}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "{repo_id} holds several quantizations; name one: {listed}"
         ))),
     }
 }
