@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::format::{Detected, ModelFormat};
+use crate::generation::DraftModel;
 use crate::request::{GenerationRequest, Input, ToolCall};
 use crate::response::{Choice, Completion, StreamEvent, TokenLogprob, TokenStream, Usage};
 use crate::tools::ToolFormat;
@@ -129,6 +130,25 @@ pub trait LoadedModel: Send + Sync {
     /// The engine's own count of the memory it uses for this model, if it keeps one.
     fn engine_memory(&self) -> Option<EngineMemory> {
         None
+    }
+
+    /// A handle through which another model drafts with this one (speculative decoding).
+    /// Engines on the generation core return their generator's.
+    fn draft_model(&self) -> Result<DraftModel> {
+        Err(Error::Unsupported {
+            engine: self.descriptor().engine.clone(),
+            option: "serving as a draft model".into(),
+        })
+    }
+
+    /// Draft with `draft` for requests that ask for a draft model; refused when its vocabulary
+    /// differs from this model's.
+    fn attach_draft(&self, draft: DraftModel) -> Result<()> {
+        let _ = draft;
+        Err(Error::Unsupported {
+            engine: self.descriptor().engine.clone(),
+            option: "draft models".into(),
+        })
     }
 
     /// Why the model can no longer serve (e.g. its runner process died); `None` while healthy.

@@ -22,12 +22,34 @@ pub const ENV_PREFIX: &str = "MINERVA_";
 /// `MINERVA_*` variables that are not config keys (read by the command line).
 const NON_CONFIG_ENV: &[&str] = &["CONFIG", "LOG", "API_KEY", "PLUGIN_DIRS"];
 
-/// Where a model's drafts for speculative decoding come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a model's drafts for speculative decoding come from: `"prompt-lookup"` (or `"ngram"`),
+/// else a draft model's id or path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum DraftSource {
     /// The prompt and the answer so far (n-gram lookup).
-    #[serde(rename = "prompt-lookup", alias = "ngram")]
     PromptLookup,
+    /// A model with the same vocabulary (a configured id, a path or a Hugging Face id), loaded
+    /// beside the model by whichever engine its format calls for.
+    Model(String),
+}
+
+impl From<String> for DraftSource {
+    fn from(value: String) -> Self {
+        match value.as_str() {
+            "prompt-lookup" | "ngram" => DraftSource::PromptLookup,
+            _ => DraftSource::Model(value),
+        }
+    }
+}
+
+impl From<DraftSource> for String {
+    fn from(source: DraftSource) -> Self {
+        match source {
+            DraftSource::PromptLookup => "prompt-lookup".into(),
+            DraftSource::Model(reference) => reference,
+        }
+    }
 }
 
 /// The whole configuration.
@@ -133,8 +155,9 @@ pub struct ModelConfig {
     /// Fetch it from the Hugging Face hub when it is not in the cache yet (`path` a repo id).
     #[serde(default)]
     pub pull: bool,
-    /// Speculative decoding: `"prompt-lookup"` drafts tokens from where the last ones occurred
-    /// earlier in the prompt and answer (no draft model); the output is unchanged.
+    /// Speculative decoding (the output is unchanged): `"prompt-lookup"` drafts tokens from
+    /// where the last ones occurred earlier in the prompt and answer; any other value names a
+    /// draft model (id, path or Hugging Face id) with the same vocabulary.
     pub draft: Option<DraftSource>,
     /// Most draft tokens verified in one step (default 16; the length adapts below it).
     pub draft_max: Option<u32>,

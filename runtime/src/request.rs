@@ -210,6 +210,9 @@ pub struct Drafting {
     pub prompt_lookup: bool,
     /// Most draft tokens verified in one step.
     pub max_tokens: u32,
+    /// Draft with the model's draft model (its `draft` setting names one).
+    #[serde(default)]
+    pub draft_model: bool,
 }
 
 impl GenerationRequest {

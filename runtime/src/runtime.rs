@@ -253,7 +253,20 @@ impl Runtime {
         let isolation = self.isolation(&entry);
         tracing::info!(model = %spec.id, engine = engine.name(), path = %spec.path.display(), ?isolation, "loading model");
         let model: Arc<dyn LoadedModel> = match (isolation, &self.runners) {
-            (Isolation::None, _) => engine.load_model(&spec).await?,
+            (Isolation::None, _) => {
+                let model = engine.load_model(&spec).await?;
+                if let Some(DraftSource::Model(reference)) = &entry.config.draft {
+                    self.attach_draft(&model, &entry, reference)
+                        .await
+                        .map_err(|e| {
+                            crate::Error::Config(format!(
+                                "model `{}`: draft model `{reference}`: {e}",
+                                spec.id
+                            ))
+                        })?;
+                }
+                model
+            }
             (Isolation::Process, Some(launcher)) => {
                 Arc::new(RunnerModel::start(launcher, &self.config, &entry).await?)
             }
@@ -271,6 +284,31 @@ impl Runtime {
             engine,
             model,
         })
+    }
+
+    /// Load `reference` in this process to draft for `model` (loaded from `entry`), with the
+    /// model's context and parallelism, and attach it.
+    async fn attach_draft(
+        &self,
+        model: &Arc<dyn LoadedModel>,
+        entry: &ModelEntry,
+        reference: &str,
+    ) -> Result<()> {
+        let mut draft = self.entry(reference)?;
+        draft.load.context_size = Some(model.descriptor().context_size);
+        draft.load.parallel = entry.load.parallel;
+        let detected = detect(&draft.path)?;
+        let engine = self.router.choose(&detected.info, &draft.config.engine)?;
+        let spec = LoadSpec {
+            id: format!("{} (draft for {})", draft.config.id, entry.config.id),
+            path: draft.path.clone(),
+            detected,
+            options: draft.load,
+        };
+        tracing::info!(model = %entry.config.id, draft = %reference, engine = engine.name(), "loading draft model");
+        let loaded = engine.load_model(&spec).await?;
+        let handle = loaded.draft_model()?;
+        model.attach_draft(handle.owned_by(Arc::new(loaded)))
     }
 }
 
@@ -311,12 +349,15 @@ impl ModelHandle {
         request.max_tokens = request.max_tokens.or(self.entry.config.max_tokens);
         // A prediction drafts from the prompt and answer too: where the answer leaves the
         // prediction, it often copies the prompt.
+        // A draft model comes after the prediction, before any lookup.
+        let draft_model = matches!(self.entry.config.draft, Some(DraftSource::Model(_)));
         let prompt_lookup = self.entry.config.draft == Some(DraftSource::PromptLookup)
-            || request.prediction.is_some();
-        if request.drafting.is_none() && prompt_lookup {
+            || (request.prediction.is_some() && !draft_model);
+        if request.drafting.is_none() && (prompt_lookup || draft_model) {
             request.drafting = Some(Drafting {
                 prompt_lookup,
                 max_tokens: self.entry.config.draft_max.unwrap_or(DEFAULT_DRAFT_TOKENS),
+                draft_model,
             });
         }
         request.validate()?;

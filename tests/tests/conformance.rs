@@ -540,6 +540,7 @@ fn drafting(request: &mut GenerationRequest) {
     request.drafting = Some(minerva_runtime::Drafting {
         prompt_lookup: true,
         max_tokens: 8,
+        draft_model: false,
     });
 }
 
@@ -594,4 +595,101 @@ async fn seeded_sampling_with_drafts_repeats() {
         assert_eq!(first.text(), second.text(), "{engine}");
         assert_eq!(first.usage, second.usage, "{engine}");
     }
+}
+
+/// A copy of the MLX twin whose tokenizer gives two tokens each other's ids.
+fn twin_with_swapped_tokens(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("swapped");
+    std::fs::create_dir_all(&out).unwrap();
+    for file in std::fs::read_dir(smollm2_mlx()).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, out.join(file.file_name().unwrap())).unwrap();
+    }
+    let path = out.join("tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let vocab = tokenizer["model"]["vocab"].as_object_mut().unwrap();
+    let (a, b) = (vocab["Ġthe"].clone(), vocab["Ġa"].clone());
+    vocab.insert("Ġthe".into(), b);
+    vocab.insert("Ġa".into(), a);
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_draft_model_keeps_greedy_text_on_both_engines_and_across_them() {
+    use minerva_runtime::config::DraftSource;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let edit =
+        "Repeat this sentence twice: The river runs past the old mill and under the stone bridge.";
+    let mut plain = std::collections::HashMap::new();
+    for (engine, model) in engines().await {
+        for user in [FRANCE, edit] {
+            plain.insert((*engine, user), generate(model, greedy(user, 48)).await);
+        }
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let (gguf, mlx) = (smollm2_gguf(), smollm2_mlx());
+    let (gguf, mlx) = (gguf.to_str().unwrap(), mlx.to_str().unwrap());
+    let swapped = twin_with_swapped_tokens(scratch.path());
+    let mut config = Config {
+        context_size: Some(1024),
+        parallel: Some(4),
+        ..Default::default()
+    };
+    // (id, path, draft, the target's engine): each engine drafting for itself, then for the
+    // other one (the same vocabulary, read from GGUF metadata and from tokenizer.json).
+    let cases = [
+        ("llama-self", gguf, "llama-self", "llama"),
+        ("mlx-self", mlx, "mlx-self", "mlx"),
+        ("llama-by-mlx", gguf, mlx, "llama"),
+        ("mlx-by-llama", mlx, gguf, "mlx"),
+        ("llama-by-swapped", gguf, swapped.to_str().unwrap(), "llama"),
+    ];
+    for (id, path, draft, _) in cases {
+        let mut entry = minerva_runtime::ModelConfig::new(id, path);
+        entry.draft = Some(DraftSource::Model(draft.into()));
+        config.models.push(entry);
+    }
+    let engines: Vec<Arc<dyn InferenceBackend>> =
+        vec![Arc::new(LlamaEngine::new()), Arc::new(MlxEngine::new())];
+    let runtime = Runtime::new(config, Router::new(engines));
+    for (id, _, _, engine) in &cases[..4] {
+        let model = runtime.load(id).await.expect("loads with its draft");
+        for user in [FRANCE, edit] {
+            let expected = &plain[&(*engine, user)];
+            let c = generate(&model, greedy(user, 48)).await;
+            assert_eq!(c.text(), expected.text(), "{id}, {user}");
+            assert_eq!(c.finish_reason(), expected.finish_reason(), "{id}");
+            let u = c.usage;
+            assert_eq!(
+                u.completion_tokens, expected.usage.completion_tokens,
+                "{id}"
+            );
+            println!(
+                "{id}: {} tokens, {} drafts accepted, {} rejected",
+                u.completion_tokens, u.accepted_prediction_tokens, u.rejected_prediction_tokens
+            );
+            // The same weights draft: nearly every token after the first (picked from the
+            // prompt) was guessed right. Guesses past the answer's end are rejected.
+            assert!(
+                u.accepted_prediction_tokens * 4 >= (u.completion_tokens - 1) * 3,
+                "{id}: {u:?}"
+            );
+        }
+    }
+    let err = runtime
+        .load("llama-by-swapped")
+        .await
+        .err()
+        .expect("a draft with another vocabulary is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("draft model") && message.contains("vocabulary is not the model's"),
+        "{message}"
+    );
+    assert!(
+        message.contains("\"Ġthe\"") || message.contains("\" the\""),
+        "{message}"
+    );
 }

@@ -11,7 +11,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
-use minerva_runtime::generation::Generator;
+use minerva_runtime::generation::{DraftModel, Generator};
 use minerva_runtime::threads::{default_threads, run_blocking};
 use minerva_runtime::{
     Capabilities, ChatTemplate, Embeddings, EngineMemory, Error, GenerationRequest,
@@ -259,6 +259,14 @@ impl LoadedModel for LlamaLoadedModel {
             .map(|t| t.0 as u32)
             .collect();
         self.generator.submit(tokens, &request)
+    }
+
+    fn draft_model(&self) -> Result<DraftModel> {
+        self.generator.draft_model()
+    }
+
+    fn attach_draft(&self, draft: DraftModel) -> Result<()> {
+        self.generator.attach_draft(draft)
     }
 
     async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use minerva_runtime::generation::Generator;
+use minerva_runtime::generation::{DraftModel, Generator};
 use minerva_runtime::threads::run_blocking;
 use minerva_runtime::{
     Capabilities, Detected, Embeddings, EngineMemory, GenerationRequest, InferenceBackend, Input,
@@ -133,6 +133,14 @@ impl LoadedModel for MlxLoadedModel {
             .tokenizer
             .encode(&request.input, &request.tools, &self.descriptor.id)?;
         self.generator.submit(tokens, &request)
+    }
+
+    fn draft_model(&self) -> Result<DraftModel> {
+        self.generator.draft_model()
+    }
+
+    fn attach_draft(&self, draft: DraftModel) -> Result<()> {
+        self.generator.attach_draft(draft)
     }
 
     async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+pub use draft::DraftModel;
 pub use engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
 pub use picker::{argmax, Picked, PickedLogprobs, PickerOptions, TokenPicker};
 
@@ -74,7 +75,7 @@ pub struct Generator {
     jobs: Option<std_mpsc::Sender<Work>>,
     thread: Option<std::thread::JoinHandle<()>>,
     limits: Limits,
-    vocab_size: usize,
+    vocab: Arc<Vocabulary>,
     grammars: Grammars,
 }
 
@@ -112,7 +113,7 @@ impl Generator {
                 jobs: Some(jobs),
                 thread: Some(thread),
                 limits: ready.limits,
-                vocab_size: ready.vocab.len(),
+                vocab: Arc::clone(&ready.vocab),
                 grammars: Grammars::new(ready.vocab),
             },
             ready.extra,
@@ -151,11 +152,33 @@ impl Generator {
             drafting: request.drafting,
             prediction: request.prediction_tokens.clone(),
             events,
+            token_ids: None,
         };
         self.send(Work::Generate(Box::new(job)))?;
         Ok(Box::pin(futures::stream::poll_fn(move |cx| {
             rx.poll_recv(cx)
         })))
+    }
+
+    /// A handle through which another model with the same vocabulary drafts with this one
+    /// (see [`Generator::attach_draft`]).
+    pub fn draft_model(&self) -> Result<DraftModel> {
+        let jobs = self
+            .jobs
+            .clone()
+            .ok_or_else(|| Error::engine("generation", "the model is shutting down"))?;
+        Ok(DraftModel::new(jobs, Arc::clone(&self.vocab)))
+    }
+
+    /// Let requests that ask for a draft model draft with `draft`, whose vocabulary must be
+    /// this model's, token for token.
+    pub fn attach_draft(&self, draft: DraftModel) -> Result<()> {
+        if let Some(difference) = draft::vocabulary_difference(&self.vocab, draft.vocabulary()) {
+            return Err(Error::Config(format!(
+                "the draft model's vocabulary is not the model's: {difference}"
+            )));
+        }
+        self.send(Work::AttachDraft(draft))
     }
 
     /// One L2-normalised embedding per input (token ids): the mean of the model's last hidden
@@ -202,22 +225,22 @@ impl Generator {
                 context_size: cells,
             });
         }
-        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= self.vocab_size) {
+        if let Some(bad) = prompt.iter().find(|&&t| t as usize >= self.vocab.len()) {
             return Err(Error::InvalidRequest(format!(
                 "token id {bad} is outside the vocabulary of {} tokens",
-                self.vocab_size
+                self.vocab.len()
             )));
         }
         if let Some((bad, _)) = request
             .logit_bias
             .iter()
-            .find(|(t, _)| *t as usize >= self.vocab_size)
+            .find(|(t, _)| *t as usize >= self.vocab.len())
         {
             return Err(Error::param(
                 "logit_bias",
                 format!(
                     "logit_bias names token {bad}, outside the vocabulary of {} tokens",
-                    self.vocab_size
+                    self.vocab.len()
                 ),
             ));
         }

@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
 use super::constraint::TokenConstraint;
-use super::draft::Drafter;
+use super::draft::{DraftModel, Drafter};
 use super::engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
 use super::picker::{Picked, PickerOptions, TokenPicker};
 use super::sequence::{Ending, Events, Outcome, Sequence};
@@ -37,6 +37,8 @@ pub(crate) enum Work {
         /// Where the vectors go.
         reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>>>,
     },
+    /// Draft with this model from now on (for requests that ask for a draft model).
+    AttachDraft(DraftModel),
 }
 
 /// A request waiting for slots.
@@ -65,6 +67,8 @@ pub(crate) struct Job {
     pub prediction: Vec<u32>,
     /// Where its events go.
     pub events: Events,
+    /// Where each generated token id goes as it is taken (drafts for another model).
+    pub token_ids: Option<std::sync::mpsc::Sender<u32>>,
 }
 
 /// Where an admitted choice is.
@@ -132,6 +136,7 @@ pub(crate) struct Scheduler<E: Evaluator> {
     waiting: VecDeque<Job>,
     in_flight: Option<InFlight<E::Picks>>,
     admitted: u64,
+    draft_model: Option<DraftModel>,
 }
 
 impl<E: Evaluator> Scheduler<E> {
@@ -145,6 +150,7 @@ impl<E: Evaluator> Scheduler<E> {
             waiting: VecDeque::new(),
             in_flight: None,
             admitted: 0,
+            draft_model: None,
         }
     }
 
@@ -199,6 +205,7 @@ impl<E: Evaluator> Scheduler<E> {
                     .collect();
                 let _ = reply.send(vectors);
             }
+            Work::AttachDraft(model) => self.draft_model = Some(model),
         }
     }
 
@@ -361,9 +368,11 @@ impl<E: Evaluator> Scheduler<E> {
                 seq.drafter = Drafter::new(
                     drafting.max_tokens as usize,
                     drafting.prompt_lookup,
+                    drafting.draft_model && self.draft_model.is_some(),
                     prediction,
                 );
             }
+            seq.token_ids = job.token_ids.clone();
             self.admitted += 1;
             self.slots[slot].active = Some(Active {
                 seq,
@@ -425,7 +434,8 @@ impl<E: Evaluator> Scheduler<E> {
         }
         self.fail_orphans();
         self.make_room();
-        let (batch, routes, fed_unread) = self.build_batch();
+        let drafts = self.drafts();
+        let (batch, routes, fed_unread) = self.build_batch(drafts);
         let previous = self.in_flight.take();
         let picks = match batch.is_empty() {
             true => None,
@@ -514,10 +524,45 @@ impl<E: Evaluator> Scheduler<E> {
         }
     }
 
+    /// Each slot's guesses at the tokens after the one it feeds next: from its drafter, else
+    /// from the draft model (asked for every such slot at once, so that it batches them).
+    fn drafts(&mut self) -> Vec<Vec<u32>> {
+        let mut drafts = vec![Vec::new(); self.slots.len()];
+        let mut asks = Vec::new();
+        let most = self.limits.batch_tokens.saturating_sub(1);
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            if !matches!(a.phase, Phase::Feed(_)) || !a.seq.drafter.is_active() {
+                continue;
+            }
+            // The last token the answer may have needs no guesses after it.
+            let room = most.min(a.seq.remaining().saturating_sub(1));
+            drafts[i] = a.seq.propose_draft(room);
+            let ask = a.seq.drafter.model_tokens(room);
+            if drafts[i].is_empty() && ask > 0 {
+                asks.push((i, a.seq.tokens().to_vec(), ask));
+            }
+        }
+        if let (Some(model), false) = (&self.draft_model, asks.is_empty()) {
+            let contexts: Vec<(Vec<u32>, usize)> =
+                asks.iter().map(|(_, c, n)| (c.clone(), *n)).collect();
+            for ((i, _, _), draft) in asks.iter().zip(model.draft(&contexts)) {
+                drafts[*i] = draft;
+            }
+        }
+        drafts
+    }
+
     /// This step's entries (generating choices first, one token each, so new prompts never
     /// stall them; then prompt chunks within the token budget), each entry's (slot, choice id),
-    /// and which slots were fed their unread token.
-    fn build_batch(&mut self) -> (Vec<BatchEntry>, Vec<(usize, u64)>, Vec<bool>) {
+    /// and which slots were fed their unread token. `drafts`: each slot's guesses after its
+    /// next token, cut to the cells and budget left.
+    fn build_batch(
+        &mut self,
+        mut drafts: Vec<Vec<u32>>,
+    ) -> (Vec<BatchEntry>, Vec<(usize, u64)>, Vec<bool>) {
         let mut batch = Vec::new();
         let mut routes = Vec::new();
         let mut fed_unread = vec![false; self.slots.len()];
@@ -545,16 +590,8 @@ impl<E: Evaluator> Scheduler<E> {
             }
             budget -= 1;
             // Speculative decoding: guesses after the known next token, verified together.
-            let draft = match token {
-                BatchToken::Id(_) => {
-                    // The last token the answer may have needs no guesses after it.
-                    let room = budget
-                        .min(spare_cells)
-                        .min(a.seq.remaining().saturating_sub(1));
-                    a.seq.propose_draft(room)
-                }
-                BatchToken::Picked(_) => Vec::new(),
-            };
+            let mut draft = std::mem::take(&mut drafts[i]);
+            draft.truncate(budget.min(spare_cells));
             budget -= draft.len();
             spare_cells -= draft.len();
             let mut tokens = vec![token];

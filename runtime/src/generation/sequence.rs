@@ -59,6 +59,8 @@ pub(crate) struct Sequence {
     /// Draft tokens evaluated, and those that became part of the answer.
     drafted: u32,
     accepted: u32,
+    /// Where each taken token's id goes (a draft model's answers).
+    pub token_ids: Option<std::sync::mpsc::Sender<u32>>,
 }
 
 impl Sequence {
@@ -84,6 +86,7 @@ impl Sequence {
             drafter: Drafter::default(),
             drafted: 0,
             accepted: 0,
+            token_ids: None,
         }
     }
 
@@ -115,6 +118,11 @@ impl Sequence {
     /// Count one draft token that the answer keeps (before taking it).
     pub fn count_accepted(&mut self) {
         self.accepted += 1;
+    }
+
+    /// The prompt followed by the tokens taken so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
     }
 
     /// The prompt.
@@ -152,6 +160,9 @@ impl Sequence {
         let token = picked.token;
         let first = self.generated() == 0;
         self.tokens.push(token);
+        if let Some(ids) = &self.token_ids {
+            let _ = ids.send(token);
+        }
         if !self.ending.ignore_eos && vocab.is_end_of_generation(token) {
             return self.finish(FinishReason::Stop);
         }

@@ -110,9 +110,20 @@ fn slow_toy(
     sequences: usize,
     delay: std::time::Duration,
 ) -> (Generator, Arc<Mutex<Vec<usize>>>) {
+    spelled_toy(pipelined, kv_cells, sequences, delay, b'a')
+}
+
+/// A toy whose token `i` is spelled `first + i`.
+fn spelled_toy(
+    pipelined: bool,
+    kv_cells: usize,
+    sequences: usize,
+    delay: std::time::Duration,
+    first: u8,
+) -> (Generator, Arc<Mutex<Vec<usize>>>) {
     let steps = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&steps);
-    let pieces = (0..VOCAB as u8).map(|i| vec![b'a' + i]).collect();
+    let pieces = (0..VOCAB as u8).map(|i| vec![first + i]).collect();
     let (generator, ()) = Generator::spawn("toy", move |starter| {
         let limits = Limits {
             kv_cells,
@@ -406,6 +417,7 @@ async fn drafts_change_nothing_but_the_steps_they_take() {
             lookup.drafting = Some(Drafting {
                 prompt_lookup: true,
                 max_tokens: 4,
+                draft_model: false,
             });
             let mut predicted = lookup.clone();
             predicted.prediction_tokens =
@@ -455,6 +467,7 @@ async fn seeded_sampling_with_drafts_gives_the_same_tokens() {
     request.drafting = Some(Drafting {
         prompt_lookup: true,
         max_tokens: 6,
+        draft_model: false,
     });
     request.prediction_tokens = plain.text().bytes().map(|b| u32::from(b - b'a')).collect();
     let drafted = collect(generator.submit(prompt.clone(), &request).unwrap())
@@ -465,5 +478,71 @@ async fn seeded_sampling_with_drafts_gives_the_same_tokens() {
         drafted.usage.accepted_prediction_tokens > 0,
         "{:?}",
         drafted.usage
+    );
+}
+
+#[tokio::test]
+async fn a_draft_model_changes_nothing_but_the_steps_and_must_share_the_vocabulary() {
+    use crate::request::Drafting;
+    for pipelined in [false, true] {
+        let (generator, steps) = toy(pipelined, 512, 4);
+        // The same model drafting for itself: every guess is right.
+        let (draft, draft_steps) = toy(!pipelined, 512, 4);
+        generator
+            .attach_draft(draft.draft_model().unwrap().owned_by(Arc::new(draft)))
+            .unwrap();
+        let prompts = prompts();
+        let mut plain = Vec::new();
+        for prompt in &prompts {
+            let c = collect(
+                generator
+                    .submit(prompt.clone(), &greedy(prompt, 40))
+                    .unwrap(),
+            );
+            plain.push(c.await.unwrap());
+        }
+        let plain_steps = std::mem::take(&mut *steps.lock().unwrap()).len();
+        // All at once, so that the draft model batches their drafts.
+        let streams: Vec<_> = prompts
+            .iter()
+            .map(|prompt| {
+                let mut request = greedy(prompt, 40);
+                request.drafting = Some(Drafting {
+                    prompt_lookup: false,
+                    max_tokens: 4,
+                    draft_model: true,
+                });
+                collect(generator.submit(prompt.clone(), &request).unwrap())
+            })
+            .collect();
+        let drafted = futures::future::try_join_all(streams).await.unwrap();
+        let used = std::mem::take(&mut *steps.lock().unwrap()).len();
+        for (d, p) in drafted.iter().zip(&plain) {
+            assert_eq!(d.text(), p.text(), "pipelined: {pipelined}");
+            assert_eq!(d.finish_reason(), p.finish_reason());
+            assert_eq!(d.usage.completion_tokens, p.usage.completion_tokens);
+            assert_eq!(d.usage.rejected_prediction_tokens, 0, "{:?}", d.usage);
+            if p.usage.completion_tokens > 8 {
+                assert!(d.usage.accepted_prediction_tokens > 0, "{:?}", d.usage);
+            }
+        }
+        assert!(
+            used < plain_steps,
+            "{used} steps with drafts, {plain_steps} without"
+        );
+        assert!(
+            !draft_steps.lock().unwrap().is_empty(),
+            "the draft model never ran"
+        );
+    }
+    let (generator, _) = toy(false, 512, 4);
+    let (other, _) = spelled_toy(false, 512, 4, std::time::Duration::ZERO, b'A');
+    let err = generator
+        .attach_draft(other.draft_model().unwrap().owned_by(Arc::new(other)))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("token 0 is \"A\" in the draft and \"a\" in the model"),
+        "{err}"
     );
 }
