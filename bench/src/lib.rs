@@ -141,10 +141,23 @@ pub struct BenchResult {
     pub tg_tps: Option<Spread>,
     /// Peak resident memory of the benchmarking process.
     pub peak_rss_bytes: Option<u64>,
+    /// The KV cache's storage type (`kv_cache_type`) and its size for the whole context.
+    pub kv_cache: Option<KvCacheFigure>,
     /// The engine's own memory count, where it keeps one.
     pub engine_memory: Option<EngineMemory>,
     /// Why the row failed.
     pub error: Option<String>,
+}
+
+/// A KV cache as configured: how it stores K and V, and the bytes that takes for the context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvCacheFigure {
+    /// `f16`, `q8_0` or `q4_0`.
+    pub kv_type: String,
+    /// Bytes for every position of the context (the estimate `memory_budget` uses).
+    pub bytes: u64,
+    /// The context those bytes are for.
+    pub context_size: u32,
 }
 
 impl BenchResult {
@@ -308,6 +321,18 @@ async fn bench_model_inner(
     let started = Instant::now();
     let handle = runtime.load(reference).await?;
     let load_s = started.elapsed().as_secs_f64();
+    let estimate = runtime.inspect(handle.entry())?.memory_estimate;
+    let kv_cache = Some(KvCacheFigure {
+        kv_type: handle
+            .entry()
+            .load
+            .kv_cache_type
+            .unwrap_or_default()
+            .name()
+            .to_string(),
+        bytes: estimate.kv_cache,
+        context_size: estimate.context_size,
+    });
     let model = handle.model();
     let ids = prompt_tokens(
         model.as_ref(),
@@ -372,6 +397,7 @@ async fn bench_model_inner(
         pp_tps: Spread::of(&pp),
         tg_tps: Spread::of(&tg),
         peak_rss_bytes: machine::peak_rss_bytes(),
+        kv_cache,
         engine_memory: model.engine_memory(),
         error: None,
     })

@@ -39,6 +39,9 @@ pub struct LoadOptions {
     pub threads: Option<usize>,
     /// Requests generated concurrently (batched); `None`: the engine's default.
     pub parallel: Option<usize>,
+    /// How the KV cache stores K and V; `None`: 16-bit floats.
+    #[serde(default)]
+    pub kv_cache_type: Option<crate::memory::KvCacheType>,
     /// The model's `engine_options`, for its engine to validate and read.
     pub engine: EngineOptions,
 }

@@ -62,6 +62,8 @@ pub struct Config {
     pub context_size: Option<u32>,
     /// Default number of requests each model generates concurrently (batched).
     pub parallel: Option<usize>,
+    /// Default KV-cache storage for every model: `f16`, `q8_0` or `q4_0`.
+    pub kv_cache_type: Option<crate::memory::KvCacheType>,
     /// Where models' engines run: `process` (a runner process per model, restarted when it
     /// dies) or `none` (inside this process); default: `process` for `minerva serve`, `none`
     /// for the other commands.
@@ -145,6 +147,8 @@ pub struct ModelConfig {
     pub threads: Option<usize>,
     /// Requests generated concurrently (batched) in one shared context.
     pub parallel: Option<usize>,
+    /// KV-cache storage: `f16` (default), `q8_0` (about half the memory) or `q4_0`.
+    pub kv_cache_type: Option<crate::memory::KvCacheType>,
     /// Where its engine runs (overrides the global `isolation`).
     pub isolation: Option<Isolation>,
     /// Seconds it stays loaded when idle (overrides the global `keep_alive`).
@@ -200,6 +204,7 @@ impl ModelConfig {
             context_size: None,
             threads: None,
             parallel: None,
+            kv_cache_type: None,
             isolation: None,
             keep_alive: None,
             pinned: false,

@@ -33,7 +33,7 @@ pub use capabilities::{Capabilities, Feature};
 pub use config::{Config, ModelConfig, ServerConfig};
 pub use error::{Error, Result};
 pub use format::{detect, inspect, Detected, ModelFormat, ModelHeader, ModelInfo};
-pub use memory::{ByteSize, MemoryEstimate, DEFAULT_CONTEXT_CAP};
+pub use memory::{ByteSize, KvCacheType, MemoryEstimate, DEFAULT_CONTEXT_CAP};
 pub use pool::{ModelPool, ModelStatus};
 pub use pull::{pull, LoggedProgress, PullProgress, Pulled};
 pub use request::{

@@ -9,8 +9,49 @@ use crate::format::{Detected, ModelHeader};
 /// (the model's trained context is used below it).
 pub const DEFAULT_CONTEXT_CAP: u32 = 16_384;
 
-/// Bytes per KV-cache element (both engines keep K and V as 16-bit floats).
-const KV_ELEMENT_BYTES: u64 = 2;
+/// How K and V are stored in the KV cache (`kv_cache_type`): 16-bit floats, or quantized in
+/// blocks (llama.cpp's `q8_0`/`q4_0`; MLX's affine 8- and 4-bit groups of the same size per
+/// element).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvCacheType {
+    /// 16-bit floats (2 bytes an element).
+    #[default]
+    F16,
+    /// 8-bit blocks of 32 with a 16-bit scale (34 bytes per 32 elements).
+    Q8_0,
+    /// 4-bit blocks of 32 with a 16-bit scale (18 bytes per 32 elements).
+    Q4_0,
+}
+
+impl KvCacheType {
+    /// Bits per element: the value and its share of the block's scale.
+    pub fn bits(self) -> u32 {
+        match self {
+            KvCacheType::F16 => 16,
+            KvCacheType::Q8_0 => 8,
+            KvCacheType::Q4_0 => 4,
+        }
+    }
+
+    /// Bytes that `elements` take (`elements` a multiple of the block size).
+    pub fn bytes(self, elements: u64) -> u64 {
+        match self {
+            KvCacheType::F16 => elements * 2,
+            KvCacheType::Q8_0 => elements * 34 / 32,
+            KvCacheType::Q4_0 => elements * 18 / 32,
+        }
+    }
+
+    /// The name config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvCacheType::F16 => "f16",
+            KvCacheType::Q8_0 => "q8_0",
+            KvCacheType::Q4_0 => "q4_0",
+        }
+    }
+}
 
 /// What loading a model is expected to take, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -32,8 +73,14 @@ impl MemoryEstimate {
     }
 
     /// Estimate for `detected` with `context_size` (else its trained context capped at
-    /// [`DEFAULT_CONTEXT_CAP`]) and the engine's `engine_bytes`.
-    pub fn of(detected: &Detected, context_size: Option<u32>, engine_bytes: u64) -> Self {
+    /// [`DEFAULT_CONTEXT_CAP`]), its KV cache stored as `kv_type`, and the engine's
+    /// `engine_bytes`.
+    pub fn of(
+        detected: &Detected,
+        context_size: Option<u32>,
+        kv_type: KvCacheType,
+        engine_bytes: u64,
+    ) -> Self {
         let context_size = context_size.unwrap_or_else(|| {
             detected
                 .info
@@ -44,15 +91,17 @@ impl MemoryEstimate {
         });
         MemoryEstimate {
             weights: detected.info.weight_bytes,
-            kv_cache: kv_bytes_per_token(&detected.header) * u64::from(context_size),
+            kv_cache: kv_type
+                .bytes(kv_elements_per_token(&detected.header) * u64::from(context_size)),
             engine: engine_bytes,
             context_size,
         }
     }
 }
 
-/// K and V bytes one position takes over all layers: layers x KV heads x (key + value width).
-fn kv_bytes_per_token(header: &ModelHeader) -> u64 {
+/// K and V elements one position takes over all layers: layers x KV heads x (key + value
+/// width).
+fn kv_elements_per_token(header: &ModelHeader) -> u64 {
     let (layers, kv_heads, key, value) = match header {
         ModelHeader::Gguf(g) => {
             let heads = g.arch_u64("attention.head_count").unwrap_or(0);
@@ -79,7 +128,7 @@ fn kv_bytes_per_token(header: &ModelHeader) -> u64 {
             )
         }
     };
-    layers * kv_heads * (key + value) * KV_ELEMENT_BYTES
+    layers * kv_heads * (key + value)
 }
 
 /// A byte count in config: a number of bytes or a string with a unit (`"8GiB"`, `"512 MB"`,

@@ -188,6 +188,7 @@ impl Runtime {
                 context_size: config.context_size.or(self.config.context_size),
                 threads: config.threads.or(self.config.threads),
                 parallel: config.parallel.or(self.config.parallel),
+                kv_cache_type: config.kv_cache_type.or(self.config.kv_cache_type),
                 engine: config.engine_options.clone(),
             },
             config,
@@ -205,7 +206,12 @@ impl Runtime {
         let present = self.router.engines().find(|e| e.name() == engine);
         let engine_bytes = present.map_or(64 << 20, |e| e.memory_overhead());
         Ok(Inspection {
-            memory_estimate: MemoryEstimate::of(&detected, entry.load.context_size, engine_bytes),
+            memory_estimate: MemoryEstimate::of(
+                &detected,
+                entry.load.context_size,
+                entry.load.kv_cache_type.unwrap_or_default(),
+                engine_bytes,
+            ),
             facts: present
                 .map(|e| e.model_facts(&detected))
                 .unwrap_or_default(),

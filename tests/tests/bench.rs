@@ -95,3 +95,68 @@ fn bench_at_depth_measures_after_a_filled_context() {
         assert!(row["pp_tps"]["median"].as_f64().unwrap() > 0.0, "{row}");
     }
 }
+
+#[test]
+fn a_quantized_kv_cache_is_reported_and_takes_about_half_the_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minerva.toml");
+    let (gguf, mlx) = (smollm2_gguf(), smollm2_mlx());
+    let mut text = String::from("context_size = 8192\n");
+    for (id, path, kv) in [
+        ("llama-f16", &gguf, "f16"),
+        ("llama-q8", &gguf, "q8_0"),
+        ("mlx-q8", &mlx, "q8_0"),
+    ] {
+        text.push_str(&format!(
+            "[[models]]\nid = \"{id}\"\npath = \"{}\"\nkv_cache_type = \"{kv}\"\n",
+            path.display()
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
+    let (ok, out, err) = run(minerva().arg("--config").arg(&config).args([
+        "bench",
+        "llama-f16",
+        "llama-q8",
+        "mlx-q8",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--tg",
+        "4",
+        "--pp",
+        "16",
+        "--json",
+    ]));
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = report["results"].as_array().unwrap();
+    for row in rows {
+        assert!(row["error"].is_null(), "{row}");
+        assert!(row["tg_tps"]["median"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let kv = |i: usize| rows[i]["kv_cache"]["bytes"].as_u64().unwrap() as f64;
+    let rss = |i: usize| rows[i]["peak_rss_bytes"].as_u64().unwrap() as f64;
+    assert_eq!(rows[0]["kv_cache"]["kv_type"], "f16");
+    assert_eq!(rows[1]["kv_cache"]["kv_type"], "q8_0");
+    assert_eq!(rows[2]["kv_cache"]["kv_type"], "q8_0");
+    assert_eq!(rows[0]["kv_cache"]["context_size"], 8192);
+    // q8_0: 34 bytes per 32 elements against 64 (SmolLM2-135M: ~189 MB of f16 at 8192).
+    assert!(
+        (kv(1) / kv(0) - 34.0 / 64.0).abs() < 0.01,
+        "{} vs {}",
+        kv(1),
+        kv(0)
+    );
+    assert!(kv(0) > 150e6, "{}", kv(0));
+    assert_eq!(kv(2), kv(1));
+    // llama.cpp allocates and clears the whole cache at load: the process shrinks by about
+    // the difference.
+    let saved = rss(0) - rss(1);
+    assert!(
+        saved > 0.6 * (kv(0) - kv(1)),
+        "peak RSS {} with f16, {} with q8_0",
+        rss(0),
+        rss(1)
+    );
+}

@@ -693,3 +693,27 @@ async fn a_draft_model_keeps_greedy_text_on_both_engines_and_across_them() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn quantized_kv_caches_answer_on_both_engines() {
+    use minerva_runtime::KvCacheType;
+    let _one = ONE_AT_A_TIME.lock().await;
+    for kv in [KvCacheType::Q8_0, KvCacheType::Q4_0] {
+        let models = load_both_with(Config {
+            context_size: Some(1024),
+            parallel: Some(2),
+            kv_cache_type: Some(kv),
+            ..Default::default()
+        })
+        .await;
+        for (engine, model) in &models {
+            let c = generate(model, greedy(FRANCE, 24)).await;
+            println!("{engine}, {}: {:?}", kv.name(), c.text());
+            assert!(c.usage.completion_tokens > 0, "{engine}");
+            // 8 bits keep the answer; 4 bits blur a 135M model's (llama.cpp and MLX alike).
+            if kv == KvCacheType::Q8_0 {
+                assert!(c.text().contains("Paris"), "{engine}: {}", c.text());
+            }
+        }
+    }
+}

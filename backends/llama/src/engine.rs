@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType as LlamaKvType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
@@ -15,8 +15,8 @@ use minerva_runtime::generation::{DraftModel, Generator};
 use minerva_runtime::threads::{default_threads, run_blocking};
 use minerva_runtime::{
     Capabilities, ChatTemplate, Embeddings, EngineMemory, Error, GenerationRequest,
-    InferenceBackend, Input, LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, ModelHeader,
-    Result, TokenStream, Tool, DEFAULT_CONTEXT_CAP,
+    InferenceBackend, Input, KvCacheType, LoadSpec, LoadedModel, ModelDescriptor, ModelFormat,
+    ModelHeader, Result, TokenStream, Tool, DEFAULT_CONTEXT_CAP,
 };
 
 use crate::evaluator::{vocabulary, LlamaEvaluator};
@@ -137,12 +137,20 @@ impl LlamaLoadedModel {
         let threads = spec.options.threads.unwrap_or_else(default_threads);
         let threads = i32::try_from(threads).unwrap_or(i32::MAX);
         let batch_size = options.batch_size.unwrap_or(BATCH_SIZE).max(1);
-        let params = LlamaContextParams::default()
+        let kv_type = spec.options.kv_cache_type.unwrap_or_default();
+        let mut params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(context_size))
             .with_n_batch(batch_size)
             .with_n_ubatch(batch_size)
             .with_n_threads(threads)
-            .with_n_threads_batch(threads);
+            .with_n_threads_batch(threads)
+            .with_type_k(llama_kv_type(kv_type))
+            .with_type_v(llama_kv_type(kv_type));
+        if kv_type != KvCacheType::F16 {
+            // llama.cpp keeps a quantized V cache only with flash attention.
+            params =
+                params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
+        }
         let slots = spec.options.parallel.unwrap_or(DEFAULT_PARALLEL).max(1);
         check_room(spec, context_size, batch_size, slots)?;
         let params = params.with_n_seq_max(slots as u32).with_kv_unified(true);
@@ -169,6 +177,7 @@ impl LlamaLoadedModel {
             context_size,
             threads,
             slots,
+            kv_cache_type = kv_type.name(),
             "llama.cpp model ready"
         );
         Ok(LlamaLoadedModel {
@@ -282,6 +291,15 @@ impl LoadedModel for LlamaLoadedModel {
             })
             .collect();
         self.generator.embed(tokens).await
+    }
+}
+
+/// llama.cpp's name for a KV-cache storage type.
+fn llama_kv_type(kv_type: KvCacheType) -> LlamaKvType {
+    match kv_type {
+        KvCacheType::F16 => LlamaKvType::F16,
+        KvCacheType::Q8_0 => LlamaKvType::Q8_0,
+        KvCacheType::Q4_0 => LlamaKvType::Q4_0,
     }
 }
 

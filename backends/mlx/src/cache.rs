@@ -1,9 +1,11 @@
 //! Per-layer key/value cache: buffers grown in steps and written in place, so a decode step
 //! costs no copy of the history. The filled length can be cut back to reuse a shared prefix.
+//! Keys and values are kept as floats, or quantized in groups along the head dimension
+//! ([`KvQuantization`]: MLX's affine packing, as its quantized matmul reads it).
 
 use minerva_runtime::Result;
 use mlx_rs::ops::indexing::{TryIndexMutOp, TryIndexOp};
-use mlx_rs::ops::{concatenate, zeros_dtype};
+use mlx_rs::ops::{concatenate, quantize, zeros_dtype};
 use mlx_rs::Array;
 
 use crate::error::MlxResultExt;
@@ -11,15 +13,42 @@ use crate::error::MlxResultExt;
 /// Positions added to the buffers at a time.
 const STEP: i32 = 256;
 
-/// Keys and values of one attention layer, `[batch, kv_heads, positions, head_dim]`.
+/// How a quantized cache packs keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuantization {
+    /// Bits per element (4 or 8).
+    pub bits: i32,
+    /// Elements sharing one scale and bias.
+    pub group_size: i32,
+}
+
+/// One layer's keys or values for every position held, `[batch, kv_heads, positions, ..]`:
+/// `[data]` for floats, `[packed, scales, biases]` when quantized.
+pub type Stored = Vec<Array>;
+
+/// Keys and values of one attention layer.
 #[derive(Default)]
 pub struct KvCache {
-    keys: Option<Array>,
-    values: Option<Array>,
+    keys: Stored,
+    values: Stored,
     offset: i32,
+    quantization: Option<KvQuantization>,
 }
 
 impl KvCache {
+    /// An empty cache storing floats, or quantized as `quantization` says.
+    pub fn new(quantization: Option<KvQuantization>) -> Self {
+        KvCache {
+            quantization,
+            ..KvCache::default()
+        }
+    }
+
+    /// How it quantizes, if it does.
+    pub fn quantization(&self) -> Option<KvQuantization> {
+        self.quantization
+    }
+
     /// Positions held.
     pub fn offset(&self) -> i32 {
         self.offset
@@ -37,6 +66,7 @@ impl KvCache {
             keys: self.keys.clone(),
             values: self.values.clone(),
             offset: self.offset.min(len.max(0)),
+            quantization: self.quantization,
         }
     }
 
@@ -45,39 +75,61 @@ impl KvCache {
         self.offset = self.offset.min(len.max(0));
     }
 
-    /// Append `keys`/`values` for new positions; returns the whole history.
-    pub fn update(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+    /// Append `keys`/`values` (`[batch, kv_heads, new, head_dim]` floats) for new positions;
+    /// returns the whole history as stored.
+    pub fn update(&mut self, keys: &Array, values: &Array) -> Result<(Stored, Stored)> {
         let new = keys.dim(2);
         let start = self.offset;
         let end = start + new;
-        let capacity = self.keys.as_ref().map_or(0, |k| k.dim(2));
+        let (keys, values) = (self.stored(keys)?, self.stored(values)?);
+        let capacity = self.keys.first().map_or(0, |k| k.dim(2));
         if end > capacity {
             let grow = (new + STEP - 1) / STEP * STEP;
-            self.keys = Some(grow_buffer(self.keys.take(), keys, start, grow)?);
-            self.values = Some(grow_buffer(self.values.take(), values, start, grow)?);
+            self.keys = grow_buffers(std::mem::take(&mut self.keys), &keys, start, grow)?;
+            self.values = grow_buffers(std::mem::take(&mut self.values), &values, start, grow)?;
         }
-        let (Some(k), Some(v)) = (self.keys.as_mut(), self.values.as_mut()) else {
-            unreachable!("buffers exist after growing");
-        };
-        k.try_index_mut((.., .., start..end, ..), keys).mlx()?;
-        v.try_index_mut((.., .., start..end, ..), values).mlx()?;
+        for (buffers, parts) in [(&mut self.keys, &keys), (&mut self.values, &values)] {
+            for (buffer, part) in buffers.iter_mut().zip(parts) {
+                buffer.try_index_mut((.., .., start..end, ..), part).mlx()?;
+            }
+        }
         self.offset = end;
-        Ok((
-            k.try_index((.., .., ..end, ..)).mlx()?,
-            v.try_index((.., .., ..end, ..)).mlx()?,
-        ))
+        let history = |buffers: &Stored| -> Result<Stored> {
+            buffers
+                .iter()
+                .map(|b| b.try_index((.., .., ..end, ..)).mlx())
+                .collect()
+        };
+        Ok((history(&self.keys)?, history(&self.values)?))
+    }
+
+    /// New positions as this cache stores them.
+    fn stored(&self, x: &Array) -> Result<Stored> {
+        match self.quantization {
+            None => Ok(vec![x.clone()]),
+            Some(q) => {
+                let (packed, scales, biases) = quantize(x, q.group_size, q.bits).mlx()?;
+                Ok(vec![packed, scales, biases])
+            }
+        }
     }
 }
 
-/// `old`'s first `filled` positions followed by `grow` zeroed ones shaped like `like`.
-fn grow_buffer(old: Option<Array>, like: &Array, filled: i32, grow: i32) -> Result<Array> {
-    let shape = like.shape();
-    let fresh = zeros_dtype(&[shape[0], shape[1], grow, shape[3]], like.dtype()).mlx()?;
-    match old {
-        Some(old) if filled > 0 => {
-            let kept = old.try_index((.., .., ..filled, ..)).mlx()?;
-            concatenate(&[kept, fresh], 2).mlx()
-        }
-        _ => Ok(fresh),
-    }
+/// Each of `old`'s first `filled` positions followed by `grow` zeroed ones shaped like the
+/// matching part of `like`.
+fn grow_buffers(old: Stored, like: &Stored, filled: i32, grow: i32) -> Result<Stored> {
+    like.iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let shape = part.shape();
+            let fresh = zeros_dtype(&[shape[0], shape[1], grow, shape[3]], part.dtype()).mlx()?;
+            match old.get(i) {
+                Some(old) if filled > 0 => {
+                    let kept = old.try_index((.., .., ..filled, ..)).mlx()?;
+                    concatenate(&[kept, fresh], 2).mlx()
+                }
+                _ => Ok(fresh),
+            }
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@ use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
 use mlx_rs::transforms::{async_eval, eval};
 use mlx_rs::{Array, Dtype};
 
-use crate::cache::KvCache;
+use crate::cache::{KvCache, KvQuantization};
 use crate::error::MlxResultExt;
 use crate::models::Transformer;
 use crate::ENGINE_NAME;
@@ -28,12 +28,12 @@ pub struct MlxEvaluator {
 }
 
 impl MlxEvaluator {
-    /// Evaluate `model` within `limits`.
-    pub fn new(model: Transformer, limits: Limits) -> Self {
+    /// Evaluate `model` within `limits`, its KV caches quantized as `quantization` says.
+    pub fn new(model: Transformer, limits: Limits, quantization: Option<KvQuantization>) -> Self {
         let layers = model.layers();
         MlxEvaluator {
             caches: (0..limits.sequences)
-                .map(|_| (0..layers).map(|_| KvCache::default()).collect())
+                .map(|_| (0..layers).map(|_| KvCache::new(quantization)).collect())
                 .collect(),
             model,
             limits,

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use minerva_runtime::generation::{Limits, Vocabulary};
 use minerva_runtime::threads::default_threads;
-use minerva_runtime::{Error, LoadSpec, ModelHeader, Result, DEFAULT_CONTEXT_CAP};
+use minerva_runtime::{Error, KvCacheType, LoadSpec, ModelHeader, Result, DEFAULT_CONTEXT_CAP};
 use mlx_rs::{Device, DeviceType};
 
+use crate::cache::KvQuantization;
 use crate::config::ModelConfig;
 use crate::evaluator::MlxEvaluator;
 use crate::models::Transformer;
@@ -32,6 +33,34 @@ struct MlxOptions {
     /// Largest model (MB of f32 weights) dequantized to dense f32 when MLX runs on the CPU
     /// (0 keeps weights as stored); default 2048.
     cpu_dense_max_mb: Option<u64>,
+    /// Elements per scale and bias in a quantized KV cache (`kv_cache_type` `q8_0`/`q4_0`);
+    /// default 64, as `mlx_lm`'s quantized cache.
+    kv_group_size: Option<i32>,
+}
+
+/// Default of `kv_group_size`.
+const DEFAULT_KV_GROUP_SIZE: i32 = 64;
+
+/// How the KV cache is stored: floats, or MLX's affine packing with the bits of `kv_cache_type`
+/// and the configured group size (which must divide the head dimension).
+fn kv_quantization(
+    spec: &LoadSpec,
+    options: &MlxOptions,
+    head_dim: i32,
+) -> Result<Option<KvQuantization>> {
+    let bits = match spec.options.kv_cache_type.unwrap_or_default() {
+        KvCacheType::F16 => return Ok(None),
+        quantized => quantized.bits() as i32,
+    };
+    let group_size = options.kv_group_size.unwrap_or(DEFAULT_KV_GROUP_SIZE);
+    if ![32, 64, 128].contains(&group_size) || head_dim % group_size != 0 {
+        return Err(Error::Config(format!(
+            "model `{}`: engine_options.kv_group_size = {group_size} must be 32, 64 or 128 and \
+             divide the head dimension ({head_dim})",
+            spec.id
+        )));
+    }
+    Ok(Some(KvQuantization { bits, group_size }))
 }
 
 /// Rows of input from which weights kept quantized on the CPU are dequantized for a BLAS product
@@ -93,6 +122,7 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
     let layout = choose_layout(files.parameter_count, &options);
     let dense_from_rows = (layout == Layout::AsStored && on_cpu()).then_some(DENSE_PRODUCT_ROWS);
     let mut weights = Weights::load(dir, &files.shards, layout, dense_from_rows)?;
+    let kv_quantization = kv_quantization(spec, &options, config.head_dim())?;
     let model = Transformer::new(&config, &config_path, &mut weights)?;
     let trained = config
         .max_position_embeddings
@@ -115,10 +145,11 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
         ?layout,
         blas = crate::blas::name(),
         threads,
+        ?kv_quantization,
         "MLX model ready"
     );
     Ok(LoadedParts {
-        evaluator: MlxEvaluator::new(model, limits),
+        evaluator: MlxEvaluator::new(model, limits, kv_quantization),
         vocabulary,
         tokenizer: Arc::new(tokenizer),
         vocab_size: config.vocab_size as u32,

@@ -9,11 +9,11 @@ use std::path::Path;
 
 use minerva_runtime::{Error, Result};
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
-use mlx_rs::ops::concatenate;
 use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::ops::{concatenate, expand_dims, quantized_matmul, select, softmax_axes};
 use mlx_rs::{nn, Array};
 
-use crate::cache::KvCache;
+use crate::cache::{KvCache, KvQuantization};
 use crate::config::ModelConfig;
 use crate::error::MlxResultExt;
 use crate::layers::{Embedding, Linear, RmsNorm};
@@ -112,8 +112,60 @@ impl Attention {
         let q = rope.apply(q, offset)?;
         let k = rope.apply(k, offset)?;
         let (k, v) = cache.update(&k, v)?;
-        let mask = (q.dim(2) > 1).then_some(ScaledDotProductAttentionMask::Causal);
-        fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask, None).mlx()
+        match (cache.quantization(), &k[..], &v[..]) {
+            (None, [k], [v]) => {
+                let mask = (q.dim(2) > 1).then_some(ScaledDotProductAttentionMask::Causal);
+                fast::scaled_dot_product_attention(&q, k, v, self.scale, mask, None).mlx()
+            }
+            (Some(quantization), _, _) => {
+                self.quantized_attention(&q, &k, &v, offset, quantization)
+            }
+            _ => unreachable!("a float cache stores one array for keys and one for values"),
+        }
+    }
+
+    /// Attention over a quantized cache: each group of query heads sharing a KV head is
+    /// multiplied with the packed keys and values directly (`quantized_matmul`), never
+    /// dequantizing the history. `q` is `[1, heads, len, head_dim]`, after `offset` positions.
+    fn quantized_attention(
+        &self,
+        q: &Array,
+        keys: &[Array],
+        values: &[Array],
+        offset: i32,
+        quantization: KvQuantization,
+    ) -> Result<Array> {
+        let (len, KvQuantization { bits, group_size }) = (q.dim(2), quantization);
+        let per_kv = self.heads / self.kv_heads;
+        let q = q
+            .multiply(Array::from_f32(self.scale))
+            .mlx()?
+            .reshape(&[1, self.kv_heads, per_kv, len, self.head_dim])
+            .mlx()?;
+        let grouped = |parts: &[Array]| -> Result<Vec<Array>> {
+            parts.iter().map(|p| expand_dims(p, 2).mlx()).collect()
+        };
+        let (k, v) = (grouped(keys)?, grouped(values)?);
+        let mut scores = quantized_matmul(&q, &k[0], &k[1], &k[2], true, group_size, bits).mlx()?;
+        if len > 1 {
+            // Query i (at position offset + i) sees keys 0..=offset + i.
+            let total = offset + len;
+            let key_positions = Array::arange::<_, i32>(None, total, None).mlx()?;
+            let query_positions = Array::arange::<_, i32>(offset, total, None)
+                .mlx()?
+                .reshape(&[len, 1])
+                .mlx()?;
+            let visible = key_positions.le(&query_positions).mlx()?;
+            let hidden = Array::from_f32(f32::NEG_INFINITY)
+                .as_dtype(scores.dtype())
+                .mlx()?;
+            scores = select(&visible, &scores, &hidden).mlx()?;
+        }
+        let weights = softmax_axes(&scores, &[-1], true).mlx()?;
+        quantized_matmul(&weights, &v[0], &v[1], &v[2], false, group_size, bits)
+            .mlx()?
+            .reshape(&[1, self.heads, len, self.head_dim])
+            .mlx()
     }
 }
 

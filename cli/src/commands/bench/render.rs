@@ -58,6 +58,7 @@ fn rows(report: &Report) -> Vec<Vec<String>> {
         "pp tok/s",
         "tg tok/s",
         "peak RSS",
+        "KV cache",
         "engine memory",
     ]
     .map(String::from)
@@ -77,6 +78,9 @@ fn rows(report: &Report) -> Vec<Vec<String>> {
             spread(r.tg_tps, 1),
             r.peak_rss_bytes
                 .map_or(String::new(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+            r.kv_cache.as_ref().map_or(String::new(), |kv| {
+                format!("{} {:.0} MB", kv.kv_type, kv.bytes as f64 / 1e6)
+            }),
             r.engine_memory.as_ref().map_or(String::new(), |m| {
                 format!("{:.0} MB ({})", m.bytes as f64 / 1e6, m.what)
             }),
