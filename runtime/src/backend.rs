@@ -42,8 +42,22 @@ pub struct LoadOptions {
     /// How the KV cache stores K and V; `None`: 16-bit floats.
     #[serde(default)]
     pub kv_cache_type: Option<crate::memory::KvCacheType>,
+    /// Most bytes of host memory for KV states of conversations that lost their slot; `None`:
+    /// a tenth of physical memory.
+    #[serde(default)]
+    pub prompt_cache_size: Option<crate::memory::ByteSize>,
     /// The model's `engine_options`, for its engine to validate and read.
     pub engine: EngineOptions,
+}
+
+impl LoadOptions {
+    /// The prompt store's budget in bytes (for [`crate::generation::Limits`]).
+    pub fn prompt_store_bytes(&self) -> usize {
+        let bytes = self
+            .prompt_cache_size
+            .map_or_else(crate::memory::default_prompt_store_bytes, |size| size.0);
+        usize::try_from(bytes).unwrap_or(usize::MAX)
+    }
 }
 
 /// An engine's own settings for one model (`engine_options` in its config entry).
@@ -132,6 +146,12 @@ pub trait LoadedModel: Send + Sync {
 
     /// The engine's own count of the memory it uses for this model, if it keeps one.
     fn engine_memory(&self) -> Option<EngineMemory> {
+        None
+    }
+
+    /// Bytes its prompt store holds now (KV states of conversations that lost their slot),
+    /// where it keeps one in this process.
+    fn prompt_store_bytes(&self) -> Option<u64> {
         None
     }
 

@@ -64,6 +64,9 @@ pub struct Config {
     pub parallel: Option<usize>,
     /// Default KV-cache storage for every model: `f16`, `q8_0` or `q4_0`.
     pub kv_cache_type: Option<crate::memory::KvCacheType>,
+    /// Default prompt store size of every model: host memory for the KV states of
+    /// conversations that lost their slot (bytes or `"2GiB"`; default a tenth of RAM; 0: off).
+    pub prompt_cache_size: Option<crate::memory::ByteSize>,
     /// Where models' engines run: `process` (a runner process per model, restarted when it
     /// dies) or `none` (inside this process); default: `process` for `minerva serve`, `none`
     /// for the other commands.
@@ -149,6 +152,8 @@ pub struct ModelConfig {
     pub parallel: Option<usize>,
     /// KV-cache storage: `f16` (default), `q8_0` (about half the memory) or `q4_0`.
     pub kv_cache_type: Option<crate::memory::KvCacheType>,
+    /// Its prompt store's size (overrides the global `prompt_cache_size`).
+    pub prompt_cache_size: Option<crate::memory::ByteSize>,
     /// Where its engine runs (overrides the global `isolation`).
     pub isolation: Option<Isolation>,
     /// Seconds it stays loaded when idle (overrides the global `keep_alive`).
@@ -205,6 +210,7 @@ impl ModelConfig {
             threads: None,
             parallel: None,
             kv_cache_type: None,
+            prompt_cache_size: None,
             isolation: None,
             keep_alive: None,
             pinned: false,

@@ -53,6 +53,29 @@ impl KvCacheType {
     }
 }
 
+/// Share of the machine's memory each model's prompt store may hold when `prompt_cache_size`
+/// is not set.
+const PROMPT_STORE_SHARE: u64 = 10;
+
+/// The default prompt store budget: a tenth of physical memory (256 MiB where it cannot be read).
+pub fn default_prompt_store_bytes() -> u64 {
+    physical_memory().map_or(256 << 20, |bytes| bytes / PROMPT_STORE_SHARE)
+}
+
+/// Physical memory in bytes (POSIX `sysconf`: Linux and macOS alike).
+fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads system configuration values.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let pages = u64::try_from(pages).ok()?;
+    let page_size = u64::try_from(page_size).ok()?;
+    Some(pages * page_size)
+}
+
 /// What loading a model is expected to take, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MemoryEstimate {

@@ -189,6 +189,7 @@ impl Runtime {
                 threads: config.threads.or(self.config.threads),
                 parallel: config.parallel.or(self.config.parallel),
                 kv_cache_type: config.kv_cache_type.or(self.config.kv_cache_type),
+                prompt_cache_size: config.prompt_cache_size.or(self.config.prompt_cache_size),
                 engine: config.engine_options.clone(),
             },
             config,

@@ -717,3 +717,120 @@ async fn quantized_kv_caches_answer_on_both_engines() {
         }
     }
 }
+
+#[tokio::test]
+async fn conversations_beyond_the_slots_come_back_from_the_prompt_store() {
+    use minerva_runtime::request::{ChatMessage, Role};
+    let _one = ONE_AT_A_TIME.lock().await;
+    // 16 conversations over 4 slots: each second turn finds its first in the store.
+    let models = load_both_with(Config {
+        context_size: Some(2048),
+        parallel: Some(4),
+        ..Default::default()
+    })
+    .await;
+    let topics = [
+        "rivers",
+        "mountains",
+        "bread",
+        "bicycles",
+        "owls",
+        "glass",
+        "tides",
+        "clocks",
+        "maps",
+        "salt",
+        "violins",
+        "bridges",
+        "moss",
+        "lanterns",
+        "kites",
+        "copper",
+    ];
+    let chat = |messages: Vec<ChatMessage>, max_tokens| {
+        let mut r = GenerationRequest::new(Input::Chat(messages));
+        r.sampling = SamplingParams::greedy();
+        r.max_tokens = Some(max_tokens);
+        r
+    };
+    for (engine, model) in &models {
+        let mut firsts = Vec::new();
+        for topic in topics {
+            let messages = vec![
+                ChatMessage::new(Role::System, SYSTEM),
+                ChatMessage::new(
+                    Role::User,
+                    format!(
+                        "I am writing a short guide about {topic}. Tell me one surprising fact \
+                         about {topic}, then one common mistake people make with {topic}, and \
+                         keep it brief: two sentences about {topic} at most."
+                    ),
+                ),
+            ];
+            let c = generate(model, chat(messages.clone(), 8)).await;
+            firsts.push((messages, c));
+        }
+        let store = model
+            .model()
+            .prompt_store_bytes()
+            .expect("in-process model");
+        assert!(
+            store > 0,
+            "{engine}: conversations that lost their slot are stored"
+        );
+        for (mut messages, first) in firsts {
+            messages.push(ChatMessage::new(Role::Assistant, first.text()));
+            messages.push(ChatMessage::new(Role::User, "Say it again, shorter."));
+            let started = std::time::Instant::now();
+            let mut stream = model.stream(chat(messages, 1)).await.unwrap();
+            let mut usage = None;
+            while let Some(event) = stream.next().await {
+                if let StreamEvent::Done { usage: u, .. } = event.unwrap() {
+                    usage = Some(u);
+                }
+            }
+            let (second, ttft) = (usage.unwrap(), started.elapsed());
+            println!(
+                "{engine}: turn 2 {} prompt tokens, {} cached, {ttft:?}",
+                second.prompt_tokens, second.cached_tokens
+            );
+            assert!(
+                second.cached_tokens >= first.usage.prompt_tokens,
+                "{engine}: turn 2 cached {} of turn 1's {} prompt tokens",
+                second.cached_tokens,
+                first.usage.prompt_tokens
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_prompt_store_stays_within_its_budget() {
+    use minerva_runtime::ByteSize;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let budget = 24u64 << 20;
+    let models = load_both_with(Config {
+        context_size: Some(1024),
+        parallel: Some(1),
+        prompt_cache_size: Some(ByteSize(budget)),
+        ..Default::default()
+    })
+    .await;
+    for (engine, model) in &models {
+        let mut seen = 0;
+        for i in 0..12 {
+            let user = format!(
+                "Conversation number {i}: list three colours, three animals and three cities, \
+                 each with one word of description, numbered."
+            );
+            generate(model, greedy(&user, 24)).await;
+            let held = model.model().prompt_store_bytes().unwrap();
+            assert!(
+                held <= budget,
+                "{engine}: {held} bytes held, budget {budget}"
+            );
+            seen = seen.max(held);
+        }
+        assert!(seen > 0, "{engine}: something was stored");
+    }
+}

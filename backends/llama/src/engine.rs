@@ -156,13 +156,21 @@ impl LlamaLoadedModel {
         let params = params.with_n_seq_max(slots as u32).with_kv_unified(true);
         let vocab_size = u32::try_from(vocab.n_tokens()).unwrap_or(0);
         let pieces = vocabulary(&model);
+        let prompt_store_bytes = spec.options.prompt_store_bytes();
         let for_thread = Arc::clone(&model);
         let (generator, ()) = Generator::spawn(&format!("llama:{}", spec.id), move |starter| {
             let model = for_thread;
             let context = model.new_context(backend, params);
             match context {
                 Ok(ctx) => {
-                    let evaluator = LlamaEvaluator::new(&model, backend, ctx, slots, threads);
+                    let evaluator = LlamaEvaluator::new(
+                        &model,
+                        backend,
+                        ctx,
+                        slots,
+                        threads,
+                        prompt_store_bytes,
+                    );
                     starter.serve(evaluator, pieces, ())
                 }
                 Err(e) => starter.fail(Error::engine(
@@ -268,6 +276,10 @@ impl LoadedModel for LlamaLoadedModel {
             .map(|t| t.0 as u32)
             .collect();
         self.generator.submit(tokens, &request)
+    }
+
+    fn prompt_store_bytes(&self) -> Option<u64> {
+        Some(self.generator.prompt_store_bytes() as u64)
     }
 
     fn draft_model(&self) -> Result<DraftModel> {

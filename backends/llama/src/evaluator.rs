@@ -6,13 +6,14 @@
 use std::num::NonZeroU32;
 
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::session::{LlamaStateSeqFlags, SeqState};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use minerva_runtime::generation::{
-    argmax, BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted,
+    argmax, BatchEntry, BatchToken, Evaluator, Limits, SavedState, Vocabulary, Wanted,
 };
 use minerva_runtime::{Error, Result};
 
@@ -33,18 +34,21 @@ pub struct LlamaEvaluator<'m> {
 
 impl<'m> LlamaEvaluator<'m> {
     /// Evaluate with `ctx`, a context of `model` created for `sequences` sequences; embeddings
-    /// run on `threads` threads in contexts of their own.
+    /// run on `threads` threads in contexts of their own; the prompt store holds at most
+    /// `prompt_store_bytes` of sequence states.
     pub fn new(
         model: &'m LlamaModel,
         backend: &'static LlamaBackend,
         ctx: LlamaContext<'m>,
         sequences: usize,
         threads: i32,
+        prompt_store_bytes: usize,
     ) -> Self {
         let limits = Limits {
             kv_cells: ctx.n_ctx() as usize,
             sequences,
             batch_tokens: ctx.n_batch() as usize,
+            prompt_store_bytes,
         };
         LlamaEvaluator {
             model,
@@ -159,6 +163,28 @@ impl Evaluator for LlamaEvaluator<'_> {
         self.ctx
             .copy_kv_cache_seq(from as i32, to as i32, Some(0), Some(len as u32))
             .map_err(|e| engine_error("copying the KV cache", e))
+    }
+
+    /// llama.cpp's per-sequence state (the sequence's KV cells and positions) as bytes.
+    fn save_state(&mut self, seq: usize) -> Result<Option<SavedState>> {
+        let state = self
+            .ctx
+            .state_seq_get(seq as i32, LlamaStateSeqFlags::empty())
+            .map_err(|e| engine_error("copying a sequence's state", e))?;
+        Ok(Some(SavedState {
+            bytes: state.byte_len(),
+            data: Box::new(state),
+        }))
+    }
+
+    fn restore_state(&mut self, seq: usize, state: &SavedState) -> Result<()> {
+        let state = state
+            .data
+            .downcast_ref::<SeqState>()
+            .ok_or_else(|| engine_error("restoring a sequence's state", "not a llama.cpp state"))?;
+        self.ctx
+            .state_seq_set(state, seq as i32)
+            .map_err(|e| engine_error("restoring a sequence's state", e))
     }
 
     /// llama.cpp's own mean pooling, in a short-lived embedding context sized to the input.

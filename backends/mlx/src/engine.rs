@@ -135,6 +135,10 @@ impl LoadedModel for MlxLoadedModel {
         self.generator.submit(tokens, &request)
     }
 
+    fn prompt_store_bytes(&self) -> Option<u64> {
+        Some(self.generator.prompt_store_bytes() as u64)
+    }
+
     fn draft_model(&self) -> Result<DraftModel> {
         self.generator.draft_model()
     }

@@ -3,7 +3,7 @@
 //! of their own, device picks (`argmax`) queued with `async_eval` so the core can feed them to the
 //! next step before reading them back, as mlx_lm's pipelined decoding does.
 
-use minerva_runtime::generation::{BatchEntry, BatchToken, Evaluator, Limits, Wanted};
+use minerva_runtime::generation::{BatchEntry, BatchToken, Evaluator, Limits, SavedState, Wanted};
 use minerva_runtime::{Error, Result};
 use mlx_rs::ops::concatenate;
 use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
@@ -210,6 +210,36 @@ impl Evaluator for MlxEvaluator {
             .map(|c| c.prefix(len as i32))
             .collect();
         self.caches[to] = copy;
+        Ok(())
+    }
+
+    /// The sequence's per-layer caches, sharing their buffers: MLX arrays are never written in
+    /// place while another holder keeps them, so the copy costs nothing until the slot is
+    /// written again.
+    fn save_state(&mut self, seq: usize) -> Result<Option<SavedState>> {
+        let caches: Vec<KvCache> = self.caches[seq]
+            .iter()
+            .map(|c| c.prefix(c.offset()))
+            .collect();
+        let bytes = caches
+            .iter()
+            .flat_map(KvCache::arrays)
+            .map(Array::nbytes)
+            .sum();
+        Ok(Some(SavedState {
+            bytes,
+            data: Box::new(caches),
+        }))
+    }
+
+    fn restore_state(&mut self, seq: usize, state: &SavedState) -> Result<()> {
+        let caches = state.data.downcast_ref::<Vec<KvCache>>().ok_or_else(|| {
+            Error::engine(
+                ENGINE_NAME,
+                "restoring a sequence's state: not an MLX state",
+            )
+        })?;
+        self.caches[seq] = caches.iter().map(|c| c.prefix(c.offset())).collect();
         Ok(())
     }
 

@@ -136,6 +136,7 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
         kv_cells: context_size as usize,
         sequences: spec.options.parallel.unwrap_or(DEFAULT_PARALLEL).max(1),
         batch_tokens: PREFILL_CHUNK,
+        prompt_store_bytes: spec.options.prompt_store_bytes(),
     };
     tracing::info!(
         model = %spec.id,

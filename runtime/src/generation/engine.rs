@@ -2,6 +2,8 @@
 //! into logits (or into tokens picked on the device), keep each sequence's KV cache, and describe
 //! its vocabulary. Everything else (sequences, sampling, scheduling) is the core's.
 
+use std::any::Any;
+
 use crate::error::{Error, Result};
 
 /// One input position of a batch entry.
@@ -47,6 +49,17 @@ pub struct Limits {
     pub sequences: usize,
     /// Most tokens evaluated in one step.
     pub batch_tokens: usize,
+    /// Most bytes of KV state kept in host memory for conversations that lost their slot (the
+    /// prompt store; 0: none).
+    pub prompt_store_bytes: usize,
+}
+
+/// A sequence's KV state copied out of the engine's cache, for the prompt store.
+pub struct SavedState {
+    /// Bytes it holds.
+    pub bytes: usize,
+    /// The engine's own form of it.
+    pub data: Box<dyn Any>,
 }
 
 /// An engine's vocabulary as the core needs it: the bytes each token stands for and which tokens
@@ -154,6 +167,22 @@ pub trait Evaluator {
 
     /// Make the first `len` positions of `to`'s KV cache those of `from` (which holds them).
     fn copy_prefix(&mut self, from: usize, to: usize, len: usize) -> Result<()>;
+
+    /// A copy of sequence `seq`'s whole KV state (which stays in the cache too); `None` where
+    /// the engine cannot copy states out.
+    fn save_state(&mut self, seq: usize) -> Result<Option<SavedState>> {
+        let _ = seq;
+        Ok(None)
+    }
+
+    /// Make sequence `seq`'s KV cache hold `state` (saved from any sequence of this evaluator).
+    fn restore_state(&mut self, seq: usize, state: &SavedState) -> Result<()> {
+        let _ = (seq, state);
+        Err(Error::engine(
+            "generation",
+            "this engine cannot restore KV states",
+        ))
+    }
 
     /// Finish any queued work (called before the thread waits for new requests).
     fn settle(&mut self) -> Result<()> {

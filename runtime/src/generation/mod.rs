@@ -12,18 +12,20 @@ mod constraint;
 mod draft;
 mod engine;
 mod picker;
+mod prompt_store;
 mod scheduler;
 mod sequence;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 pub use draft::DraftModel;
-pub use engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
+pub use engine::{BatchEntry, BatchToken, Evaluator, Limits, SavedState, Vocabulary, Wanted};
 pub use picker::{argmax, Picked, PickedLogprobs, PickerOptions, TokenPicker};
 
 use crate::backend::Embeddings;
@@ -37,6 +39,7 @@ use scheduler::{Job, Scheduler, Work};
 struct Ready<T> {
     limits: Limits,
     vocab: Arc<Vocabulary>,
+    store_bytes: Arc<AtomicUsize>,
     extra: T,
 }
 
@@ -57,15 +60,17 @@ impl<T> Starter<T> {
     /// scheduler over `engine` until the [`Generator`] is dropped.
     pub fn serve<E: Evaluator>(self, engine: E, vocab: Vocabulary, extra: T) {
         let vocab = Arc::new(vocab);
+        let store_bytes = Arc::new(AtomicUsize::new(0));
         let ready = Ready {
             limits: engine.limits(),
             vocab: Arc::clone(&vocab),
+            store_bytes: Arc::clone(&store_bytes),
             extra,
         };
         if self.ready.send(Ok(ready)).is_err() {
             return;
         }
-        Scheduler::new(engine, vocab).run(self.inbox);
+        Scheduler::new(engine, vocab, store_bytes).run(self.inbox);
     }
 }
 
@@ -76,6 +81,7 @@ pub struct Generator {
     thread: Option<std::thread::JoinHandle<()>>,
     limits: Limits,
     vocab: Arc<Vocabulary>,
+    store_bytes: Arc<AtomicUsize>,
     grammars: Grammars,
 }
 
@@ -114,6 +120,7 @@ impl Generator {
                 thread: Some(thread),
                 limits: ready.limits,
                 vocab: Arc::clone(&ready.vocab),
+                store_bytes: ready.store_bytes,
                 grammars: Grammars::new(ready.vocab),
             },
             ready.extra,
@@ -123,6 +130,11 @@ impl Generator {
     /// The sizes the model schedules within.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Bytes the prompt store holds now (within [`Limits::prompt_store_bytes`]).
+    pub fn prompt_store_bytes(&self) -> usize {
+        self.store_bytes.load(Ordering::Relaxed)
     }
 
     /// Start generating `request`'s choices from `prompt` (its token ids). Requests that cannot

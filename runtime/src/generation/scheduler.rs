@@ -14,6 +14,7 @@
 //! drops the KV state of the others.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use super::constraint::TokenConstraint;
 use super::draft::{DraftModel, Drafter};
 use super::engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
 use super::picker::{Picked, PickerOptions, TokenPicker};
+use super::prompt_store::{PromptStore, MIN_STORED_TOKENS};
 use super::sequence::{Ending, Events, Outcome, Sequence};
 use crate::error::{Error, Result};
 use crate::request::Drafting;
@@ -137,10 +139,23 @@ pub(crate) struct Scheduler<E: Evaluator> {
     in_flight: Option<InFlight<E::Picks>>,
     admitted: u64,
     draft_model: Option<DraftModel>,
+    store: PromptStore,
+    /// The store's size, for the model's handle to report.
+    store_bytes: Arc<AtomicUsize>,
+}
+
+/// Where an admitted request's cached prompt prefix comes from.
+enum Prefix {
+    /// The slot's own cache.
+    Own,
+    /// Another slot's cache (a running request with the same start).
+    Copy(usize),
+    /// The prompt store's entry with this id.
+    Stored(u64),
 }
 
 impl<E: Evaluator> Scheduler<E> {
-    pub fn new(engine: E, vocab: Arc<Vocabulary>) -> Self {
+    pub fn new(engine: E, vocab: Arc<Vocabulary>, store_bytes: Arc<AtomicUsize>) -> Self {
         let limits = engine.limits();
         Scheduler {
             engine,
@@ -151,6 +166,8 @@ impl<E: Evaluator> Scheduler<E> {
             in_flight: None,
             admitted: 0,
             draft_model: None,
+            store: PromptStore::new(limits.prompt_store_bytes),
+            store_bytes,
         }
     }
 
@@ -248,6 +265,7 @@ impl<E: Evaluator> Scheduler<E> {
             .max_by_key(|&i| self.slots[i].kv.len());
         match largest {
             Some(i) => {
+                self.keep_in_store(i);
                 self.slots[i].kv.clear();
                 if let Err(e) = self.engine.truncate(i, 0) {
                     tracing::warn!("dropping a cached prefix failed: {e}");
@@ -255,6 +273,29 @@ impl<E: Evaluator> Scheduler<E> {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Copy idle slot `slot`'s KV state into the prompt store before its cache is overwritten,
+    /// when it is worth keeping.
+    fn keep_in_store(&mut self, slot: usize) {
+        if !self.store.wants(&self.slots[slot].kv) {
+            return;
+        }
+        match self.engine.save_state(slot) {
+            Ok(Some(state)) => {
+                let tokens = self.slots[slot].kv.clone();
+                tracing::debug!(
+                    slot,
+                    tokens = tokens.len(),
+                    bytes = state.bytes,
+                    "prompt store: keeping a conversation"
+                );
+                self.store.insert(tokens, state);
+                self.store_bytes.store(self.store.used(), Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("copying a KV state to the prompt store failed: {e}"),
         }
     }
 
@@ -285,12 +326,21 @@ impl<E: Evaluator> Scheduler<E> {
                 .filter(|&i| self.slots[i].active.is_some())
                 .max_by_key(|&i| common(i))
                 .filter(|&i| common(i) > common(leader));
-            let source = busy.map(|i| (i, common(i)));
+            let mut source = busy.map(|i| (Prefix::Copy(i), common(i)));
+            // The prompt store may hold more of it than any slot.
+            let shared = source.as_ref().map_or_else(|| common(leader), |(_, n)| *n);
+            if let Some((entry, n)) = self
+                .store
+                .best(&job.prompt)
+                .filter(|&(_, n)| job.cache_prompt && n > shared && n - shared >= MIN_STORED_TOKENS)
+            {
+                source = Some((Prefix::Stored(entry), n));
+            }
             if source.is_some() {
                 leader = free[0];
             }
             // Keep at least one prompt token to process: its logits give the first pick.
-            let longest = source.map_or_else(|| common(leader), |(_, n)| n);
+            let longest = source.as_ref().map_or_else(|| common(leader), |(_, n)| *n);
             let reuse = longest.min(job.prompt.len() - 1);
             let mut chosen = vec![leader];
             chosen.extend(
@@ -315,20 +365,43 @@ impl<E: Evaluator> Scheduler<E> {
             let Some(job) = self.waiting.pop_front() else {
                 return;
             };
-            let source = source.map(|(i, _)| i);
-            self.start(job, &chosen, reuse, source);
+            let prefix = source.map_or(Prefix::Own, |(p, _)| p);
+            self.start(job, &chosen, reuse, prefix);
         }
     }
 
     /// Admit `job` into the `chosen` slots (its first choice first), reusing `reuse` prompt
-    /// tokens cached in the first slot, or copied into it from slot `source`.
-    fn start(&mut self, job: Job, chosen: &[usize], reuse: usize, source: Option<usize>) {
+    /// tokens from `prefix` in the first slot. What a slot's cache loses is offered to the
+    /// prompt store first.
+    fn start(&mut self, job: Job, chosen: &[usize], reuse: usize, prefix: Prefix) {
         let prompt = Arc::new(job.prompt);
+        // Out of the store before anything else goes in.
+        let stored = match prefix {
+            Prefix::Stored(id) => Some(self.store.take(id)),
+            _ => None,
+        };
+        self.store_bytes.store(self.store.used(), Ordering::Relaxed);
+        let mut prefix = Some(prefix);
         for (choice, &slot) in chosen.iter().enumerate() {
             let keep = if choice == 0 { reuse } else { 0 };
-            let kept = match source.filter(|_| choice == 0) {
-                Some(from) => self.engine.copy_prefix(from, slot, keep),
-                None => self.engine.truncate(slot, keep),
+            let own = matches!(prefix, Some(Prefix::Own)) && choice == 0;
+            if !own || self.slots[slot].kv.len() > keep + MIN_STORED_TOKENS {
+                self.keep_in_store(slot);
+            }
+            let kept = match prefix.take().filter(|_| choice == 0) {
+                Some(Prefix::Copy(from)) => self.engine.copy_prefix(from, slot, keep),
+                Some(Prefix::Stored(_)) => match &stored {
+                    Some(Some(entry)) => self
+                        .engine
+                        .truncate(slot, 0)
+                        .and_then(|()| self.engine.restore_state(slot, &entry.state))
+                        .and_then(|()| self.engine.truncate(slot, keep)),
+                    _ => Err(Error::engine(
+                        "generation",
+                        "the stored prompt was dropped before its restore",
+                    )),
+                },
+                _ => self.engine.truncate(slot, keep),
             };
             match kept {
                 Ok(()) => self.slots[slot].kv = prompt[..keep].to_vec(),
@@ -792,6 +865,6 @@ fn l2_normalized(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 /// Length of the common prefix of two token lists.
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

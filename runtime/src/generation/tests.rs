@@ -98,6 +98,19 @@ impl Evaluator for Toy {
         self.kv[to] = self.kv[from][..len].to_vec();
         Ok(())
     }
+
+    /// A token's state takes 4 bytes.
+    fn save_state(&mut self, seq: usize) -> Result<Option<SavedState>> {
+        Ok(Some(SavedState {
+            bytes: self.kv[seq].len() * 4,
+            data: Box::new(self.kv[seq].clone()),
+        }))
+    }
+
+    fn restore_state(&mut self, seq: usize, state: &SavedState) -> Result<()> {
+        self.kv[seq] = state.data.downcast_ref::<Vec<u32>>().unwrap().clone();
+        Ok(())
+    }
 }
 
 fn toy(pipelined: bool, kv_cells: usize, sequences: usize) -> (Generator, Arc<Mutex<Vec<usize>>>) {
@@ -110,16 +123,17 @@ fn slow_toy(
     sequences: usize,
     delay: std::time::Duration,
 ) -> (Generator, Arc<Mutex<Vec<usize>>>) {
-    spelled_toy(pipelined, kv_cells, sequences, delay, b'a')
+    spelled_toy(pipelined, kv_cells, sequences, delay, b'a', 0)
 }
 
-/// A toy whose token `i` is spelled `first + i`.
+/// A toy whose token `i` is spelled `first + i`, with a prompt store of `store_bytes`.
 fn spelled_toy(
     pipelined: bool,
     kv_cells: usize,
     sequences: usize,
     delay: std::time::Duration,
     first: u8,
+    store_bytes: usize,
 ) -> (Generator, Arc<Mutex<Vec<usize>>>) {
     let steps = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&steps);
@@ -129,6 +143,7 @@ fn spelled_toy(
             kv_cells,
             sequences,
             batch_tokens: 8,
+            prompt_store_bytes: store_bytes,
         };
         let engine = Toy {
             kv: vec![Vec::new(); sequences],
@@ -536,7 +551,7 @@ async fn a_draft_model_changes_nothing_but_the_steps_and_must_share_the_vocabula
         );
     }
     let (generator, _) = toy(false, 512, 4);
-    let (other, _) = spelled_toy(false, 512, 4, std::time::Duration::ZERO, b'A');
+    let (other, _) = spelled_toy(false, 512, 4, std::time::Duration::ZERO, b'A', 0);
     let err = generator
         .attach_draft(other.draft_model().unwrap().owned_by(Arc::new(other)))
         .unwrap_err();
@@ -545,4 +560,57 @@ async fn a_draft_model_changes_nothing_but_the_steps_and_must_share_the_vocabula
             .contains("token 0 is \"A\" in the draft and \"a\" in the model"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn conversations_that_lost_their_slot_come_back_from_the_prompt_store() {
+    // 16 conversations over 4 slots; a stored token takes 4 bytes.
+    for (budget, all_back) in [(1 << 20, true), (1200, false)] {
+        let (generator, _) = spelled_toy(false, 4096, 4, std::time::Duration::ZERO, b'a', budget);
+        let firsts: Vec<Vec<u32>> = (0..16u32)
+            .map(|c| {
+                let body = (0..58).map(|k| (k * 7 + c + k / 5) % 15);
+                [c / 4, c % 4].into_iter().chain(body).collect()
+            })
+            .collect();
+        let mut seconds = Vec::new();
+        for prompt in &firsts {
+            let c = collect(
+                generator
+                    .submit(prompt.clone(), &greedy(prompt, 12))
+                    .unwrap(),
+            );
+            let answer: Vec<u32> = c
+                .await
+                .unwrap()
+                .text()
+                .bytes()
+                .map(|b| u32::from(b - b'a'))
+                .collect();
+            seconds.push([prompt.as_slice(), &answer, &[1, 2, 3]].concat());
+            assert!(generator.prompt_store_bytes() <= budget);
+        }
+        let mut restored = 0;
+        for (first, second) in firsts.iter().zip(&seconds) {
+            let c = collect(
+                generator
+                    .submit(second.clone(), &greedy(second, 12))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+            let (text, _) = expected(second, 12);
+            assert_eq!(c.text(), text, "a restored state gives the same tokens");
+            if c.usage.cached_tokens as usize >= first.len() {
+                restored += 1;
+            }
+            assert!(generator.prompt_store_bytes() <= budget, "over budget");
+        }
+        match all_back {
+            true => assert_eq!(restored, 16),
+            // 1200 bytes hold four 72-token conversations; in this round-robin order, least
+            // recently used eviction drops each before its turn comes.
+            false => assert!(restored < 16, "{restored} restored"),
+        }
+    }
 }
