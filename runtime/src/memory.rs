@@ -85,6 +85,10 @@ pub struct MemoryEstimate {
     pub kv_cache: u64,
     /// The engine's own need beside them (compute buffers, libraries).
     pub engine: u64,
+    /// A draft model loaded beside it (its weights and KV cache, and its engine's need when
+    /// that is another engine).
+    #[serde(default)]
+    pub draft: u64,
     /// The context the KV figure is for.
     pub context_size: u32,
 }
@@ -92,7 +96,7 @@ pub struct MemoryEstimate {
 impl MemoryEstimate {
     /// All of it.
     pub fn total(&self) -> u64 {
-        self.weights + self.kv_cache + self.engine
+        self.weights + self.kv_cache + self.engine + self.draft
     }
 
     /// Estimate for `detected` with `context_size` (else its trained context capped at
@@ -117,6 +121,7 @@ impl MemoryEstimate {
             kv_cache: kv_type
                 .bytes(kv_elements_per_token(&detected.header) * u64::from(context_size)),
             engine: engine_bytes,
+            draft: 0,
             context_size,
         }
     }

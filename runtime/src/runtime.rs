@@ -206,13 +206,25 @@ impl Runtime {
             .engine_name(&detected.info, &entry.config.engine);
         let present = self.router.engines().find(|e| e.name() == engine);
         let engine_bytes = present.map_or(64 << 20, |e| e.memory_overhead());
+        let mut memory_estimate = MemoryEstimate::of(
+            &detected,
+            entry.load.context_size,
+            entry.load.kv_cache_type.unwrap_or_default(),
+            engine_bytes,
+        );
+        if let Some(DraftSource::Model(reference)) = &entry.config.draft {
+            // A draft that cannot be found counts nothing here; loading names the problem.
+            if let Ok(draft) = self.draft_entry(entry, reference, memory_estimate.context_size) {
+                if let Ok(found) = self.inspect(&draft) {
+                    let other_engine = found.engine != engine;
+                    let need = found.memory_estimate;
+                    memory_estimate.draft =
+                        need.weights + need.kv_cache + if other_engine { need.engine } else { 0 };
+                }
+            }
+        }
         Ok(Inspection {
-            memory_estimate: MemoryEstimate::of(
-                &detected,
-                entry.load.context_size,
-                entry.load.kv_cache_type.unwrap_or_default(),
-                engine_bytes,
-            ),
+            memory_estimate,
             facts: present
                 .map(|e| e.model_facts(&detected))
                 .unwrap_or_default(),
@@ -293,6 +305,16 @@ impl Runtime {
         })
     }
 
+    /// The entry of draft model `reference` for `entry`'s model: its context and parallelism,
+    /// and no draft of its own.
+    fn draft_entry(&self, entry: &ModelEntry, reference: &str, context: u32) -> Result<ModelEntry> {
+        let mut draft = self.entry(reference)?;
+        draft.config.draft = None;
+        draft.load.context_size = Some(context);
+        draft.load.parallel = entry.load.parallel;
+        Ok(draft)
+    }
+
     /// Load `reference` in this process to draft for `model` (loaded from `entry`), with the
     /// model's context and parallelism, and attach it.
     async fn attach_draft(
@@ -301,9 +323,7 @@ impl Runtime {
         entry: &ModelEntry,
         reference: &str,
     ) -> Result<()> {
-        let mut draft = self.entry(reference)?;
-        draft.load.context_size = Some(model.descriptor().context_size);
-        draft.load.parallel = entry.load.parallel;
+        let draft = self.draft_entry(entry, reference, model.descriptor().context_size)?;
         let detected = detect(&draft.path)?;
         let engine = self.router.choose(&detected.info, &draft.config.engine)?;
         let spec = LoadSpec {

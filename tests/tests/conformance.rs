@@ -678,6 +678,19 @@ async fn a_draft_model_keeps_greedy_text_on_both_engines_and_across_them() {
             );
         }
     }
+    // Sampled with a seed: the draft changes nothing between runs.
+    let model = runtime.load("mlx-by-llama").await.unwrap();
+    let first = generate(&model, sampled(5)).await;
+    let second = generate(&model, sampled(5)).await;
+    assert_eq!(first.text(), second.text());
+    assert_eq!(first.usage, second.usage);
+    assert!(first.usage.accepted_prediction_tokens > 0, "{:?}", first.usage);
+    // The memory estimate counts the draft beside the model.
+    let estimate = runtime
+        .inspect(&runtime.entry("llama-by-mlx").unwrap())
+        .unwrap()
+        .memory_estimate;
+    assert!(estimate.draft > estimate.weights, "{estimate:?}");
     let err = runtime
         .load("llama-by-swapped")
         .await
