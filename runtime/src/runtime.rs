@@ -306,10 +306,12 @@ impl Runtime {
     }
 
     /// The entry of draft model `reference` for `entry`'s model: its context and parallelism,
-    /// and no draft of its own.
+    /// no draft of its own, and no prompt store (its prompts are the model's, which has one;
+    /// a small draft recomputes a restored conversation cheaply).
     fn draft_entry(&self, entry: &ModelEntry, reference: &str, context: u32) -> Result<ModelEntry> {
         let mut draft = self.entry(reference)?;
         draft.config.draft = None;
+        draft.load.prompt_cache_size = Some(crate::memory::ByteSize(0));
         draft.load.context_size = Some(context);
         draft.load.parallel = entry.load.parallel;
         Ok(draft)

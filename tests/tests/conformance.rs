@@ -684,7 +684,11 @@ async fn a_draft_model_keeps_greedy_text_on_both_engines_and_across_them() {
     let second = generate(&model, sampled(5)).await;
     assert_eq!(first.text(), second.text());
     assert_eq!(first.usage, second.usage);
-    assert!(first.usage.accepted_prediction_tokens > 0, "{:?}", first.usage);
+    assert!(
+        first.usage.accepted_prediction_tokens > 0,
+        "{:?}",
+        first.usage
+    );
     // The memory estimate counts the draft beside the model.
     let estimate = runtime
         .inspect(&runtime.entry("llama-by-mlx").unwrap())

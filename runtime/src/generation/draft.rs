@@ -183,15 +183,8 @@ impl DraftModel {
             .collect()
     }
 
-    #[allow(clippy::type_complexity)]
-    fn ask(
-        &self,
-        context: Vec<u32>,
-        tokens: usize,
-    ) -> Result<(
-        mpsc::UnboundedReceiver<Result<StreamEvent>>,
-        std_mpsc::Receiver<u32>,
-    )> {
+    /// Queue one greedy continuation of `context`, `tokens` long.
+    fn ask(&self, context: Vec<u32>, tokens: usize) -> Result<PendingDraft> {
         let (events, events_rx) = mpsc::unbounded_channel();
         let (ids, ids_rx) = std_mpsc::channel();
         let greedy = SamplingParams {
@@ -224,6 +217,12 @@ impl DraftModel {
         Ok((events_rx, ids_rx))
     }
 }
+
+/// A queued draft: its events (for its end) and its token ids.
+type PendingDraft = (
+    mpsc::UnboundedReceiver<Result<StreamEvent>>,
+    std_mpsc::Receiver<u32>,
+);
 
 /// Wait for a draft's end, then take its token ids.
 fn collect_draft(
