@@ -108,6 +108,22 @@ fn a_memory_budget_evicts_by_estimate_and_keep_alive_comes_with_requests() {
 }
 
 #[test]
+fn a_draft_model_and_a_quantized_kv_cache_work_in_runner_processes() {
+    serve_and_check(
+        &format!(
+            "context_size = 2048\nparallel = 4\n\
+             [[models]]\nid = \"drafted\"\npath = \"{0}\"\ndraft = \"{1}\"\n\
+             [[models]]\nid = \"plain\"\npath = \"{0}\"\n\
+             [[models]]\nid = \"q8\"\npath = \"{0}\"\nkv_cache_type = \"q8_0\"\n",
+            smollm2_gguf().display(),
+            smollm2_mlx().display()
+        ),
+        "speculative",
+        &["--model", "drafted", "--victim", "plain", "--twin", "q8"],
+    );
+}
+
+#[test]
 fn idle_models_unload_and_the_least_recently_used_is_evicted() {
     serve_and_check(
         &format!(
