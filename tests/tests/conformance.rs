@@ -735,17 +735,54 @@ async fn quantized_kv_caches_answer_on_both_engines() {
     }
 }
 
+/// Turn 1 of each conversation, then turn 2 of each: (turn-2 text, turn-1 prompt tokens, turn-2
+/// usage, turn-2 time) per conversation.
+async fn two_turns_each(
+    model: &ModelHandle,
+    topics: &[&str],
+) -> Vec<(String, u32, minerva_runtime::Usage, Duration)> {
+    use minerva_runtime::request::{ChatMessage, Role};
+    let chat = |messages: Vec<ChatMessage>, max_tokens| {
+        let mut r = GenerationRequest::new(Input::Chat(messages));
+        r.sampling = SamplingParams::greedy();
+        r.max_tokens = Some(max_tokens);
+        r
+    };
+    let mut firsts = Vec::new();
+    for topic in topics {
+        let messages = vec![
+            ChatMessage::new(Role::System, SYSTEM),
+            ChatMessage::new(
+                Role::User,
+                format!(
+                    "I am writing a short guide about {topic}. Tell me one surprising fact \
+                     about {topic}, then one common mistake people make with {topic}, and \
+                     keep it brief: two sentences about {topic} at most."
+                ),
+            ),
+        ];
+        let c = generate(model, chat(messages.clone(), 8)).await;
+        firsts.push((messages, c));
+    }
+    let mut seconds = Vec::new();
+    for (mut messages, first) in firsts {
+        messages.push(ChatMessage::new(Role::Assistant, first.text()));
+        messages.push(ChatMessage::new(Role::User, "Say it again, shorter."));
+        let started = std::time::Instant::now();
+        let c = generate(model, chat(messages, 4)).await;
+        seconds.push((
+            c.text().to_string(),
+            first.usage.prompt_tokens,
+            c.usage,
+            started.elapsed(),
+        ));
+    }
+    seconds
+}
+
 #[tokio::test]
 async fn conversations_beyond_the_slots_come_back_from_the_prompt_store() {
-    use minerva_runtime::request::{ChatMessage, Role};
     let _one = ONE_AT_A_TIME.lock().await;
-    // 16 conversations over 4 slots: each second turn finds its first in the store.
-    let models = load_both_with(Config {
-        context_size: Some(2048),
-        parallel: Some(4),
-        ..Default::default()
-    })
-    .await;
     let topics = [
         "rivers",
         "mountains",
@@ -764,58 +801,46 @@ async fn conversations_beyond_the_slots_come_back_from_the_prompt_store() {
         "kites",
         "copper",
     ];
-    let chat = |messages: Vec<ChatMessage>, max_tokens| {
-        let mut r = GenerationRequest::new(Input::Chat(messages));
-        r.sampling = SamplingParams::greedy();
-        r.max_tokens = Some(max_tokens);
-        r
+    // 16 conversations over 4 slots: each second turn finds its first in the store. The same
+    // with 16 slots (each stays in its own) gives the reference: a restored state is the
+    // state, so the answers are equal token for token.
+    let config = |parallel| Config {
+        context_size: Some(4096),
+        parallel: Some(parallel),
+        ..Default::default()
     };
-    for (engine, model) in &models {
-        let mut firsts = Vec::new();
-        for topic in topics {
-            let messages = vec![
-                ChatMessage::new(Role::System, SYSTEM),
-                ChatMessage::new(
-                    Role::User,
-                    format!(
-                        "I am writing a short guide about {topic}. Tell me one surprising fact \
-                         about {topic}, then one common mistake people make with {topic}, and \
-                         keep it brief: two sentences about {topic} at most."
-                    ),
-                ),
-            ];
-            let c = generate(model, chat(messages.clone(), 8)).await;
-            firsts.push((messages, c));
-        }
-        let store = model
+    let (stored, kept) = (
+        load_both_with(config(4)).await,
+        load_both_with(config(16)).await,
+    );
+    for ((engine, model), (_, reference)) in stored.iter().zip(&kept) {
+        let restored = two_turns_each(model, &topics).await;
+        let held = model
             .model()
             .prompt_store_bytes()
             .expect("in-process model");
         assert!(
-            store > 0,
+            held > 0,
             "{engine}: conversations that lost their slot are stored"
         );
-        for (mut messages, first) in firsts {
-            messages.push(ChatMessage::new(Role::Assistant, first.text()));
-            messages.push(ChatMessage::new(Role::User, "Say it again, shorter."));
-            let started = std::time::Instant::now();
-            let mut stream = model.stream(chat(messages, 1)).await.unwrap();
-            let mut usage = None;
-            while let Some(event) = stream.next().await {
-                if let StreamEvent::Done { usage: u, .. } = event.unwrap() {
-                    usage = Some(u);
-                }
-            }
-            let (second, ttft) = (usage.unwrap(), started.elapsed());
+        let expected = two_turns_each(reference, &topics).await;
+        for ((text, first_prompt, usage, ttft), (want, _, kept_usage, kept_ttft)) in
+            restored.iter().zip(&expected)
+        {
             println!(
-                "{engine}: turn 2 {} prompt tokens, {} cached, {ttft:?}",
-                second.prompt_tokens, second.cached_tokens
+                "{engine}: turn 2 {} prompt tokens, {} cached, {ttft:?} (kept in a slot: {} \
+                 cached, {kept_ttft:?})",
+                usage.prompt_tokens, usage.cached_tokens, kept_usage.cached_tokens
             );
             assert!(
-                second.cached_tokens >= first.usage.prompt_tokens,
-                "{engine}: turn 2 cached {} of turn 1's {} prompt tokens",
-                second.cached_tokens,
-                first.usage.prompt_tokens
+                usage.cached_tokens >= *first_prompt,
+                "{engine}: turn 2 cached {} of turn 1's {first_prompt} prompt tokens",
+                usage.cached_tokens
+            );
+            assert_eq!(usage.cached_tokens, kept_usage.cached_tokens, "{engine}");
+            assert_eq!(
+                text, want,
+                "{engine}: the restored conversation answers the same"
             );
         }
     }
