@@ -2,8 +2,9 @@
 //! once for every engine. An engine implements [`Evaluator`] (evaluate token batches into logits
 //! or device-picked tokens, keep each sequence's KV cache) and describes its [`Vocabulary`]; the
 //! core owns the rest: sequences (end of generation, stop strings, limits, usage, cancellation),
-//! token picking (sampling, logit bias, log-probabilities), `n` choices per request, and the
-//! continuous-batching scheduler with its prefix cache and KV-full policy.
+//! token picking (sampling, logit bias, log-probabilities), `n` choices per request,
+//! speculative decoding (prompt lookup, predictions, draft models), and the continuous-batching
+//! scheduler with its prefix cache, prompt store and KV-full policy.
 //!
 //! Each loaded model has one [`Generator`]: a thread that owns the engine's evaluator and runs
 //! the scheduler, and a handle that submits requests to it.

@@ -6,8 +6,11 @@
 //!
 //! Prefix cache: a finished sequence leaves its tokens' KV state in its slot (unless its request
 //! turned `cache_prompt` off). A new request goes to the free slot sharing the longest prompt
-//! prefix and only the rest of its prompt is processed. A request with `n` choices processes its prompt once; the other choices copy that
-//! KV state and pick their first tokens from the same logits, each with its own seed.
+//! prefix and only the rest of its prompt is processed. A request with `n` choices processes
+//! its prompt once; the other choices copy that KV state and pick their first tokens from the
+//! same logits, each with its own seed. A slot's cache about to be overwritten or evicted is
+//! copied to the prompt store (`prompt_store.rs`) first, and restored from there when a later
+//! prompt continues it further than any slot does.
 //!
 //! Speculative decoding: a choice that drafts (`draft.rs`) is fed its next token and the
 //! guesses after it in one step; `verify_draft` keeps the guesses its own picks agree with and
