@@ -16,8 +16,9 @@ use tokio::net::unix::OwnedReadHalf;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 
+use super::process::{self, LastWords};
 use super::protocol::{read_message, write_messages, FromRunner, ToRunner};
-use super::{process, RunnerLauncher};
+use super::RunnerLauncher;
 use crate::backend::{Embeddings, EngineMemory, LoadedModel, ModelDescriptor};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -71,7 +72,7 @@ impl RunnerModel {
         entry: &ModelEntry,
     ) -> Result<RunnerModel> {
         let model = entry.config.id.clone();
-        let (mut child, socket) = process::spawn(launcher)?;
+        let (mut child, socket, mut words) = process::spawn(launcher)?;
         let pid = child.id();
         let (read, write) = socket.into_split();
         let (outbox, queued) = mpsc::unbounded_channel();
@@ -86,15 +87,12 @@ impl RunnerModel {
             Ok(Some(FromRunner::Loaded { descriptor, memory })) => (descriptor, memory),
             Ok(Some(FromRunner::LoadFailed { error })) => {
                 drop(outbox);
-                reap(&mut child).await;
+                reap(&mut child, &mut words, "").await;
                 return Err(error);
             }
             _ => {
-                let how = reap(&mut child).await;
-                return Err(Error::EngineCrashed {
-                    model,
-                    reason: format!("{how} while loading"),
-                });
+                let reason = reap(&mut child, &mut words, " while loading").await;
+                return Err(Error::EngineCrashed { model, reason });
             }
         };
         tracing::info!(model = %model, pid, "runner loaded the model");
@@ -105,7 +103,7 @@ impl RunnerModel {
             next_id: AtomicU64::new(1),
             state: Mutex::default(),
         });
-        tokio::spawn(read_answers(Arc::downgrade(&link), reader, child));
+        tokio::spawn(read_answers(Arc::downgrade(&link), reader, child, words));
         Ok(RunnerModel {
             descriptor,
             memory,
@@ -114,21 +112,31 @@ impl RunnerModel {
     }
 }
 
-/// Wait for a runner to end (killing it after [`EXIT_GRACE`]) and say how it ended.
-async fn reap(child: &mut Child) -> String {
-    match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+/// Wait for a runner to end (killing it after [`EXIT_GRACE`]) and say how it ended, `when`,
+/// and what its engine said last, e.g. `killed by signal 6 (SIGABRT): <the engine's message>`.
+async fn reap(child: &mut Child, words: &mut LastWords, when: &str) -> String {
+    let how = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
         Ok(Ok(status)) => process::describe_exit(status),
         Ok(Err(e)) => format!("could not be waited for ({e})"),
         Err(_) => {
             let _ = child.kill().await;
             "stopped answering and was killed".into()
         }
+    };
+    match words.read() {
+        words if words.is_empty() => format!("{how}{when}"),
+        words => format!("{how}{when}: {words}"),
     }
 }
 
 /// Dispatch the runner's answers until its socket closes; then, unless the model was dropped
 /// (an unload), fail everything in flight with the way the runner died.
-async fn read_answers(link: Weak<Link>, mut reader: BufReader<OwnedReadHalf>, mut child: Child) {
+async fn read_answers(
+    link: Weak<Link>,
+    mut reader: BufReader<OwnedReadHalf>,
+    mut child: Child,
+    mut words: LastWords,
+) {
     let mut line = String::new();
     let broken = loop {
         match read_message::<FromRunner>(&mut reader, &mut line).await {
@@ -144,7 +152,7 @@ async fn read_answers(link: Weak<Link>, mut reader: BufReader<OwnedReadHalf>, mu
             }
         }
     };
-    let how = reap(&mut child).await;
+    let how = reap(&mut child, &mut words, "").await;
     if let Some(link) = link.upgrade() {
         let reason = broken.unwrap_or(how);
         tracing::error!(model = %link.model, pid = link.pid, "runner died: {reason}");

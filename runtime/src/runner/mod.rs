@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use child::serve_runner;
 pub use handle::RunnerModel;
+pub use process::write_last_words;
 
 /// Where a model's engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,9 +1,12 @@
 //! The operating-system side of runners (Unix: Linux and macOS): starting one with its socket
-//! as file descriptor 3, finding that socket in the runner, and saying how a runner ended.
+//! as file descriptor 3 and a pipe for its last words (an engine's fatal error message) as
+//! descriptor 4, finding those in the runner, and saying how a runner ended.
 
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -13,11 +16,48 @@ use crate::error::{Error, Result};
 
 /// The descriptor a runner finds its socket on.
 const RUNNER_FD: i32 = 3;
+/// The descriptor a runner writes its last words to (the write end of a pipe).
+const LAST_WORDS_FD: i32 = 4;
+/// Set in a runner once its socket was found: descriptor 4 is then its last-words pipe.
+static IS_RUNNER: AtomicBool = AtomicBool::new(false);
+
+/// The serving process's end of a runner's last-words pipe.
+pub struct LastWords(std::fs::File);
+
+impl LastWords {
+    /// What the runner wrote before it ended (read once it has ended; empty: nothing).
+    pub fn read(&mut self) -> String {
+        let mut words = Vec::new();
+        // Non-blocking: stops at the end of what was written, or at EOF.
+        let _ = (&mut self.0).take(16 << 10).read_to_end(&mut words);
+        String::from_utf8_lossy(&words).trim().to_string()
+    }
+}
+
+/// In a runner: write `message` to the serving process as this runner's last words, for the
+/// reason it gives when the runner dies (an engine calls this just before it aborts). Elsewhere
+/// it does nothing. Safe to call from any thread; it does not allocate.
+pub fn write_last_words(message: &str) {
+    if !IS_RUNNER.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut rest = message.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: writes from a live slice to a descriptor this process was started with.
+        let n = unsafe { libc::write(LAST_WORDS_FD, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+    // SAFETY: as above.
+    unsafe { libc::write(LAST_WORDS_FD, b"\n".as_ptr().cast(), 1) };
+}
 
 /// Start a runner; its stdout goes to our stderr (engines may print there; our stdout is for
 /// the front-end). It ignores SIGINT and SIGTERM (it ends when our socket closes) and is killed
 /// if its handle is dropped.
-pub fn spawn(launcher: &RunnerLauncher) -> Result<(Child, UnixStream)> {
+pub fn spawn(launcher: &RunnerLauncher) -> Result<(Child, UnixStream, LastWords)> {
     let failed = |e: std::io::Error| {
         Error::engine(
             "runner",
@@ -25,7 +65,9 @@ pub fn spawn(launcher: &RunnerLauncher) -> Result<(Child, UnixStream)> {
         )
     };
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(failed)?;
+    let (words_read, words_write) = pipe().map_err(failed)?;
     let fd = theirs.as_raw_fd();
+    let words_fd = words_write.as_raw_fd();
     let mut command = Command::new(&launcher.program);
     command
         .args(&launcher.args)
@@ -36,12 +78,14 @@ pub fn spawn(launcher: &RunnerLauncher) -> Result<(Child, UnixStream)> {
     // are made.
     unsafe {
         command.pre_exec(move || {
-            if fd != RUNNER_FD && libc::dup2(fd, RUNNER_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Keep descriptor 3 open across exec (dup2 clears close-on-exec; this covers fd == 3).
-            if libc::fcntl(RUNNER_FD, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
+            // Copies above both targets first, so that neither dup2 overwrites the other source.
+            for (source, target) in [(fd, RUNNER_FD), (words_fd, LAST_WORDS_FD)] {
+                let copy = libc::fcntl(source, libc::F_DUPFD, 10);
+                // dup2 clears close-on-exec: the target stays open across exec.
+                if copy < 0 || libc::dup2(copy, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(copy);
             }
             // Ctrl-C in a terminal or a service manager's SIGTERM to the whole group is for the
             // server, which shuts down gracefully; the runner must keep serving the requests in
@@ -54,9 +98,35 @@ pub fn spawn(launcher: &RunnerLauncher) -> Result<(Child, UnixStream)> {
     }
     let child = command.spawn().map_err(failed)?;
     drop(theirs);
+    drop(words_write);
     ours.set_nonblocking(true).map_err(failed)?;
     let ours = UnixStream::from_std(ours).map_err(failed)?;
-    Ok((child, ours))
+    Ok((child, ours, LastWords(std::fs::File::from(words_read))))
+}
+
+/// A close-on-exec pipe whose read end does not block: (read, write).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills the two-element array on success; both descriptors are owned from here.
+    let (read, write) = unsafe {
+        if libc::pipe(fds.as_mut_ptr()) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    // SAFETY: fcntl on descriptors we own. (macOS has no pipe2: the flags are set afterwards.)
+    unsafe {
+        for fd in [read.as_raw_fd(), write.as_raw_fd()] {
+            if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let flags = libc::fcntl(read.as_raw_fd(), libc::F_GETFL);
+        if libc::fcntl(read.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((read, write))
 }
 
 /// The socket a runner was started with.
@@ -78,6 +148,7 @@ pub fn runner_socket() -> Result<UnixStream> {
     }
     // SAFETY: descriptor 3 is an open socket handed to us by the serving process, owned from here.
     let socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(RUNNER_FD) };
+    IS_RUNNER.store(true, Ordering::Relaxed);
     socket.set_nonblocking(true).map_err(|_| not_started())?;
     UnixStream::from_std(socket).map_err(|_| not_started())
 }
