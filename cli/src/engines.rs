@@ -84,6 +84,25 @@ pub fn engine_env_vars() -> Vec<&'static str> {
         .collect()
 }
 
+/// Serve this machine's ggml devices to heads over ggml's RPC protocol at `host:port` (returns
+/// only when the server cannot start).
+pub fn serve_rpc_worker(
+    host: &str,
+    port: u16,
+    threads: usize,
+    cache: Option<&std::path::Path>,
+) -> Result<()> {
+    #[cfg(feature = "llama")]
+    return minerva_backend_llama::rpc::serve_worker(host, port, threads, cache);
+    #[cfg(not(feature = "llama"))]
+    {
+        let _ = (host, port, threads, cache);
+        Err(minerva_runtime::Error::Config(
+            "this minerva was built without the llama engine, which RPC workers run".into(),
+        ))
+    }
+}
+
 /// `plugin_dirs` from the config, then those in `MINERVA_PLUGIN_DIRS`.
 fn plugin_dirs(config: &Config) -> Vec<PathBuf> {
     let mut dirs = config.plugin_dirs.clone();

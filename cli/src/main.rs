@@ -51,6 +51,8 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// List the engines: built in and plugins, with version, formats, device and status.
     Engines(commands::engines::EnginesArgs),
+    /// Lend this machine's devices to another minerva that splits a model over workers.
+    Worker(commands::worker::WorkerArgs),
     /// Run one model's engine for `minerva serve` (started by it, never by hand).
     #[command(hide = true)]
     Runner,
@@ -111,6 +113,7 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
             Command::Pull(args) => commands::pull::run(args).await,
             Command::Bench(args) => commands::bench::run(&runtime, args).await,
             Command::Engines(args) => commands::engines::run(&runtime, &plugin_failures, args),
+            Command::Worker(args) => commands::worker::run(args, cli.threads),
             Command::Runner => commands::runner::run().await,
         }
     })

@@ -46,6 +46,9 @@ pub struct LoadOptions {
     /// a tenth of physical memory.
     #[serde(default)]
     pub prompt_cache_size: Option<crate::memory::ByteSize>,
+    /// ggml RPC workers (`host:port`) that hold part of its layers; empty: all local.
+    #[serde(default)]
+    pub rpc: Vec<String>,
     /// The model's `engine_options`, for its engine to validate and read.
     pub engine: EngineOptions,
 }
@@ -91,6 +94,22 @@ pub struct ModelDescriptor {
     /// How the model writes tool calls (from its chat template).
     #[serde(default)]
     pub tool_format: ToolFormat,
+    /// Where its layers run, in the order a token passes through them (empty: not said).
+    #[serde(default)]
+    pub placement: Vec<ModelPart>,
+}
+
+/// One part of a loaded model and the device that runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ModelPart {
+    /// The device, e.g. `CPU` or `RPC0[127.0.0.1:50052]`.
+    pub device: String,
+    /// Its first repeating layer (0-based).
+    pub first_layer: u32,
+    /// How many repeating layers it holds.
+    pub layers: u32,
+    /// Whether it also holds the output layer (the final norm and the vocabulary projection).
+    pub output: bool,
 }
 
 /// An inference engine (llama.cpp, MLX, ...). Object-safe; engines run their blocking native
@@ -108,6 +127,11 @@ pub trait InferenceBackend: Send + Sync {
     /// Where it computes: `cpu`, `metal`, `cuda`, ...
     fn device(&self) -> String {
         "cpu".into()
+    }
+    /// Whether it can place part of a model's layers on ggml RPC workers (`rpc = [...]`); a
+    /// model with workers is refused by name on an engine that cannot.
+    fn splits_over_rpc(&self) -> bool {
+        false
     }
     /// Bytes a loaded model takes in this engine beside its weights and KV cache (compute
     /// buffers, the engine's libraries), for memory estimates.

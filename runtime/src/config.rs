@@ -154,6 +154,10 @@ pub struct ModelConfig {
     pub kv_cache_type: Option<crate::memory::KvCacheType>,
     /// Its prompt store's size (overrides the global `prompt_cache_size`).
     pub prompt_cache_size: Option<crate::memory::ByteSize>,
+    /// ggml RPC workers (`"host:port"`, started with `minerva worker --rpc`) that take part of
+    /// its layers with the local device (llama engine).
+    #[serde(default)]
+    pub rpc: Vec<String>,
     /// Where its engine runs (overrides the global `isolation`).
     pub isolation: Option<Isolation>,
     /// Seconds it stays loaded when idle (overrides the global `keep_alive`).
@@ -211,6 +215,7 @@ impl ModelConfig {
             parallel: None,
             kv_cache_type: None,
             prompt_cache_size: None,
+            rpc: Vec::new(),
             isolation: None,
             keep_alive: None,
             pinned: false,

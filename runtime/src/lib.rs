@@ -27,7 +27,7 @@ pub mod tools;
 
 pub use backend::{
     Embeddings, EngineMemory, EngineOptions, InferenceBackend, LoadOptions, LoadSpec, LoadedModel,
-    ModelDescriptor,
+    ModelDescriptor, ModelPart,
 };
 pub use capabilities::{Capabilities, Feature};
 pub use config::{Config, ModelConfig, ServerConfig};

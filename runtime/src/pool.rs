@@ -104,6 +104,8 @@ pub struct ModelStatus {
     pub failure: Option<String>,
     /// The model's runner process, when it has one.
     pub runner_pid: Option<u32>,
+    /// Where the loaded model's layers run (empty when not loaded or not said).
+    pub placement: Vec<crate::backend::ModelPart>,
     /// Engine crashes so far.
     pub crashes: u64,
     /// Loads, unloads and evictions so far.
@@ -411,6 +413,11 @@ impl ModelPool {
                     loaded: state.model.is_some(),
                     failure: state.failure.as_ref().map(|f| f.reason.clone()),
                     runner_pid: state.model.as_ref().and_then(|m| m.model().process_id()),
+                    placement: state
+                        .model
+                        .as_ref()
+                        .map(|m| m.model().descriptor().placement.clone())
+                        .unwrap_or_default(),
                     crashes: state.crashes,
                     loads: state.loads,
                     unloads: state.unloads,
@@ -556,6 +563,7 @@ mod tests {
                 vocab_size: 1,
                 has_chat_template: true,
                 tool_format: Default::default(),
+                placement: Vec::new(),
             })))
         }
     }
@@ -760,6 +768,7 @@ mod tests {
                     vocab_size: 1,
                     has_chat_template: true,
                     tool_format: Default::default(),
+                    placement: Vec::new(),
                 }),
                 Arc::clone(&self.dead),
             )))

@@ -944,6 +944,9 @@ pub struct ModelEntry {
     pub failure: Option<String>,
     /// The process its engine runs in, when it has a runner of its own.
     pub runner_pid: Option<u32>,
+    /// Where the loaded model's layers run: this machine's device and any ggml RPC workers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<minerva_runtime::ModelPart>,
     /// Engine crashes since the server started.
     pub crashes: u64,
     /// Seconds until the idle model is unloaded (`keep_alive`), when it will be.

@@ -10,6 +10,8 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 import traceback
@@ -920,17 +922,104 @@ def a_quantized_kv_cache_shows_in_the_memory_estimate_and_answers():
     assert "Paris" in r.choices[0].message.content, r
 
 
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def split_answer():
+    return client().chat.completions.create(model=args.split, messages=MESSAGES, temperature=0, max_tokens=48)
+
+
+@check("rpc")
+def a_model_split_over_two_workers_answers_as_one_process():
+    c = client()
+    one = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=48)
+    split = split_answer()
+    assert split.choices[0].message.content == one.choices[0].message.content, (split, one)
+    assert split.usage == one.usage, (split.usage, one.usage)
+    # Concurrent requests are batched across the workers the same way.
+    prompts = ["Name three colours.", "Count from one to five.", FRANCE]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        def both(prompt):
+            messages = [{"role": "user", "content": prompt}]
+            return [c.chat.completions.create(model=m, messages=messages, temperature=0, max_tokens=24)
+                    .choices[0].message.content for m in (args.model, args.split)]
+        for plain, split_text in pool.map(both, prompts):
+            assert plain == split_text, (plain, split_text)
+    parts = model_entry(args.split)["placement"]
+    workers = [f"127.0.0.1:{port}" for port in args.worker_ports]
+    assert [p["device"] for p in parts][0] == "CPU", parts
+    assert [p["device"].split("[")[1].rstrip("]") for p in parts[1:]] == workers, parts
+    assert all(p["layers"] > 0 for p in parts) and sum(p["layers"] for p in parts) == 30, parts
+    # The output layer stays here: a step sends hidden states over the network, not logits.
+    assert [p["output"] for p in parts] == [True, False, False], parts
+    assert model_entry(args.model)["placement"] == [
+        {"device": "CPU", "first_layer": 0, "layers": 30, "output": True}]
+    print(f"       placement: {[(p['device'], p['layers']) for p in parts]}")
+
+
+@check("rpc")
+def a_lost_worker_fails_the_stream_clearly_and_the_model_comes_back():
+    expected = split_answer().choices[0].message.content
+    port = args.worker_ports[-1]
+    body = {"model": args.split, "messages": MESSAGES, "max_tokens": 3000, "temperature": 0, "stream": True,
+            "ignore_eos": True}
+    with httpx.stream("POST", args.base_url + "/v1/chat/completions", json=body, timeout=120) as r:
+        events = sse_lines(r)
+        for _ in range(3):
+            next(events)
+        os.kill(args.worker_pid, signal.SIGKILL)
+        rest = list(events)
+    assert rest[-1] == "[DONE]", rest[-3:]
+    error = json.loads(rest[-2])["error"]
+    assert error["code"] == "engine_crashed" and args.split in error["message"], error
+    assert "SIGABRT" in error["message"] and "RPC" in error["message"], error
+    assert raw("GET", "/health").status_code == 200
+    plain = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=8)
+    assert plain.usage.completion_tokens == 8
+    # While the worker is down, loading again names it.
+    r = raw("POST", "/v1/chat/completions", json={"model": args.split, "messages": MESSAGES, "max_tokens": 4})
+    assert r.status_code >= 500 and f"127.0.0.1:{port}" in r.text and "not reachable" in r.text, r.text
+    worker = subprocess.Popen([args.minerva, "worker", "--rpc", "--port", str(port)],
+                              stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open(port):
+            assert time.monotonic() < deadline, "the restarted worker does not listen"
+            time.sleep(0.1)
+        again = split_answer()
+        assert again.choices[0].message.content == expected, (again, expected)
+        assert model_entry(args.split)["status"] == "loaded"
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+@check("rpc")
+def an_engine_without_rpc_refuses_workers_by_name():
+    r = raw("POST", "/v1/chat/completions", json={"model": args.twin, "messages": MESSAGES, "max_tokens": 4})
+    assert r.status_code >= 400 and "cannot place layers" in r.text and "mlx" in r.text, r.text
+
+
 def main():
     global args
     p = argparse.ArgumentParser()
     p.add_argument("--base-url", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--api-key")
-    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners", "structured", "apis", "tools", "lifecycle", "budget", "speculative"])
+    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners", "structured", "apis", "tools", "lifecycle", "budget", "speculative", "rpc"])
     p.add_argument("--victim", help="runners: a model whose file the checks truncate")
     p.add_argument("--victim-path", help="runners: that model's file")
     p.add_argument("--twin", help="runners: the MLX twin of --model")
     p.add_argument("--server-pid", type=int, help="runners: the server's process id")
+    p.add_argument("--split", help="rpc: --model split over ggml RPC workers")
+    p.add_argument("--worker-ports", type=int, nargs="+", help="rpc: the workers' ports, in order")
+    p.add_argument("--worker-pid", type=int, help="rpc: the last worker's process id (killed)")
+    p.add_argument("--minerva", help="rpc: the minerva binary (restarts the worker)")
     args = p.parse_args()
     passed = failed = 0
     for suite, fn in CHECKS:

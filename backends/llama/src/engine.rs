@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use llama_cpp_2::context::params::{KvCacheType as LlamaKvType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
@@ -33,6 +32,10 @@ const BATCH_SIZE: u32 = 512;
 struct LlamaOptions {
     /// Tokens evaluated per step (llama.cpp's `n_batch` and `n_ubatch`); default 512.
     batch_size: Option<u32>,
+    /// Layers (the output layer counted) placed on the `rpc` workers' devices and local GPUs
+    /// (llama.cpp's `n_gpu_layers`); default: an equal share per device, the CPU keeping the
+    /// first one.
+    gpu_layers: Option<u32>,
 }
 /// Requests generated together when the config does not say.
 const DEFAULT_PARALLEL: usize = 8;
@@ -49,15 +52,35 @@ impl LlamaEngine {
 }
 
 /// llama.cpp's process-wide state, initialised once.
-fn llama_backend() -> Result<&'static LlamaBackend> {
+pub(crate) fn llama_backend() -> Result<&'static LlamaBackend> {
     static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
             send_logs_to_tracing(LogOptions::default());
+            // SAFETY: installs a callback that lives for the program.
+            unsafe { llama_cpp_sys_2::ggml_set_abort_callback(Some(report_abort)) };
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| Error::engine(ENGINE_NAME, format!("initialising llama.cpp: {e}")))
+}
+
+/// ggml is about to abort the process (a failed assertion, a lost RPC worker): say why on
+/// stderr, and to the serving process when this is a runner, so that the requests it fails
+/// carry the reason.
+unsafe extern "C" fn report_abort(message: *const std::ffi::c_char) {
+    if message.is_null() {
+        return;
+    }
+    // SAFETY: ggml passes its NUL-terminated message.
+    let message = unsafe { std::ffi::CStr::from_ptr(message) }.to_string_lossy();
+    eprintln!("ggml: {message}");
+    // `/long/path/to/ggml-rpc.cpp:566: what happened` -> `ggml-rpc.cpp:566: what happened`.
+    let short = match message.split_once(": ") {
+        Some((place, what)) => format!("{}: {what}", place.rsplit('/').next().unwrap_or(place)),
+        None => message.to_string(),
+    };
+    minerva_runtime::runner::write_last_words(&format!("ggml: {short}"));
 }
 
 #[async_trait]
@@ -76,6 +99,14 @@ impl InferenceBackend for LlamaEngine {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::all()
+    }
+
+    fn device(&self) -> String {
+        "cpu, ggml RPC workers".into()
+    }
+
+    fn splits_over_rpc(&self) -> bool {
+        true
     }
 
     async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
@@ -105,13 +136,13 @@ impl LlamaLoadedModel {
         crate::validate::check(gguf)?;
         let options: LlamaOptions = spec.options.engine.parse(ENGINE_NAME)?;
         let backend = llama_backend()?;
-        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
-            .map_err(|e| {
-                Error::invalid_model(
-                    path,
-                    format!("llama.cpp could not load it ({e}); its log above says why"),
-                )
-            })?;
+        let plan = crate::placement::plan(spec, options.gpu_layers)?;
+        let model = LlamaModel::load_from_file(backend, path, &plan.params).map_err(|e| {
+            Error::invalid_model(
+                path,
+                format!("llama.cpp could not load it ({e}); its log above says why"),
+            )
+        })?;
         let model = Arc::new(model);
         let vocab = model.vocab();
         let token_text = |t: LlamaToken| {
@@ -199,6 +230,7 @@ impl LlamaLoadedModel {
                     .as_ref()
                     .map(ChatTemplate::tool_format)
                     .unwrap_or_default(),
+                placement: plan.parts,
             },
             model,
             template,

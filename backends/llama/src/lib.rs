@@ -5,6 +5,8 @@
 
 mod engine;
 mod evaluator;
+mod placement;
+pub mod rpc;
 mod validate;
 
 pub use engine::LlamaEngine;

@@ -7,7 +7,8 @@ use minerva_runtime::generation::{DraftModel, Generator};
 use minerva_runtime::threads::run_blocking;
 use minerva_runtime::{
     Capabilities, Detected, Embeddings, EngineMemory, GenerationRequest, InferenceBackend, Input,
-    LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, ModelHeader, Result, TokenStream,
+    LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, ModelHeader, ModelPart, Result,
+    TokenStream,
 };
 
 use crate::load::load;
@@ -73,6 +74,12 @@ impl InferenceBackend for MlxEngine {
     async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
         // The model's own thread loads it and then runs its generations.
         let id = spec.id.clone();
+        let placement = vec![ModelPart {
+            device: self.device(),
+            first_layer: 0,
+            layers: spec.detected.info.layers.unwrap_or(0) as u32,
+            output: true,
+        }];
         let spec = spec.clone();
         let (generator, loaded) = run_blocking(ENGINE_NAME, move || {
             let name = format!("mlx-{}", spec.id);
@@ -95,6 +102,7 @@ impl InferenceBackend for MlxEngine {
                 vocab_size,
                 has_chat_template: tokenizer.has_chat_template(),
                 tool_format: tokenizer.tool_format(),
+                placement,
             },
             tokenizer,
             generator,

@@ -9,3 +9,4 @@ pub mod pull;
 pub mod run;
 pub mod runner;
 pub mod serve;
+pub mod worker;

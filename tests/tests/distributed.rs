@@ -1,0 +1,119 @@
+//! One model over several processes on loopback: the test GGUF split three ways, over this
+//! process's CPU and two `minerva worker --rpc` processes (ggml's RPC backend). Driven by
+//! tests/python/openai_checks.py (suite `rpc`): the same greedy text as one process, a worker
+//! killed mid-stream fails that stream clearly while the server stays up, and the model answers
+//! again once the worker is back.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use minerva_tests::{
+    minerva, minerva_bin, smollm2_gguf, smollm2_mlx, spawn_server, venv_python, workspace_root,
+};
+
+/// A worker process, killed when dropped.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Start `minerva worker --rpc` on `port` and wait until it listens.
+fn start_worker(port: u16) -> Worker {
+    let child = minerva()
+        .args([
+            "--threads",
+            "1",
+            "worker",
+            "--rpc",
+            "--port",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the worker starts");
+    let mut worker = Worker(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            worker.0.try_wait().unwrap().is_none(),
+            "the worker on port {port} exited"
+        );
+        assert!(Instant::now() < deadline, "the worker does not listen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    worker
+}
+
+#[test]
+fn a_model_split_over_rpc_workers_answers_as_one_process_and_survives_a_lost_worker() {
+    let ports = [free_port(), free_port()];
+    let workers: Vec<Worker> = ports.iter().map(|&p| start_worker(p)).collect();
+    let rpc = format!(
+        "[{}]",
+        ports
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minerva.toml");
+    let gguf = smollm2_gguf();
+    std::fs::write(
+        &config,
+        format!(
+            "context_size = 2048\nparallel = 4\n\
+             [[models]]\nid = \"one\"\npath = \"{gguf}\"\n\
+             [[models]]\nid = \"split\"\npath = \"{gguf}\"\nrpc = {rpc}\n\
+             [[models]]\nid = \"twin\"\npath = \"{twin}\"\nrpc = {rpc}\n",
+            gguf = gguf.display(),
+            twin = smollm2_mlx().display(),
+        ),
+    )
+    .unwrap();
+    let (mut server, base_url) = spawn_server(
+        minerva()
+            .arg("--config")
+            .arg(&config)
+            .args(["--log", "info", "serve", "--port", "0"])
+            .stderr(Stdio::inherit()),
+    );
+    let output = Command::new(venv_python())
+        .current_dir(workspace_root())
+        .arg("tests/python/openai_checks.py")
+        .args(["--base-url", &base_url, "--suite", "rpc"])
+        .args(["--model", "one", "--split", "split", "--twin", "twin"])
+        .arg("--worker-ports")
+        .args(ports.iter().map(u16::to_string))
+        .args(["--worker-pid", &workers[1].0.id().to_string()])
+        .arg("--minerva")
+        .arg(minerva_bin())
+        .args(["--server-pid", &server.id().to_string()])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    let alive = server.try_wait().unwrap().is_none();
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(workers);
+    assert!(
+        output.status.success(),
+        "rpc checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(alive, "the server died");
+}
