@@ -103,6 +103,25 @@ pub fn serve_rpc_worker(
     }
 }
 
+/// Be rank `rank` of the MLX ring of `hostfile` for the MLX model directory `model` (returns
+/// when rank 0 stops).
+pub fn serve_mlx_rank(
+    model: &std::path::Path,
+    hostfile: &std::path::Path,
+    rank: usize,
+    threads: usize,
+) -> Result<()> {
+    #[cfg(feature = "mlx")]
+    return minerva_backend_mlx::serve_rank(model, hostfile, rank, threads);
+    #[cfg(not(feature = "mlx"))]
+    {
+        let _ = (model, hostfile, rank, threads);
+        Err(minerva_runtime::Error::Config(
+            "this minerva was built without the MLX engine, which MLX ring ranks run".into(),
+        ))
+    }
+}
+
 /// `plugin_dirs` from the config, then those in `MINERVA_PLUGIN_DIRS`.
 fn plugin_dirs(config: &Config) -> Vec<PathBuf> {
     let mut dirs = config.plugin_dirs.clone();

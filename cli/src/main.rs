@@ -113,7 +113,7 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
             Command::Pull(args) => commands::pull::run(args).await,
             Command::Bench(args) => commands::bench::run(&runtime, args).await,
             Command::Engines(args) => commands::engines::run(&runtime, &plugin_failures, args),
-            Command::Worker(args) => commands::worker::run(args, cli.threads),
+            Command::Worker(args) => commands::worker::run(&runtime, args, cli.threads),
             Command::Runner => commands::runner::run().await,
         }
     })

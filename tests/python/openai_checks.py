@@ -1005,20 +1005,61 @@ def an_engine_without_rpc_refuses_workers_by_name():
     assert r.status_code >= 400 and "cannot place layers" in r.text and "mlx" in r.text, r.text
 
 
+@check("ring")
+def a_model_split_over_an_mlx_ring_answers_as_one_process():
+    c = client()
+    one = c.chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=32)
+    split = c.chat.completions.create(model=args.split, messages=MESSAGES, temperature=0, max_tokens=32)
+    assert split.choices[0].message.content == one.choices[0].message.content, (split, one)
+    assert split.usage == one.usage, (split.usage, one.usage)
+    # Several sequences in one pass, each with its own cache on both ranks.
+    prompts = ["Name three colours.", "Count from one to five.", FRANCE]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        def both(prompt):
+            messages = [{"role": "user", "content": prompt}]
+            return [c.chat.completions.create(model=m, messages=messages, temperature=0, max_tokens=24)
+                    .choices[0].message.content for m in (args.model, args.split)]
+        for plain, split_text in pool.map(both, prompts):
+            assert plain == split_text, (plain, split_text)
+    # Choices sharing one prompt: the prompt's cache is copied on every rank.
+    two = c.chat.completions.create(model=args.split, messages=MESSAGES, temperature=0, max_tokens=32, n=2)
+    assert [ch.message.content for ch in two.choices] == [one.choices[0].message.content] * 2, two
+    parts = model_entry(args.split)["placement"]
+    assert parts == [
+        {"device": "cpu (rank 0)", "first_layer": 0, "layers": 15, "output": True},
+        {"device": f"rank 1 [127.0.0.1:{args.worker_ports[-1]}]", "first_layer": 15, "layers": 15,
+         "output": False}], parts
+
+
+@check("ring")
+def unloading_the_model_stops_the_other_ranks():
+    r = raw("POST", f"/v1/models/{args.split}/unload")
+    assert r.status_code == 200 and r.json()["unloaded"] is True, r.text
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{args.worker_pid}") and not is_zombie(args.worker_pid):
+        assert time.monotonic() < deadline, "rank 1 did not stop"
+        time.sleep(0.1)
+
+
+def is_zombie(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def main():
     global args
     p = argparse.ArgumentParser()
     p.add_argument("--base-url", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--api-key")
-    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners", "structured", "apis", "tools", "lifecycle", "budget", "speculative", "rpc"])
+    p.add_argument("--suite", required=True, choices=["main", "queue", "auth", "runners", "structured", "apis", "tools", "lifecycle", "budget", "speculative", "rpc", "ring"])
     p.add_argument("--victim", help="runners: a model whose file the checks truncate")
     p.add_argument("--victim-path", help="runners: that model's file")
     p.add_argument("--twin", help="runners: the MLX twin of --model")
     p.add_argument("--server-pid", type=int, help="runners: the server's process id")
-    p.add_argument("--split", help="rpc: --model split over ggml RPC workers")
-    p.add_argument("--worker-ports", type=int, nargs="+", help="rpc: the workers' ports, in order")
-    p.add_argument("--worker-pid", type=int, help="rpc: the last worker's process id (killed)")
+    p.add_argument("--split", help="rpc, ring: --model split over workers or ranks")
+    p.add_argument("--worker-ports", type=int, nargs="+", help="rpc, ring: the workers' ports, in order")
+    p.add_argument("--worker-pid", type=int, help="rpc, ring: the last worker's process id")
     p.add_argument("--minerva", help="rpc: the minerva binary (restarts the worker)")
     args = p.parse_args()
     passed = failed = 0

@@ -1,8 +1,9 @@
-//! One model over several processes on loopback: the test GGUF split three ways, over this
-//! process's CPU and two `minerva worker --rpc` processes (ggml's RPC backend). Driven by
-//! tests/python/openai_checks.py (suite `rpc`): the same greedy text as one process, a worker
-//! killed mid-stream fails that stream clearly while the server stays up, and the model answers
-//! again once the worker is back.
+//! One model over several processes on loopback, through the engines' own distributed layers.
+//! ggml RPC: the test GGUF split three ways, over this process's CPU and two
+//! `minerva worker --rpc` processes, driven by tests/python/openai_checks.py (suite `rpc`): the
+//! same greedy text as one process, a worker killed mid-stream fails that stream clearly while
+//! the server stays up, and the model answers again once the worker is back. MLX distributed:
+//! the MLX twin split over a two-rank ring gives the same greedy text as one process.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -116,4 +117,75 @@ fn a_model_split_over_rpc_workers_answers_as_one_process_and_survives_a_lost_wor
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(alive, "the server died");
+}
+
+#[test]
+fn the_mlx_twin_split_over_a_two_rank_ring_answers_as_one_process() {
+    let twin = smollm2_mlx();
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = dir.path().join("hosts.json");
+    let [head, other] = [free_port(), free_port()];
+    std::fs::write(
+        &hostfile,
+        format!("[[\"127.0.0.1:{head}\"], [\"127.0.0.1:{other}\"]]"),
+    )
+    .unwrap();
+    let config = dir.path().join("minerva.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "parallel = 4\n\
+             [[models]]\nid = \"twin\"\npath = \"{twin}\"\n\
+             [[models]]\nid = \"ring\"\npath = \"{twin}\"\n\
+             [models.engine_options]\nhostfile = \"{hostfile}\"\n",
+            twin = twin.display(),
+            hostfile = hostfile.display(),
+        ),
+    )
+    .unwrap();
+    let mut rank1 = Worker(
+        minerva()
+            .args([
+                "--threads",
+                "1",
+                "worker",
+                "--mlx",
+                "--rank",
+                "1",
+                "--hostfile",
+            ])
+            .arg(&hostfile)
+            .arg(&twin)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("rank 1 starts"),
+    );
+    let (mut server, base_url) = spawn_server(
+        minerva()
+            .arg("--config")
+            .arg(&config)
+            .args(["serve", "--port", "0"])
+            .stderr(Stdio::inherit()),
+    );
+    let output = Command::new(venv_python())
+        .current_dir(workspace_root())
+        .arg("tests/python/openai_checks.py")
+        .args(["--base-url", &base_url, "--suite", "ring"])
+        .args(["--model", "twin", "--split", "ring"])
+        .args(["--worker-ports", &other.to_string()])
+        .args(["--worker-pid", &rank1.0.id().to_string()])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        output.status.success(),
+        "ring checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Unloading sent rank 1 the stop: it ended by itself, successfully.
+    let status = rank1.0.wait().unwrap();
+    assert!(status.success(), "rank 1 ended with {status}");
 }

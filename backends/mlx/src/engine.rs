@@ -7,8 +7,7 @@ use minerva_runtime::generation::{DraftModel, Generator};
 use minerva_runtime::threads::run_blocking;
 use minerva_runtime::{
     Capabilities, Detected, Embeddings, EngineMemory, GenerationRequest, InferenceBackend, Input,
-    LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, ModelHeader, ModelPart, Result,
-    TokenStream,
+    LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, ModelHeader, Result, TokenStream,
 };
 
 use crate::load::load;
@@ -48,11 +47,7 @@ impl InferenceBackend for MlxEngine {
     }
 
     fn device(&self) -> String {
-        match mlx_rs::Device::try_default().and_then(|d| d.get_type()) {
-            Ok(mlx_rs::DeviceType::Gpu) if cfg!(target_os = "macos") => "metal".into(),
-            Ok(mlx_rs::DeviceType::Gpu) => "cuda".into(),
-            _ => "cpu".into(),
-        }
+        crate::load::device_name()
     }
 
     fn memory_overhead(&self) -> u64 {
@@ -74,12 +69,6 @@ impl InferenceBackend for MlxEngine {
     async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
         // The model's own thread loads it and then runs its generations.
         let id = spec.id.clone();
-        let placement = vec![ModelPart {
-            device: self.device(),
-            first_layer: 0,
-            layers: spec.detected.info.layers.unwrap_or(0) as u32,
-            output: true,
-        }];
         let spec = spec.clone();
         let (generator, loaded) = run_blocking(ENGINE_NAME, move || {
             let name = format!("mlx-{}", spec.id);
@@ -87,13 +76,13 @@ impl InferenceBackend for MlxEngine {
                 Ok(parts) => starter.serve(
                     parts.evaluator,
                     parts.vocabulary,
-                    (parts.tokenizer, parts.vocab_size),
+                    (parts.tokenizer, parts.vocab_size, parts.placement),
                 ),
                 Err(e) => starter.fail(e),
             })
         })
         .await??;
-        let (tokenizer, vocab_size) = loaded;
+        let (tokenizer, vocab_size, placement) = loaded;
         Ok(Arc::new(MlxLoadedModel {
             descriptor: ModelDescriptor {
                 id,

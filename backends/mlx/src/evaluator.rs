@@ -11,6 +11,7 @@ use mlx_rs::transforms::{async_eval, eval};
 use mlx_rs::{Array, Dtype};
 
 use crate::cache::{KvCache, KvQuantization};
+use crate::distributed::Pipeline;
 use crate::error::MlxResultExt;
 use crate::models::Transformer;
 use crate::ENGINE_NAME;
@@ -25,11 +26,19 @@ pub struct MlxEvaluator {
     rows: Vec<Array>,
     /// The same rows on the host, once read.
     host: Vec<Vec<f32>>,
+    /// The other ranks' layers, when the model is split over an MLX ring.
+    pipeline: Option<Pipeline>,
 }
 
 impl MlxEvaluator {
-    /// Evaluate `model` within `limits`, its KV caches quantized as `quantization` says.
-    pub fn new(model: Transformer, limits: Limits, quantization: Option<KvQuantization>) -> Self {
+    /// Evaluate `model` within `limits`, its KV caches quantized as `quantization` says, the
+    /// layers it lacks on the other ranks of `pipeline`.
+    pub fn new(
+        model: Transformer,
+        limits: Limits,
+        quantization: Option<KvQuantization>,
+        pipeline: Option<Pipeline>,
+    ) -> Self {
         let layers = model.layers();
         MlxEvaluator {
             caches: (0..limits.sequences)
@@ -39,6 +48,7 @@ impl MlxEvaluator {
             limits,
             rows: Vec::new(),
             host: Vec::new(),
+            pipeline,
         }
     }
 
@@ -65,8 +75,14 @@ impl MlxEvaluator {
             .map(|&i| outputs(&entries[i]))
             .max()
             .unwrap_or(0);
-        let mut caches = pick_caches(&mut self.caches, group.iter().map(|&i| entries[i].seq));
-        let Some(out) = self.model.forward(&tokens, &mut caches, last)? else {
+        let seqs: Vec<usize> = group.iter().map(|&i| entries[i].seq).collect();
+        let mut caches = pick_caches(&mut self.caches, seqs.iter().copied());
+        let pipeline = self.pipeline.as_ref();
+        let rest = |hidden: Array| match pipeline {
+            Some(pipeline) => pipeline.through_others(&hidden, &seqs),
+            None => Ok(hidden),
+        };
+        let Some(out) = self.model.forward(&tokens, &mut caches, last, rest)? else {
             return Ok(vec![None; group.len()]);
         };
         let rows = match group.len() {
@@ -201,10 +217,16 @@ impl Evaluator for MlxEvaluator {
         for cache in &mut self.caches[seq] {
             cache.truncate(len as i32);
         }
-        Ok(())
+        match &self.pipeline {
+            Some(pipeline) => pipeline.truncate(seq, len),
+            None => Ok(()),
+        }
     }
 
     fn copy_prefix(&mut self, from: usize, to: usize, len: usize) -> Result<()> {
+        if let Some(pipeline) = &self.pipeline {
+            pipeline.copy_prefix(from, to, len)?;
+        }
         let copy: Vec<KvCache> = self.caches[from]
             .iter()
             .map(|c| c.prefix(len as i32))
@@ -217,6 +239,10 @@ impl Evaluator for MlxEvaluator {
     /// place while another holder keeps them, so the copy costs nothing until the slot is
     /// written again.
     fn save_state(&mut self, seq: usize) -> Result<Option<SavedState>> {
+        if self.pipeline.is_some() {
+            // The other ranks' shares of the state stay there; no prompt store for a split model.
+            return Ok(None);
+        }
         let caches: Vec<KvCache> = self.caches[seq]
             .iter()
             .map(|c| c.prefix(c.offset()))
@@ -248,6 +274,11 @@ impl Evaluator for MlxEvaluator {
     }
 
     fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if self.pipeline.is_some() {
+            return Err(Error::InvalidRequest(
+                "embeddings are not served by a model split over an MLX ring".into(),
+            ));
+        }
         // A cache of its own, filled chunk by chunk: long inputs never build one huge graph.
         let mut cache: Vec<KvCache> = (0..self.model.layers())
             .map(|_| KvCache::default())

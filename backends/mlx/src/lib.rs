@@ -4,6 +4,7 @@
 mod blas;
 mod cache;
 mod config;
+mod distributed;
 mod engine;
 mod error;
 mod evaluator;
@@ -16,6 +17,7 @@ mod weights;
 
 pub use config::SUPPORTED_MODEL_TYPES;
 pub use engine::{MlxEngine, MlxLoadedModel};
+pub use load::serve_rank;
 
 /// Engine name used in config and messages.
 pub const ENGINE_NAME: &str = "mlx";

@@ -1,20 +1,28 @@
 //! Loading a model directory into MLX on the model's own thread: config, tokenizer, weights in
 //! the layout that suits the device, and the evaluator the generation core drives.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use minerva_runtime::format::safetensors_dir::SafetensorsDir;
 use minerva_runtime::generation::{Limits, Vocabulary};
 use minerva_runtime::threads::default_threads;
-use minerva_runtime::{Error, KvCacheType, LoadSpec, ModelHeader, Result, DEFAULT_CONTEXT_CAP};
+use minerva_runtime::{
+    Error, KvCacheType, LoadSpec, ModelHeader, ModelPart, Result, DEFAULT_CONTEXT_CAP,
+};
 use mlx_rs::{Device, DeviceType};
 
 use crate::cache::KvQuantization;
 use crate::config::ModelConfig;
+use crate::distributed::{serve_stage, Pipeline, Ring};
 use crate::evaluator::MlxEvaluator;
 use crate::models::Transformer;
 use crate::tokenizer::ModelTokenizer;
 use crate::weights::{Layout, Weights};
 use crate::ENGINE_NAME;
+
+/// How long rank 0 waits for the other ranks of an MLX ring to join.
+const RING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Prompt tokens processed per forward pass.
 const PREFILL_CHUNK: usize = 512;
@@ -36,6 +44,9 @@ struct MlxOptions {
     /// Elements per scale and bias in a quantized KV cache (`kv_cache_type` `q8_0`/`q4_0`);
     /// default 64, as `mlx_lm`'s quantized cache.
     kv_group_size: Option<i32>,
+    /// An MLX ring hostfile: the model is split over its ranks, this process being rank 0
+    /// (`minerva worker --mlx` runs the others).
+    hostfile: Option<PathBuf>,
 }
 
 /// Default of `kv_group_size`.
@@ -67,6 +78,15 @@ fn kv_quantization(
 /// (batched decoding, prompt chunks): measured here for a 1536x576 4-bit product, MLX's
 /// quantized kernel takes 1.0 / 1.7 / 3.5 / 6.7 ms for 1 / 2 / 4 / 8 rows, dequantizing ~2.7 ms.
 const DENSE_PRODUCT_ROWS: i32 = 4;
+
+/// The device MLX computes on: `cpu`, `metal` or `cuda`.
+pub fn device_name() -> String {
+    match Device::try_default().and_then(|d| d.get_type()) {
+        Ok(DeviceType::Gpu) if cfg!(target_os = "macos") => "metal".into(),
+        Ok(DeviceType::Gpu) => "cuda".into(),
+        _ => "cpu".into(),
+    }
+}
 
 /// Whether MLX computes on the CPU.
 fn on_cpu() -> bool {
@@ -101,6 +121,8 @@ pub struct LoadedParts {
     pub tokenizer: Arc<ModelTokenizer>,
     /// Rows of the embedding matrix.
     pub vocab_size: u32,
+    /// Where its layers run.
+    pub placement: Vec<ModelPart>,
 }
 
 /// Load `spec`'s directory.
@@ -118,12 +140,35 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
     let config = ModelConfig::from_json(&files.config, &config_path)?;
     let (tokenizer, vocabulary) = ModelTokenizer::load(dir, &config)?;
     let threads = spec.options.threads.unwrap_or_else(default_threads);
-    crate::blas::set_threads(threads);
-    let layout = choose_layout(files.parameter_count, &options);
-    let dense_from_rows = (layout == Layout::AsStored && on_cpu()).then_some(DENSE_PRODUCT_ROWS);
-    let mut weights = Weights::load(dir, &files.shards, layout, dense_from_rows)?;
     let kv_quantization = kv_quantization(spec, &options, config.head_dim())?;
-    let model = Transformer::new(&config, &config_path, &mut weights)?;
+    let ring = match &options.hostfile {
+        Some(_) if kv_quantization.is_some() => {
+            return Err(Error::Config(format!(
+                "model `{}`: a model split over an MLX ring keeps a float KV cache; drop \
+                 kv_cache_type or engine_options.hostfile",
+                spec.id
+            )))
+        }
+        Some(hostfile) => Some(Ring::join(hostfile, 0, Some(RING_PATIENCE))?),
+        None => None,
+    };
+    let all = 0..config.num_hidden_layers;
+    let (layers, placement) = match ring {
+        Some(ring) => (
+            ring.stage(all.len()),
+            ring.placement(all.len(), &device_name()),
+        ),
+        None => (
+            all.clone(),
+            vec![ModelPart {
+                device: device_name(),
+                first_layer: 0,
+                layers: all.len() as u32,
+                output: true,
+            }],
+        ),
+    };
+    let model = build(dir, files, &options, &config, &config_path, threads, layers)?;
     let trained = config
         .max_position_embeddings
         .unwrap_or(DEFAULT_CONTEXT_CAP);
@@ -143,16 +188,68 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
         context_size,
         sequences = limits.sequences,
         layers = model.layers(),
-        ?layout,
         blas = crate::blas::name(),
         threads,
         ?kv_quantization,
         "MLX model ready"
     );
     Ok(LoadedParts {
-        evaluator: MlxEvaluator::new(model, limits, kv_quantization),
+        evaluator: MlxEvaluator::new(model, limits, kv_quantization, ring.map(Pipeline::new)),
         vocabulary,
         tokenizer: Arc::new(tokenizer),
         vocab_size: config.vocab_size as u32,
+        placement,
     })
+}
+
+/// The transformer of `dir` with the blocks of `layers`, its weights in the layout that suits
+/// the device.
+fn build(
+    dir: &Path,
+    files: &SafetensorsDir,
+    options: &MlxOptions,
+    config: &ModelConfig,
+    config_path: &Path,
+    threads: usize,
+    layers: std::ops::Range<usize>,
+) -> Result<Transformer> {
+    crate::blas::set_threads(threads);
+    let layout = choose_layout(files.parameter_count, options);
+    let dense_from_rows = (layout == Layout::AsStored && on_cpu()).then_some(DENSE_PRODUCT_ROWS);
+    tracing::info!(?layout, ?layers, "MLX weights");
+    let mut weights = Weights::load(dir, &files.shards, layout, dense_from_rows)?;
+    Transformer::new(config, config_path, &mut weights, layers)
+}
+
+/// Be rank `rank` (not 0) of the MLX ring of `hostfile` for the model directory `dir`: join the
+/// ring, load this rank's share of the layers and serve it until rank 0 stops or goes away.
+pub fn serve_rank(dir: &Path, hostfile: &Path, rank: usize, threads: usize) -> Result<()> {
+    if rank == 0 {
+        return Err(Error::Config(
+            "rank 0 is the serving minerva: set the model's engine_options.hostfile there".into(),
+        ));
+    }
+    let detected = minerva_runtime::detect(dir)?;
+    let ModelHeader::Safetensors(files) = &detected.header else {
+        return Err(Error::invalid_model(
+            dir,
+            "not a safetensors model directory",
+        ));
+    };
+    let config_path = dir.join("config.json");
+    let config = ModelConfig::from_json(&files.config, &config_path)?;
+    // Rank 0 may load the model much later (on its first request): wait for it.
+    let ring = Ring::join(hostfile, rank, None)?;
+    let layers = ring.stage(config.num_hidden_layers);
+    tracing::info!(rank, ?layers, "MLX ring: loading this rank's layers");
+    let model = build(
+        dir,
+        files,
+        &MlxOptions::default(),
+        &config,
+        &config_path,
+        threads,
+        layers,
+    )?;
+    serve_stage(ring, &model)
 }

@@ -5,6 +5,7 @@ mod llama;
 mod qwen2;
 mod qwen3;
 
+use std::ops::Range;
 use std::path::Path;
 
 use minerva_runtime::{Error, Result};
@@ -213,13 +214,19 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    /// Build the model of `config` from `weights` (Hugging Face tensor names).
-    pub fn new(config: &ModelConfig, config_path: &Path, weights: &mut Weights) -> Result<Self> {
+    /// Build the model of `config` from `weights` (Hugging Face tensor names), with the blocks
+    /// of `layers` only (all of them, or this rank's share of a model split over a ring).
+    pub fn new(
+        config: &ModelConfig,
+        config_path: &Path,
+        weights: &mut Weights,
+        layers: Range<usize>,
+    ) -> Result<Self> {
         let arch = arch_options(config, config_path)?;
         let eps = config.rms_norm_eps;
         let head_dim = config.head_dim();
-        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
+        let mut blocks = Vec::with_capacity(layers.len());
+        for i in layers {
             let p = format!("model.layers.{i}");
             let a = format!("{p}.self_attn");
             let m = format!("{p}.mlp");
@@ -274,15 +281,17 @@ impl Transformer {
     }
 
     /// Run `tokens` (`[rows, n]`, one row per sequence, each after what its per-layer `caches`
-    /// hold); returns the logits of each row's last `last` positions, `[rows, last, vocab]`, or
-    /// `None` when `last` is 0 (only the caches are wanted).
+    /// hold) through the embedding and these blocks, then `rest` (the layers other processes
+    /// hold, or nothing); returns the logits of each row's last `last` positions,
+    /// `[rows, last, vocab]`, or `None` when `last` is 0 (only the caches are wanted).
     pub fn forward(
         &self,
         tokens: &Array,
         caches: &mut [&mut Vec<KvCache>],
         last: i32,
+        rest: impl FnOnce(Array) -> Result<Array>,
     ) -> Result<Option<Array>> {
-        let h = self.blocks(tokens, caches)?;
+        let h = rest(self.blocks(tokens, caches)?)?;
         if last == 0 {
             return Ok(None);
         }
@@ -303,7 +312,13 @@ impl Transformer {
 
     /// The embedding and every block, before the final norm.
     fn blocks(&self, tokens: &Array, caches: &mut [&mut Vec<KvCache>]) -> Result<Array> {
-        let mut h = self.embed.forward(tokens)?;
+        self.layer_states(&self.embed.forward(tokens)?, caches)
+    }
+
+    /// Hidden states `[rows, n, hidden]` through these blocks (a share of a model split over a
+    /// ring takes them from the previous rank).
+    pub fn layer_states(&self, hidden: &Array, caches: &mut [&mut Vec<KvCache>]) -> Result<Array> {
+        let mut h = hidden.clone();
         for (layer, block) in self.blocks.iter().enumerate() {
             let mut layer_caches: Vec<&mut KvCache> =
                 caches.iter_mut().map(|c| &mut c[layer]).collect();
