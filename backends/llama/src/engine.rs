@@ -101,10 +101,6 @@ impl InferenceBackend for LlamaEngine {
         Capabilities::all()
     }
 
-    fn device(&self) -> String {
-        "cpu, ggml RPC workers".into()
-    }
-
     fn splits_over_rpc(&self) -> bool {
         true
     }
