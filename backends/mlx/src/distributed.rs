@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use minerva_runtime::{Error, ModelPart, Result};
@@ -175,7 +175,9 @@ impl Ring {
     /// Receive an array of `shape` and `dtype` from the previous rank.
     fn recv(&self, shape: &[i32], dtype: Dtype) -> Result<Array> {
         if let Some(fd) = self.left_socket {
-            wait_readable(fd);
+            if !wait_readable(fd) {
+                return Err(self.lost("receiving from"));
+            }
         }
         let stream = Stream::cpu();
         // SAFETY: as in `send`; the shape slice outlives the call.
@@ -347,8 +349,9 @@ fn accepted_socket(port: u16) -> Option<i32> {
     found
 }
 
-/// Block until `fd` has data to read (or is closed, which the receive then reports).
-fn wait_readable(fd: i32) {
+/// Block until `fd` has data to read; false when the peer closed the connection instead (MLX's
+/// socket thread would keep retrying the receive).
+fn wait_readable(fd: i32) -> bool {
     let mut poll = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -358,6 +361,18 @@ fn wait_readable(fd: i32) {
     while unsafe { libc::poll(&mut poll, 1, -1) } < 0
         && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
     {}
+    let mut byte = 0u8;
+    // SAFETY: peeks at most one byte into `byte`, leaving the data for MLX.
+    let peeked = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    peeked > 0
+        || (peeked < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// The first address of each rank in an MLX ring hostfile.
@@ -457,16 +472,37 @@ fn dtype_of(code: i32) -> Option<Dtype> {
     }
 }
 
+/// Why a split model can no longer serve: set by its [`Pipeline`] when the ring breaks.
+pub type RingFailure = Arc<Mutex<Option<String>>>;
+
 /// Rank 0's end of the pipeline: passes hidden states through the other ranks' layers and
 /// tells them what happens to the KV caches.
 pub struct Pipeline {
     ring: &'static Ring,
+    failure: RingFailure,
 }
 
 impl Pipeline {
     /// The pipeline of `ring`, whose rank is 0.
     pub fn new(ring: &'static Ring) -> Self {
-        Pipeline { ring }
+        Pipeline {
+            ring,
+            failure: RingFailure::default(),
+        }
+    }
+
+    /// Where a broken ring is reported (the model's `failure`).
+    pub fn failure(&self) -> RingFailure {
+        Arc::clone(&self.failure)
+    }
+
+    /// `result`, remembering its error: a ring that failed once has lost a rank.
+    fn watch<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+            failure.get_or_insert_with(|| e.to_string());
+        }
+        result
     }
 
     /// `hidden` (`[rows, len, width]`, after this rank's layers, row `i` of sequence `seqs[i]`)
@@ -479,42 +515,38 @@ impl Pipeline {
         };
         let (rows, len, width) = (shape[0], shape[1], shape[2]);
         let dtype = hidden.dtype();
-        self.ring.send(
-            &Command::Pass {
-                rows,
-                len,
-                width,
-                dtype,
-            }
-            .encode(),
-        )?;
         let ids: Vec<i32> = seqs.iter().map(|&s| s as i32).collect();
-        self.ring.send(&Array::from_slice(&ids, &[rows]))?;
-        self.ring.send(&hidden)?;
-        self.ring.recv(&shape, dtype)
+        let command = Command::Pass {
+            rows,
+            len,
+            width,
+            dtype,
+        };
+        self.watch((|| {
+            self.ring.send(&command.encode())?;
+            self.ring.send(&Array::from_slice(&ids, &[rows]))?;
+            self.ring.send(&hidden)?;
+            self.ring.recv(&shape, dtype)
+        })())
     }
 
     /// Every other rank keeps only `seq`'s first `len` positions too.
     pub fn truncate(&self, seq: usize, len: usize) -> Result<()> {
-        self.ring.send(
-            &Command::Truncate {
-                seq: seq as i32,
-                len: len as i32,
-            }
-            .encode(),
-        )
+        let command = Command::Truncate {
+            seq: seq as i32,
+            len: len as i32,
+        };
+        self.watch(self.ring.send(&command.encode()))
     }
 
     /// Every other rank copies the prefix too.
     pub fn copy_prefix(&self, from: usize, to: usize, len: usize) -> Result<()> {
-        self.ring.send(
-            &Command::CopyPrefix {
-                from: from as i32,
-                to: to as i32,
-                len: len as i32,
-            }
-            .encode(),
-        )
+        let command = Command::CopyPrefix {
+            from: from as i32,
+            to: to as i32,
+            len: len as i32,
+        };
+        self.watch(self.ring.send(&command.encode()))
     }
 }
 

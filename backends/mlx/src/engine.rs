@@ -76,13 +76,18 @@ impl InferenceBackend for MlxEngine {
                 Ok(parts) => starter.serve(
                     parts.evaluator,
                     parts.vocabulary,
-                    (parts.tokenizer, parts.vocab_size, parts.placement),
+                    (
+                        parts.tokenizer,
+                        parts.vocab_size,
+                        parts.placement,
+                        parts.ring_failure,
+                    ),
                 ),
                 Err(e) => starter.fail(e),
             })
         })
         .await??;
-        let (tokenizer, vocab_size, placement) = loaded;
+        let (tokenizer, vocab_size, placement, ring_failure) = loaded;
         Ok(Arc::new(MlxLoadedModel {
             descriptor: ModelDescriptor {
                 id,
@@ -95,6 +100,7 @@ impl InferenceBackend for MlxEngine {
             },
             tokenizer,
             generator,
+            ring_failure,
         }))
     }
 }
@@ -104,12 +110,19 @@ pub struct MlxLoadedModel {
     descriptor: ModelDescriptor,
     tokenizer: Arc<ModelTokenizer>,
     generator: Generator,
+    /// Set when the MLX ring the model is split over breaks.
+    ring_failure: Option<crate::distributed::RingFailure>,
 }
 
 #[async_trait]
 impl LoadedModel for MlxLoadedModel {
     fn descriptor(&self) -> &ModelDescriptor {
         &self.descriptor
+    }
+
+    fn failure(&self) -> Option<String> {
+        let failure = self.ring_failure.as_ref()?;
+        failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn engine_memory(&self) -> Option<EngineMemory> {

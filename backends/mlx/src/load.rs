@@ -14,7 +14,7 @@ use mlx_rs::{Device, DeviceType};
 
 use crate::cache::KvQuantization;
 use crate::config::ModelConfig;
-use crate::distributed::{serve_stage, Pipeline, Ring};
+use crate::distributed::{serve_stage, Pipeline, Ring, RingFailure};
 use crate::evaluator::MlxEvaluator;
 use crate::models::Transformer;
 use crate::tokenizer::ModelTokenizer;
@@ -123,6 +123,8 @@ pub struct LoadedParts {
     pub vocab_size: u32,
     /// Where its layers run.
     pub placement: Vec<ModelPart>,
+    /// Set when the MLX ring it is split over breaks.
+    pub ring_failure: Option<RingFailure>,
 }
 
 /// Load `spec`'s directory.
@@ -169,6 +171,7 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
         ),
     };
     let model = build(dir, files, &options, &config, &config_path, threads, layers)?;
+    let pipeline = ring.map(Pipeline::new);
     let trained = config
         .max_position_embeddings
         .unwrap_or(DEFAULT_CONTEXT_CAP);
@@ -194,7 +197,8 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
         "MLX model ready"
     );
     Ok(LoadedParts {
-        evaluator: MlxEvaluator::new(model, limits, kv_quantization, ring.map(Pipeline::new)),
+        ring_failure: pipeline.as_ref().map(Pipeline::failure),
+        evaluator: MlxEvaluator::new(model, limits, kv_quantization, pipeline),
         vocabulary,
         tokenizer: Arc::new(tokenizer),
         vocab_size: config.vocab_size as u32,

@@ -135,4 +135,11 @@ async fn generate(
     };
     let _ = outbox.send(last);
     tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    if let Some(reason) = model.failure() {
+        // The model cannot serve again in this process (e.g. a rank of its MLX ring is gone):
+        // end, so that the serving process fails what is in flight with the reason and loads
+        // the model again in a fresh runner.
+        process::write_last_words(&reason);
+        std::process::exit(1);
+    }
 }
