@@ -221,7 +221,14 @@ fn build(
     let layout = choose_layout(files.parameter_count, options);
     let dense_from_rows = (layout == Layout::AsStored && on_cpu()).then_some(DENSE_PRODUCT_ROWS);
     tracing::info!(?layout, ?layers, "MLX weights");
-    let mut weights = Weights::load(dir, &files.shards, layout, dense_from_rows)?;
+    // Blocks outside `layers` are never read.
+    let keep = |name: &str| {
+        name.strip_prefix("model.layers.")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|index| index.parse::<usize>().ok())
+            .is_none_or(|index| layers.contains(&index))
+    };
+    let mut weights = Weights::load(dir, &files.shards, layout, dense_from_rows, &keep)?;
     Transformer::new(config, config_path, &mut weights, layers)
 }
 

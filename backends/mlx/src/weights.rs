@@ -33,18 +33,23 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Load every shard (already validated by the format reader) into MLX arrays.
-    /// `dense_from_rows` goes to every quantized layer ([`QuantParams::dense_from_rows`]).
+    /// Load the tensors of every shard (already validated by the format reader) whose names
+    /// `keep` accepts into MLX arrays; the others are never read (a rank of a split model reads
+    /// only its layers). `dense_from_rows` goes to every quantized layer
+    /// ([`QuantParams::dense_from_rows`]).
     pub fn load(
         dir: &Path,
         shards: &[PathBuf],
         layout: Layout,
         dense_from_rows: Option<i32>,
+        keep: &dyn Fn(&str) -> bool,
     ) -> Result<Weights> {
         let mut tensors = HashMap::new();
         for shard in shards {
-            let loaded = Array::load_safetensors(shard)
+            let mut loaded = Array::load_safetensors(shard)
                 .map_err(|e| Error::invalid_model(shard, format!("MLX could not load it: {e}")))?;
+            // MLX loads lazily: a tensor dropped before evaluation is never read.
+            loaded.retain(|name, _| keep(name));
             // Read now, so that load time is load time and a bad shard fails here.
             eval(loaded.values())
                 .map_err(|e| Error::invalid_model(shard, format!("MLX could not read it: {e}")))?;
