@@ -197,3 +197,31 @@ fn the_mlx_twin_split_over_a_two_rank_ring_answers_as_one_process() {
     );
     assert!(alive, "the server died");
 }
+
+#[test]
+fn gpu_layers_without_workers_or_a_gpu_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("minerva.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[models]]\nid = \"alone\"\npath = \"{}\"\n\
+             [models.engine_options]\ngpu_layers = 4\n",
+            smollm2_gguf().display()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = minerva_tests::run(minerva().arg("--config").arg(&config).args([
+        "run",
+        "alone",
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "1",
+    ]));
+    assert!(!ok, "gpu_layers with nothing to offload to was accepted");
+    assert!(
+        err.contains("gpu_layers") && err.contains("`alone`"),
+        "{err}"
+    );
+}

@@ -33,6 +33,13 @@ pub fn plan(spec: &LoadSpec, offloaded: Option<u32>) -> Result<Plan> {
     let mut devices = rpc::connect(&spec.options.rpc)?;
     devices.extend(local.iter().cloned());
     if devices.is_empty() {
+        if offloaded.is_some() {
+            return Err(Error::Config(format!(
+                "model `{}`: engine_options.gpu_layers places layers on `rpc` workers or GPUs, \
+                 and this model has neither",
+                spec.id
+            )));
+        }
         return Ok(Plan {
             params: Box::pin(LlamaModelParams::default().with_n_gpu_layers(0)),
             parts: parts(layers, 0, &[], false),
