@@ -119,6 +119,8 @@ pub struct BenchResult {
     pub engine: Option<String>,
     /// Engine and native library version.
     pub engine_version: Option<String>,
+    /// Where the engine computes (`cpu (zen4)`, `cuda (NVIDIA H100 80GB HBM3)`, ...).
+    pub device: Option<String>,
     /// `gguf` or `safetensors`.
     pub format: Option<String>,
     /// Quantization or float type.
@@ -386,6 +388,7 @@ async fn bench_model_inner(
         model: reference.to_string(),
         engine: Some(handle.engine().name().to_string()),
         engine_version: Some(handle.engine().version()),
+        device: Some(handle.engine().device()),
         format: Some(info.format.to_string()),
         quantization: info.quantization.clone(),
         bits_per_weight: Some(info.bits_per_weight),

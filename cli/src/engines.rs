@@ -60,7 +60,7 @@ fn known_engines() -> Vec<(EngineDeclaration, &'static [&'static str])> {
                                plugin_dirs"
                     .into(),
             },
-            &[],
+            &["LLAMA_CPU", "GGML_BACKENDS"],
         ),
         (
             EngineDeclaration {

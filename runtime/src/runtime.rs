@@ -43,6 +43,10 @@ pub struct Inspection {
     pub engine: String,
     /// Whether that engine is in this process (built in or a loaded plugin).
     pub engine_available: bool,
+    /// Where that engine computes (`cpu (zen4)`, `cuda (NVIDIA H100 80GB HBM3)`, ...), when
+    /// it is in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// What loading it is expected to take (with that engine, at its configured context).
     pub memory_estimate: MemoryEstimate,
     /// What that engine makes of the model (its own keys), when present.
@@ -230,6 +234,7 @@ impl Runtime {
                 .map(|e| e.model_facts(&detected))
                 .unwrap_or_default(),
             engine_available: present.is_some(),
+            device: present.map(|e| e.device()),
             info: detected.info,
             engine,
         })

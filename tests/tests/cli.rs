@@ -486,3 +486,57 @@ fn run_without_a_prompt_on_a_terminal_is_a_chat() {
         String::from_utf8_lossy(&result.stderr)
     );
 }
+
+/// The llama engine's device as `minerva engines` reports it, with `MINERVA_LLAMA_CPU` = `pin`.
+fn llama_device(pin: Option<&str>) -> String {
+    let mut cmd = minerva();
+    if let Some(pin) = pin {
+        cmd.env("MINERVA_LLAMA_CPU", pin);
+    }
+    let (ok, out, err) = run(cmd.args(["engines", "--json"]));
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "llama")
+        .map(|r| r["device"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+#[test]
+fn cpu_kernels_are_picked_at_run_time_and_can_be_pinned() {
+    // The best level this CPU runs, never the AMX one on its own.
+    let picked = llama_device(None);
+    assert!(picked.starts_with("cpu ("), "{picked}");
+    assert!(!picked.contains("sapphirerapids"), "{picked}");
+    assert_eq!(llama_device(Some("haswell")), "cpu (haswell)");
+
+    // AVX2 kernels answer as the picked ones do.
+    let answer = |pin: Option<&str>| {
+        let mut cmd = minerva();
+        if let Some(pin) = pin {
+            cmd.env("MINERVA_LLAMA_CPU", pin);
+        }
+        let (ok, out, err) = run(cmd
+            .arg("run")
+            .arg(smollm2_gguf())
+            .args(["--prompt", FRANCE, "--system", SYSTEM])
+            .args(["--temperature", "0", "--max-tokens", "12"]));
+        assert!(ok, "{pin:?}: {err}");
+        out
+    };
+    assert_eq!(answer(Some("haswell")), answer(None));
+
+    // A level that does not exist is refused, naming the ones there.
+    let (ok, _, err) = run(minerva()
+        .env("MINERVA_LLAMA_CPU", "pentium")
+        .arg("run")
+        .arg(smollm2_gguf())
+        .args(["--prompt", "hi", "--max-tokens", "1"]));
+    assert!(!ok, "a missing CPU level was accepted");
+    assert!(
+        err.contains("MINERVA_LLAMA_CPU=pentium") && err.contains("haswell"),
+        "{err}"
+    );
+}

@@ -409,8 +409,8 @@ fn eight_prompts() -> Vec<String> {
 }
 
 /// How far apart (in log-probability) two tokens may be for batched kernels to swap their order.
-/// llama.cpp's CPU kernels sum in another order for another batch shape; greedy text then
-/// diverges at near-ties only.
+/// llama.cpp's CPU kernels sum in another order for another batch shape (with AVX-512 levels,
+/// also through other kernels); greedy text then diverges at near-ties only, sometimes of three.
 const BATCH_NOISE: f32 = 0.5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,7 +419,7 @@ async fn eight_concurrent_greedy_requests_each_get_their_text_alone() {
     for (engine, model) in engines().await {
         let request = |prompt: &str| {
             let mut r = greedy(prompt, 24);
-            r.logprobs = Some(2);
+            r.logprobs = Some(5);
             r.cache_prompt = false;
             r
         };
@@ -443,9 +443,11 @@ async fn eight_concurrent_greedy_requests_each_get_their_text_alone() {
                 .zip(t.iter())
                 .position(|(x, y)| x.token.id != y.token.id);
             let at = at.expect("texts differ, so tokens do");
-            let gap = a[at].top[0].logprob - a[at].top.get(1).map_or(f32::MIN, |s| s.logprob);
+            // The batched pick is one of the lone run's best few, within noise of the best.
+            let batched = a[at].top.iter().find(|s| s.id == t[at].token.id);
+            let gap = batched.map_or(f32::MAX, |s| a[at].top[0].logprob - s.logprob);
             assert!(
-                a[at].top.iter().any(|s| s.id == t[at].token.id) && gap < BATCH_NOISE,
+                gap < BATCH_NOISE,
                 "{engine}: token {at} differs by {gap} nats, more than batching noise"
             );
             println!("{engine}: batched text parts at token {at}, a near-tie ({gap:.3} nats)");

@@ -89,7 +89,8 @@ fn plugins_are_listed_and_bad_ones_refused_by_name() {
             "{row}"
         );
         assert_eq!(row["formats"][0], format);
-        assert_eq!(row["device"], "cpu");
+        // The llama engine names its CPU level too: `cpu (zen4)`.
+        assert!(row["device"].as_str().unwrap().starts_with("cpu"), "{row}");
     }
     let skipped = |file: &str| {
         rows.iter()

@@ -57,6 +57,7 @@ pub(crate) fn llama_backend() -> Result<&'static LlamaBackend> {
     BACKEND
         .get_or_init(|| {
             send_logs_to_tracing(LogOptions::default());
+            crate::ggml_modules::load().map_err(|e| e.to_string())?;
             // SAFETY: installs a callback that lives for the program.
             unsafe { llama_cpp_sys_2::ggml_set_abort_callback(Some(report_abort)) };
             LlamaBackend::init().map_err(|e| e.to_string())
@@ -103,6 +104,19 @@ impl InferenceBackend for LlamaEngine {
 
     fn splits_over_rpc(&self) -> bool {
         true
+    }
+
+    fn device(&self) -> String {
+        if let Err(e) = llama_backend() {
+            return format!("none ({e})");
+        }
+        match crate::rpc::local_gpus().first() {
+            Some(gpu) => format!("{} ({})", gpu.kind, gpu.description),
+            None => match crate::ggml_modules::load() {
+                Ok(modules) => format!("cpu ({})", modules.cpu_level),
+                Err(_) => "cpu".into(),
+            },
+        }
     }
 
     async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
@@ -183,7 +197,14 @@ impl LlamaLoadedModel {
         let params = params.with_n_seq_max(slots as u32).with_kv_unified(true);
         let vocab_size = u32::try_from(vocab.n_tokens()).unwrap_or(0);
         let pieces = vocabulary(&model);
-        let prompt_store_bytes = spec.options.prompt_store_bytes();
+        // llama.cpp copies a sequence's state off a GPU cell by cell: with the prompt store on,
+        // 8 concurrent streams on an H100 waited about 0.5 s for their first token while slots
+        // were saved (docs/BENCHMARKS.md). Off for models on a GPU until that copy is cheap.
+        let prompt_store_bytes = if plan.local_gpu {
+            0
+        } else {
+            spec.options.prompt_store_bytes()
+        };
         let for_thread = Arc::clone(&model);
         let (generator, ()) = Generator::spawn(&format!("llama:{}", spec.id), move |starter| {
             let model = for_thread;

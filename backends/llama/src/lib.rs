@@ -5,6 +5,7 @@
 
 mod engine;
 mod evaluator;
+pub mod ggml_modules;
 mod placement;
 pub mod rpc;
 mod validate;

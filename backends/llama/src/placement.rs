@@ -22,6 +22,8 @@ pub struct Plan {
     pub params: Pin<Box<LlamaModelParams>>,
     /// The devices in the order a token passes through them.
     pub parts: Vec<ModelPart>,
+    /// Whether layers go to a GPU of this machine.
+    pub local_gpu: bool,
 }
 
 /// The placement of `spec`'s model: `offloaded` layers (counting the output layer, llama.cpp's
@@ -43,6 +45,7 @@ pub fn plan(spec: &LoadSpec, offloaded: Option<u32>) -> Result<Plan> {
         return Ok(Plan {
             params: Box::pin(LlamaModelParams::default().with_n_gpu_layers(0)),
             parts: parts(layers, 0, &[], false),
+            local_gpu: false,
         });
     }
     let offloaded = offloaded
@@ -66,6 +69,7 @@ pub fn plan(spec: &LoadSpec, offloaded: Option<u32>) -> Result<Plan> {
     Ok(Plan {
         params,
         parts: parts(layers, offloaded, &devices, output_here),
+        local_gpu: !local.is_empty() && offloaded > 0,
     })
 }
 
@@ -160,6 +164,8 @@ mod tests {
                 index,
                 name: format!("RPC{index}"),
                 memory,
+                kind: "rpc".into(),
+                description: String::new(),
             })
             .collect()
     }

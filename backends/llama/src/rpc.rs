@@ -1,8 +1,9 @@
 //! ggml's RPC backend, behind this one seam: this machine's ggml devices served to other
 //! processes ([`serve_worker`], `minerva worker --rpc`) and workers' devices used for part of a
-//! model's layers ([`connect`]). `llama-cpp-2` does not wrap ggml-rpc, so its few C functions are
-//! declared here; llama.cpp is built with `GGML_RPC=ON` (scripts/setup-mlx writes that into the
-//! cargo configuration, and llama-cpp-sys-2 hands `GGML_*` variables to CMake).
+//! model's layers ([`connect`]). `llama-cpp-2` does not wrap ggml-rpc, so its two C functions are
+//! found here through the RPC backend's registry; llama.cpp is built with `GGML_RPC=ON`
+//! (scripts/setup-mlx writes that into the cargo configuration, and llama-cpp-sys-2 hands
+//! `GGML_*` variables to CMake).
 //!
 //! ggml's protocol has no authentication and a worker serves one head at a time.
 
@@ -17,15 +18,40 @@ use minerva_runtime::{Error, Result};
 
 use crate::ENGINE_NAME;
 
-extern "C" {
-    fn ggml_backend_rpc_add_server(endpoint: *const c_char) -> ggml_backend_reg_t;
-    fn ggml_backend_rpc_start_server(
-        endpoint: *const c_char,
-        cache_dir: *const c_char,
-        n_threads: usize,
-        n_devices: usize,
-        devices: *mut ggml_backend_dev_t,
-    );
+/// `ggml_backend_rpc_add_server`: a registry for the worker at `endpoint`.
+type AddServer = unsafe extern "C" fn(endpoint: *const c_char) -> ggml_backend_reg_t;
+/// `ggml_backend_rpc_start_server`: serve `devices` until the process ends.
+type StartServer = unsafe extern "C" fn(
+    endpoint: *const c_char,
+    cache_dir: *const c_char,
+    n_threads: usize,
+    n_devices: usize,
+    devices: *mut ggml_backend_dev_t,
+);
+
+/// One of the RPC backend's functions, found through its registry (ggml's RPC client is a
+/// library loaded at run time, see [`crate::ggml_modules`]).
+fn rpc_function(name: &CStr) -> Result<*mut std::ffi::c_void> {
+    crate::engine::llama_backend()?;
+    // SAFETY: registries live for the process; the name is NUL-terminated.
+    let function = unsafe {
+        let registry = llama_cpp_sys_2::ggml_backend_reg_by_name(c"RPC".as_ptr());
+        if registry.is_null() {
+            std::ptr::null_mut()
+        } else {
+            llama_cpp_sys_2::ggml_backend_reg_get_proc_address(registry, name.as_ptr())
+        }
+    };
+    if function.is_null() {
+        return Err(Error::engine(
+            ENGINE_NAME,
+            format!(
+                "ggml's RPC backend (libggml-rpc.so) is not loaded, so {} is missing",
+                name.to_string_lossy()
+            ),
+        ));
+    }
+    Ok(function)
 }
 
 /// How long a worker gets to accept a connection before it counts as down.
@@ -40,6 +66,10 @@ pub struct Device {
     pub name: String,
     /// The memory it reports (llama.cpp splits layers in proportion to it).
     pub memory: usize,
+    /// Its backend in lower case: `cuda`, `rpc`, ...
+    pub kind: String,
+    /// What the backend says it is, e.g. `NVIDIA H100 80GB HBM3`.
+    pub description: String,
 }
 
 /// The devices of the workers at `endpoints` (`host:port`), in order, registered with ggml once
@@ -107,9 +137,12 @@ fn probe(endpoint: &str) -> Result<()> {
 fn register(endpoint: &str) -> Result<Vec<usize>> {
     let c_endpoint = CString::new(endpoint)
         .map_err(|_| Error::Config(format!("rpc worker `{endpoint}` contains a NUL byte")))?;
+    let add_server = rpc_function(c"ggml_backend_rpc_add_server")?;
+    // SAFETY: the RPC backend's function of this signature (ggml-rpc.h).
+    let add_server: AddServer = unsafe { std::mem::transmute(add_server) };
     // SAFETY: ggml copies the endpoint; the registry it returns lives for the process.
     unsafe {
-        let registry = ggml_backend_rpc_add_server(c_endpoint.as_ptr());
+        let registry = add_server(c_endpoint.as_ptr());
         if registry.is_null() {
             return Err(Error::engine(
                 ENGINE_NAME,
@@ -154,9 +187,12 @@ pub fn serve_worker(host: &str, port: u16, threads: usize, cache_dir: Option<&Pa
     let c_endpoint = CString::new(endpoint.clone())
         .map_err(|_| Error::Config("the host contains a NUL byte".into()))?;
     let mut devices = local_devices();
+    let start_server = rpc_function(c"ggml_backend_rpc_start_server")?;
+    // SAFETY: the RPC backend's function of this signature (ggml-rpc.h).
+    let start_server: StartServer = unsafe { std::mem::transmute(start_server) };
     // SAFETY: every pointer outlives the call, which serves until the process ends.
     unsafe {
-        ggml_backend_rpc_start_server(
+        start_server(
             c_endpoint.as_ptr(),
             cache.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
             threads,
@@ -201,18 +237,24 @@ pub fn local_gpus() -> Vec<Device> {
     (0..count).filter(|&i| local_gpu(i)).map(describe).collect()
 }
 
-/// The name and memory of ggml's device `index` (below its device count).
+/// What ggml knows of its device `index` (below its device count).
 fn describe(index: usize) -> Device {
+    let text = |p: *const c_char| {
+        // SAFETY: ggml returns NUL-terminated strings that live as long as the device.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    };
     // SAFETY: devices are never unregistered, so the index stays valid; ggml writes the sizes.
     unsafe {
         let device = llama_cpp_sys_2::ggml_backend_dev_get(index);
-        let name = CStr::from_ptr(llama_cpp_sys_2::ggml_backend_dev_name(device));
+        let registry = llama_cpp_sys_2::ggml_backend_dev_backend_reg(device);
         let (mut free, mut total) = (0, 0);
         llama_cpp_sys_2::ggml_backend_dev_memory(device, &mut free, &mut total);
         Device {
             index,
-            name: name.to_string_lossy().into_owned(),
+            name: text(llama_cpp_sys_2::ggml_backend_dev_name(device)),
             memory: free,
+            kind: text(llama_cpp_sys_2::ggml_backend_reg_name(registry)).to_lowercase(),
+            description: text(llama_cpp_sys_2::ggml_backend_dev_description(device)),
         }
     }
 }

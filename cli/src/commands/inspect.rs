@@ -59,6 +59,9 @@ fn render(r: &Inspection) -> String {
         " (not built into this binary)"
     };
     line("engine", format!("{}{availability}", r.engine));
+    if let Some(device) = &r.device {
+        line("device", device.clone());
+    }
     for (key, value) in &r.facts {
         line(key, value.to_string());
     }

@@ -34,10 +34,11 @@ pub fn header(report: &Report) -> Vec<String> {
     ];
     for r in report.results.iter().filter(|r| r.error.is_none()) {
         lines.push(format!(
-            "{}: {} ({}), {} {}, {:.2} bits/weight",
+            "{}: {} ({}) on {}, {} {}, {:.2} bits/weight",
             r.model,
             r.engine.as_deref().unwrap_or("?"),
             r.engine_version.as_deref().unwrap_or("?"),
+            r.device.as_deref().unwrap_or("?"),
             r.format.as_deref().unwrap_or("?"),
             r.quantization.as_deref().unwrap_or("?"),
             r.bits_per_weight.unwrap_or(0.0)
