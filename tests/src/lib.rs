@@ -11,9 +11,12 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The SmolLM2-135M-Instruct Q4_1 GGUF fetched by `scripts/fetch-test-models`.
+/// The SmolLM2-135M-Instruct Q4_1 GGUF fetched by `scripts/fetch-test-models` (in
+/// `$MINERVA_TEST_MODELS` when set: a test binary carried to another machine, see benches/gpu).
 pub fn smollm2_gguf() -> PathBuf {
-    let path = workspace_root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let models = std::env::var_os("MINERVA_TEST_MODELS")
+        .map_or_else(|| workspace_root().join("models"), PathBuf::from);
+    let path = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.is_file(),
         "{} is missing: run scripts/fetch-test-models first",
@@ -22,8 +25,11 @@ pub fn smollm2_gguf() -> PathBuf {
     path
 }
 
-/// The `minerva` binary built beside this test executable (same profile).
+/// The `minerva` binary built beside this test executable (same profile), or `$MINERVA_BIN`.
 pub fn minerva_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("MINERVA_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/minerva
     let bin = exe
@@ -54,8 +60,11 @@ pub fn venv_python() -> PathBuf {
 /// A `minerva` command with no user config or environment leaking in.
 pub fn minerva() -> Command {
     let mut cmd = Command::new(minerva_bin());
-    cmd.current_dir(workspace_root())
-        .env_remove("MINERVA_CONFIG")
+    let root = workspace_root();
+    if root.is_dir() {
+        cmd.current_dir(root);
+    }
+    cmd.env_remove("MINERVA_CONFIG")
         .env_remove("MINERVA_LOG")
         .env("XDG_CONFIG_HOME", "/nonexistent-minerva-test-config");
     for (key, _) in std::env::vars() {
