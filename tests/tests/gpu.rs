@@ -2,6 +2,8 @@
 //! the GPU, with the greedy answer the CPU gives. Where no GPU is visible the test says why it
 //! skips; `benches/gpu test` runs this binary on the workplace's GPU machine.
 
+use std::io::Write;
+
 use minerva_tests::{minerva, run, smollm2_gguf, smollm2_mlx, FRANCE, SYSTEM};
 
 /// Each engine's device as `minerva engines` reports it.
@@ -37,10 +39,12 @@ fn answer(model: &str, config: Option<&std::path::Path>) -> String {
 fn both_engines_run_on_the_gpu_and_answer_as_the_cpu_does() {
     let (llama, mlx) = devices();
     if !llama.starts_with("cuda") && mlx != "cuda" {
-        eprintln!(
-            "skipped: no NVIDIA GPU visible (llama engine on `{llama}`, MLX engine on `{mlx}`); \
-             this needs an NVIDIA driver, libggml-cuda.so beside the binary (benches/gpu build) \
-             and libmlx.so of mlx-cuda-13 on the library path"
+        // Straight to stderr, past the test harness's capture, so that the skip shows.
+        let _ = writeln!(
+            std::io::stderr(),
+            "tests/gpu.rs skipped: no NVIDIA GPU visible (llama engine on `{llama}`, MLX engine \
+             on `{mlx}`); it needs an NVIDIA driver, libggml-cuda.so beside the binary \
+             (scripts/build-ggml-cuda) and libmlx.so of mlx-cuda-13 on the library path"
         );
         return;
     }

@@ -197,9 +197,9 @@ impl LlamaLoadedModel {
         let params = params.with_n_seq_max(slots as u32).with_kv_unified(true);
         let vocab_size = u32::try_from(vocab.n_tokens()).unwrap_or(0);
         let pieces = vocabulary(&model);
-        // llama.cpp copies a sequence's state off a GPU cell by cell: with the prompt store on,
-        // 8 concurrent streams on an H100 waited about 0.5 s for their first token while slots
-        // were saved (docs/BENCHMARKS.md). Off for models on a GPU until that copy is cheap.
+        // Saving a sequence's state off a GPU (llama.cpp's `state_seq_get`) is slow: with the
+        // prompt store on, 8 concurrent streams on an H100 waited 0.3-0.7 s for their first
+        // token while slots were saved (docs/BENCHMARKS.md). Off for models on a GPU for now.
         let prompt_store_bytes = if plan.local_gpu {
             0
         } else {
