@@ -75,6 +75,21 @@ pub fn minerva() -> Command {
     cmd
 }
 
+/// The device `minerva engines --json` reports for engine `name`, run as `cmd` (a [`minerva`]
+/// command, with whatever environment the caller set); empty when the engine is not listed.
+pub fn engine_device(mut cmd: Command, name: &str) -> String {
+    let (ok, out, err) = run(cmd.args(["engines", "--json"]));
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).expect("engines --json");
+    rows.as_array()
+        .expect("a list of engines")
+        .iter()
+        .find(|r| r["name"] == name)
+        .and_then(|r| r["device"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Run `cmd`, returning (success, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (bool, String, String) {
     let Output {

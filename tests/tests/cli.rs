@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use minerva_tests::{
-    minerva, minerva_bin, run, smollm2_gguf, venv_python, workspace_root, FRANCE, SYSTEM,
+    engine_device, minerva, minerva_bin, run, smollm2_gguf, venv_python, workspace_root, FRANCE,
+    SYSTEM,
 };
 
 fn run_model(extra: &[&str]) -> (bool, String, String) {
@@ -493,15 +494,7 @@ fn llama_device(pin: Option<&str>) -> String {
     if let Some(pin) = pin {
         cmd.env("MINERVA_LLAMA_CPU", pin);
     }
-    let (ok, out, err) = run(cmd.args(["engines", "--json"]));
-    assert!(ok, "{err}");
-    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "llama")
-        .map(|r| r["device"].as_str().unwrap().to_string())
-        .unwrap()
+    engine_device(cmd, "llama")
 }
 
 #[test]

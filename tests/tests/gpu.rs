@@ -4,22 +4,14 @@
 
 use std::io::Write;
 
-use minerva_tests::{minerva, run, smollm2_gguf, smollm2_mlx, FRANCE, SYSTEM};
+use minerva_tests::{engine_device, minerva, run, smollm2_gguf, smollm2_mlx, FRANCE, SYSTEM};
 
 /// Each engine's device as `minerva engines` reports it.
 fn devices() -> (String, String) {
-    let (ok, out, err) = run(minerva().args(["engines", "--json"]));
-    assert!(ok, "{err}");
-    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let device = |name: &str| {
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .map(|r| r["device"].as_str().unwrap().to_string())
-            .unwrap_or_default()
-    };
-    (device("llama"), device("mlx"))
+    (
+        engine_device(minerva(), "llama"),
+        engine_device(minerva(), "mlx"),
+    )
 }
 
 /// The greedy answer of `model` (a configured id in `config`, or a path) to the France prompt.
