@@ -64,8 +64,9 @@ fn both_engines_run_on_the_gpu_and_answer_as_the_cpu_does() {
         "MLX engine on the GPU vs llama.cpp on the CPU, same weights"
     );
 
-    // The placement reports every layer and the output on the GPU.
+    // `inspect` names the GPU the model would run on.
     let (ok, out, err) = run(minerva().args(["inspect", gguf.to_str().unwrap(), "--json"]));
     assert!(ok, "{err}");
-    eprintln!("inspect: {out}");
+    let facts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(facts["device"].as_str(), Some(llama.as_str()), "{out}");
 }
