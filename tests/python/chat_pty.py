@@ -1,6 +1,6 @@
 """Drive `minerva run MODEL` (the chat) through a pseudo-terminal, as a person would: two turns
-(the second reusing the cached conversation), /clear, Ctrl-C stopping a long answer without
-ending the program, then /exit. Prints what it checked; exits non-zero on the first failure.
+(the second reusing the cached conversation), /clear, /exit; then Ctrl-C stopping an answer
+that ignores EOS without ending the program. Prints what it checked; exits non-zero on the first failure.
 
     python chat_pty.py MINERVA_BINARY MODEL
 """
@@ -76,21 +76,30 @@ def main():
     seen, prompt3, cached3 = s.turn("What is the capital of France?")
     print(f"after /clear: prompt {prompt3} tokens, {cached3} cached")
     assert prompt3 == prompt1 and cached3 > 0, (prompt1, prompt3, cached3)
-    s.send("/system Tell long stories.\r")
+    s.send("/exit\r")
+    wait_for_exit(s)
+    print("/exit ended the chat")
+
+    # Ctrl-C: an answer that cannot end by itself (EOS ignored), stopped once it streams.
+    s = Session([binary, "run", model, "-t", "0", "-n", "100000", "--ignore-eos"])
     s.expect(rb">>> ")
     s.send("Tell a long story.\r")
-    time.sleep(1.5)  # well into 1000 tokens
+    s.expect(rb"Tell a long story\..*\n[^\n]*\w", timeout=60)
     s.send("\x03")
     s.expect(rb"\[stopped\]", timeout=30)
     s.expect(rb">>> ")
     print("Ctrl-C stopped the answer; the chat goes on")
     s.send("/exit\r")
+    wait_for_exit(s)
+
+
+def wait_for_exit(s):
+    """Wait until the chat's process ends, asserting that it ends with status 0."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         pid, status = os.waitpid(s.pid, os.WNOHANG)
         if pid:
             assert os.waitstatus_to_exitcode(status) == 0, status
-            print("/exit ended the chat")
             return
         try:
             os.read(s.fd, 65536)

@@ -466,7 +466,7 @@ fn a_prompt_on_stdin_is_answered_once() {
 
 #[test]
 fn run_without_a_prompt_on_a_terminal_is_a_chat() {
-    // Two turns (the second reusing the cache), /clear, Ctrl-C stopping an answer, /exit; the
+    // Two turns (the second reusing the cache), /clear, /exit, then Ctrl-C stopping an answer; the
     // checks are in the script, driving the chat through a pseudo-terminal.
     let result = std::process::Command::new(venv_python())
         .current_dir(workspace_root())
