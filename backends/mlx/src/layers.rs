@@ -2,7 +2,8 @@
 //! embeddings and RMSNorm.
 
 use minerva_runtime::Result;
-use mlx_rs::ops::{dequantize, quantized_matmul};
+use mlx_rs::ops::{concatenate, dequantize, quantized_matmul};
+use mlx_rs::transforms::eval;
 use mlx_rs::{fast, Array};
 
 use crate::error::MlxResultExt;
@@ -73,6 +74,83 @@ impl Linear {
     }
 }
 
+/// Several projections of one input (q, k and v; gate and up) as one product when their weights
+/// are stored alike (all float, or quantized with the same bits and group size, biases on all
+/// or none): one kernel instead of one per projection, which on a GPU is what a decode step's
+/// time goes to. Each output row is the same dot product either way.
+pub enum Projections {
+    /// One product over the concatenated weights; `ends` are where each output ends.
+    Fused { linear: Linear, ends: Vec<i32> },
+    /// Stored differently (e.g. a K-quant GGUF's v at more bits than q and k): one each.
+    Apart(Vec<Linear>),
+}
+
+impl Projections {
+    /// `parts`, fused when they can be.
+    pub fn new(parts: Vec<Linear>) -> Result<Self> {
+        let first = &parts[0];
+        let alike = parts.iter().all(|p| {
+            p.bias.is_some() == first.bias.is_some()
+                && match (&p.quant, &first.quant) {
+                    (None, None) => p.weight.dtype() == first.weight.dtype(),
+                    (Some(a), Some(b)) => {
+                        (a.bits, a.group_size, a.biases.is_some(), a.dense_from_rows)
+                            == (b.bits, b.group_size, b.biases.is_some(), b.dense_from_rows)
+                    }
+                    _ => false,
+                }
+        });
+        if parts.len() < 2 || !alike {
+            return Ok(Projections::Apart(parts));
+        }
+        // Evaluated now, so the copy happens once, at load.
+        let joined = |pick: &dyn Fn(&Linear) -> Option<&Array>| -> Result<Option<Array>> {
+            let arrays: Option<Vec<&Array>> = parts.iter().map(pick).collect();
+            let Some(arrays) = arrays else {
+                return Ok(None);
+            };
+            let joined = concatenate(&arrays, 0).mlx()?;
+            eval([&joined]).mlx()?;
+            Ok(Some(joined))
+        };
+        let ends = parts
+            .iter()
+            .scan(0, |end, p| {
+                *end += p.weight.dim(0);
+                Some(*end)
+            })
+            .collect();
+        let quant = match &first.quant {
+            None => None,
+            Some(q) => Some(QuantParams {
+                scales: joined(&|p| p.quant.as_ref().map(|q| &q.scales))?
+                    .expect("every part is quantized"),
+                biases: joined(&|p| p.quant.as_ref().and_then(|q| q.biases.as_ref()))?,
+                group_size: q.group_size,
+                bits: q.bits,
+                dense_from_rows: q.dense_from_rows,
+            }),
+        };
+        let linear = Linear {
+            weight: joined(&|p| Some(&p.weight))?.expect("every part has a weight"),
+            bias: joined(&|p| p.bias.as_ref())?,
+            quant,
+        };
+        Ok(Projections::Fused { linear, ends })
+    }
+
+    /// Each projection of `x`, in the order given to [`Projections::new`].
+    pub fn forward(&self, x: &Array) -> Result<Vec<Array>> {
+        match self {
+            Projections::Fused { linear, ends } => linear
+                .forward(x)?
+                .split_at_indices(&ends[..ends.len() - 1], -1)
+                .mlx(),
+            Projections::Apart(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+        }
+    }
+}
+
 /// Token embedding table, dense or quantized; doubles as the output head when tied.
 pub struct Embedding {
     weight: Array,
@@ -122,5 +200,69 @@ impl RmsNorm {
     /// Normalise `x`.
     pub fn forward(&self, x: &Array) -> Result<Array> {
         fast::rms_norm(x, Some(&self.weight), self.eps).mlx()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mlx_rs::ops::quantize;
+    use mlx_rs::random::normal;
+
+    use super::*;
+
+    /// A quantized projection of 64 inputs onto `outputs`, with a bias.
+    fn quantized(outputs: i32, bits: i32) -> Linear {
+        let weight = normal::<f32>(&[outputs, 64], None, None, None).unwrap();
+        let (packed, scales, biases) = quantize(&weight, 32, bits).unwrap();
+        let quant = QuantParams {
+            scales,
+            biases: Some(biases),
+            group_size: 32,
+            bits,
+            dense_from_rows: None,
+        };
+        let bias = normal::<f32>(&[outputs], None, None, None).unwrap();
+        Linear::new(packed, Some(bias), Some(quant))
+    }
+
+    fn outputs(p: &Projections, x: &Array) -> Vec<Vec<f32>> {
+        p.forward(x)
+            .unwrap()
+            .iter()
+            .map(|y| {
+                // A split is a strided view: copy it into one row.
+                let y = y.reshape(&[-1]).unwrap();
+                eval([&y]).unwrap();
+                y.as_slice::<f32>().to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fused_projections_give_each_projection_exactly() {
+        let x = normal::<f32>(&[1, 3, 64], None, None, None).unwrap();
+        let parts = vec![quantized(96, 4), quantized(32, 4), quantized(32, 4)];
+        // The same arrays, kept apart.
+        let share = |l: &Linear| Linear {
+            weight: l.weight.clone(),
+            bias: l.bias.clone(),
+            quant: l.quant.as_ref().map(|q| QuantParams {
+                scales: q.scales.clone(),
+                biases: q.biases.clone(),
+                ..*q
+            }),
+        };
+        let apart = Projections::Apart(parts.iter().map(share).collect());
+        let fused = Projections::new(parts).unwrap();
+        assert!(matches!(fused, Projections::Fused { .. }));
+        let (f, s) = (outputs(&fused, &x), outputs(&apart, &x));
+        assert_eq!(f.iter().map(Vec::len).collect::<Vec<_>>(), [288, 96, 96]);
+        assert_eq!(f, s);
+    }
+
+    #[test]
+    fn projections_stored_differently_stay_apart() {
+        let mixed = Projections::new(vec![quantized(32, 4), quantized(32, 8)]).unwrap();
+        assert!(matches!(mixed, Projections::Apart(_)));
     }
 }

@@ -11,13 +11,14 @@ use std::path::Path;
 use minerva_runtime::{Error, Result};
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::indexing::TryIndexOp;
-use mlx_rs::ops::{concatenate, expand_dims, quantized_matmul, select, softmax_axes};
-use mlx_rs::{nn, Array};
+use mlx_rs::ops::{concatenate, expand_dims, quantized_matmul, select, sigmoid, softmax_axes};
+use mlx_rs::transforms::compile::compile;
+use mlx_rs::Array;
 
 use crate::cache::{KvCache, KvQuantization};
 use crate::config::ModelConfig;
 use crate::error::MlxResultExt;
-use crate::layers::{Embedding, Linear, RmsNorm};
+use crate::layers::{Embedding, Linear, Projections, RmsNorm};
 use crate::rope::Rope;
 use crate::weights::Weights;
 
@@ -48,9 +49,8 @@ fn arch_options(config: &ModelConfig, config_path: &Path) -> Result<ArchOptions>
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v.
+    qkv: Projections,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -72,9 +72,14 @@ impl Attention {
             };
             y.transpose_axes(&[0, 2, 1, 3]).mlx()
         };
-        let q = split(self.q_proj.forward(x)?, self.heads, self.q_norm.as_ref())?;
-        let k = split(self.k_proj.forward(x)?, self.kv_heads, self.k_norm.as_ref())?;
-        let v = split(self.v_proj.forward(x)?, self.kv_heads, None)?;
+        let [q, k, v]: [Array; 3] = self
+            .qkv
+            .forward(x)?
+            .try_into()
+            .map_err(|_| Error::engine(crate::ENGINE_NAME, "q, k and v expected"))?;
+        let q = split(q, self.heads, self.q_norm.as_ref())?;
+        let k = split(k, self.kv_heads, self.k_norm.as_ref())?;
+        let v = split(v, self.kv_heads, None)?;
         let out = match caches {
             [cache] => self.attend(&q, &k, &v, cache, rope)?,
             // Sequences hold different positions: attention runs per sequence; the projections
@@ -171,17 +176,26 @@ impl Attention {
 }
 
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate and up.
+    gate_up: Projections,
     down_proj: Linear,
 }
 
 impl Mlp {
     fn forward(&self, x: &Array) -> Result<Array> {
-        let gate = nn::silu(self.gate_proj.forward(x)?).mlx()?;
-        let hidden = gate.multiply(self.up_proj.forward(x)?).mlx()?;
-        self.down_proj.forward(&hidden)
+        let [gate, up]: [Array; 2] = self
+            .gate_up
+            .forward(x)?
+            .try_into()
+            .map_err(|_| Error::engine(crate::ENGINE_NAME, "gate and up expected"))?;
+        self.down_proj.forward(&swiglu(&gate, &up)?)
     }
+}
+
+/// `silu(gate) * up` as one compiled (fused) kernel.
+fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
+    let f = |(g, u): (&Array, &Array)| g.multiply(sigmoid(g)?)?.multiply(u);
+    compile(f, true)((gate, up)).mlx()
 }
 
 struct Block {
@@ -240,9 +254,12 @@ impl Transformer {
             blocks.push(Block {
                 input_norm: weights.rms_norm(&format!("{p}.input_layernorm"), eps)?,
                 attention: Attention {
-                    q_proj: weights.linear(&format!("{a}.q_proj"), config, arch.qkv_bias)?,
-                    k_proj: weights.linear(&format!("{a}.k_proj"), config, arch.qkv_bias)?,
-                    v_proj: weights.linear(&format!("{a}.v_proj"), config, arch.qkv_bias)?,
+                    qkv: Projections::new(
+                        ["q_proj", "k_proj", "v_proj"]
+                            .iter()
+                            .map(|n| weights.linear(&format!("{a}.{n}"), config, arch.qkv_bias))
+                            .collect::<Result<_>>()?,
+                    )?,
                     o_proj: weights.linear(&format!("{a}.o_proj"), config, arch.o_bias)?,
                     q_norm,
                     k_norm,
@@ -254,8 +271,12 @@ impl Transformer {
                 post_attention_norm: weights
                     .rms_norm(&format!("{p}.post_attention_layernorm"), eps)?,
                 mlp: Mlp {
-                    gate_proj: weights.linear(&format!("{m}.gate_proj"), config, arch.mlp_bias)?,
-                    up_proj: weights.linear(&format!("{m}.up_proj"), config, arch.mlp_bias)?,
+                    gate_up: Projections::new(
+                        ["gate_proj", "up_proj"]
+                            .iter()
+                            .map(|n| weights.linear(&format!("{m}.{n}"), config, arch.mlp_bias))
+                            .collect::<Result<_>>()?,
+                    )?,
                     down_proj: weights.linear(&format!("{m}.down_proj"), config, arch.mlp_bias)?,
                 },
             });
