@@ -76,8 +76,8 @@ impl Linear {
 
 /// Several projections of one input (q, k and v; gate and up) as one product when their weights
 /// are stored alike (all float, or quantized with the same bits and group size, biases on all
-/// or none): one kernel instead of one per projection, which on a GPU is what a decode step's
-/// time goes to. Each output row is the same dot product either way.
+/// or none): one kernel instead of one per projection. On an H200 a decode step's time went to
+/// building and dispatching its kernels. Each output row is the same dot product either way.
 pub enum Projections {
     /// One product over the concatenated weights; `ends` are where each output ends.
     Fused { linear: Linear, ends: Vec<i32> },
@@ -88,7 +88,9 @@ pub enum Projections {
 impl Projections {
     /// `parts`, fused when they can be.
     pub fn new(parts: Vec<Linear>) -> Result<Self> {
-        let first = &parts[0];
+        let Some(first) = parts.first() else {
+            return Ok(Projections::Apart(parts));
+        };
         let alike = parts.iter().all(|p| {
             p.bias.is_some() == first.bias.is_some()
                 && match (&p.quant, &first.quant) {
