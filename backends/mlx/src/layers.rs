@@ -141,6 +141,21 @@ impl Projections {
         Ok(Projections::Fused { linear, ends })
     }
 
+    /// Every projection of `x` side by side along the last axis, in the order given to
+    /// [`Projections::new`].
+    pub fn forward_joined(&self, x: &Array) -> Result<Array> {
+        match self {
+            Projections::Fused { linear, .. } => linear.forward(x),
+            Projections::Apart(parts) => {
+                let outputs = parts
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<Result<Vec<_>>>()?;
+                concatenate(&outputs, -1).mlx()
+            }
+        }
+    }
+
     /// Each projection of `x`, in the order given to [`Projections::new`].
     pub fn forward(&self, x: &Array) -> Result<Vec<Array>> {
         match self {

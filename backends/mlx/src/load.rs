@@ -88,6 +88,15 @@ pub fn device_name() -> String {
     }
 }
 
+/// Whether attention over a quantized KV cache runs MLX's quantized matmul on the packed
+/// history (CPU, Metal); MLX 0.32's CUDA backend has no quantized matmul for those shapes
+/// ("No implementation for problem shape: 27x27x64x9"), so there the history is dequantized for
+/// float attention.
+pub fn quantized_attention_kernels() -> bool {
+    static KERNELS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KERNELS.get_or_init(|| device_name() != "cuda")
+}
+
 /// Whether MLX computes on the CPU.
 fn on_cpu() -> bool {
     Device::try_default()

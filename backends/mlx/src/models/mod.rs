@@ -11,7 +11,9 @@ use std::path::Path;
 use minerva_runtime::{Error, Result};
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::indexing::TryIndexOp;
-use mlx_rs::ops::{concatenate, expand_dims, quantized_matmul, select, sigmoid, softmax_axes};
+use mlx_rs::ops::{
+    concatenate, dequantize, expand_dims, quantized_matmul, select, sigmoid, softmax_axes,
+};
 use mlx_rs::transforms::compile::compile;
 use mlx_rs::Array;
 
@@ -64,22 +66,31 @@ impl Attention {
     /// `x` is `[rows, len, hidden]`, one row per sequence, each after what its cache holds.
     fn forward(&self, x: &Array, caches: &mut [&mut KvCache], rope: &Rope) -> Result<Array> {
         let (rows, len) = (x.dim(0), x.dim(1));
-        let split = |y: Array, heads: i32, norm: Option<&RmsNorm>| -> Result<Array> {
-            let y = y.reshape(&[rows, len, heads, self.head_dim]).mlx()?;
-            let y = match norm {
-                Some(n) => n.forward(&y)?,
-                None => y,
-            };
-            y.transpose_axes(&[0, 2, 1, 3]).mlx()
-        };
-        let [q, k, v]: [Array; 3] = self
+        let (heads, kv_heads) = (self.heads, self.kv_heads);
+        // `[rows, heads + 2 kv_heads, len, head_dim]`, copied once into that layout, so that q, k
+        // and v are each a contiguous slice of it rather than a strided view of the projection's
+        // output: MLX 0.32's CUDA `rope` reads such a view wrongly (garbage after a few prompt
+        // tokens, an illegal memory access at a few hundred).
+        let all = self
             .qkv
-            .forward(x)?
+            .forward_joined(x)?
+            .reshape(&[rows, len, heads + 2 * kv_heads, self.head_dim])
+            .mlx()?
+            .transpose_axes(&[0, 2, 1, 3])
+            .mlx()?
+            .contiguous()
+            .mlx()?;
+        let [q, k, v]: [Array; 3] = all
+            .split_at_indices(&[heads, heads + kv_heads], 1)
+            .mlx()?
             .try_into()
             .map_err(|_| Error::engine(crate::ENGINE_NAME, "q, k and v expected"))?;
-        let q = split(q, self.heads, self.q_norm.as_ref())?;
-        let k = split(k, self.kv_heads, self.k_norm.as_ref())?;
-        let v = split(v, self.kv_heads, None)?;
+        let normed = |y: Array, norm: Option<&RmsNorm>| match norm {
+            Some(n) => n.forward(&y),
+            None => Ok(y),
+        };
+        let q = normed(q, self.q_norm.as_ref())?;
+        let k = normed(k, self.k_norm.as_ref())?;
         let out = match caches {
             [cache] => self.attend(&q, &k, &v, cache, rope)?,
             // Sequences hold different positions: attention runs per sequence; the projections
@@ -122,6 +133,19 @@ impl Attention {
             (None, [k], [v]) => {
                 let mask = (q.dim(2) > 1).then_some(ScaledDotProductAttentionMask::Causal);
                 fast::scaled_dot_product_attention(&q, k, v, self.scale, mask, None).mlx()
+            }
+            (Some(quantization), _, _) if !crate::load::quantized_attention_kernels() => {
+                // Dequantized history, float attention: the cache stays packed in memory.
+                let float = |parts: &[Array]| {
+                    let KvQuantization { bits, group_size } = quantization;
+                    dequantize(&parts[0], &parts[1], Some(&parts[2]), group_size, bits).mlx()
+                };
+                let (k, v) = (
+                    float(&k)?.as_dtype(q.dtype()).mlx()?,
+                    float(&v)?.as_dtype(q.dtype()).mlx()?,
+                );
+                let mask = (q.dim(2) > 1).then_some(ScaledDotProductAttentionMask::Causal);
+                fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask, None).mlx()
             }
             (Some(quantization), _, _) => {
                 self.quantized_attention(&q, &k, &v, offset, quantization)
