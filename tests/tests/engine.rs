@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use minerva_backend_llama::LlamaEngine;
 use minerva_runtime::{
-    Config, Error, FinishReason, GenerationRequest, ModelHandle, Router, Runtime, SamplingParams,
-    StreamEvent,
+    Config, Constraint, Error, FinishReason, GenerationRequest, ModelHandle, Router, Runtime,
+    SamplingParams, StreamEvent,
 };
 use minerva_tests::{smollm2_gguf, FRANCE, SYSTEM};
 use tokio::sync::OnceCell;
@@ -234,4 +234,77 @@ async fn a_reader_that_stops_reading_does_not_stall_other_requests() {
         .unwrap();
     assert_eq!(next.usage.completion_tokens, 4);
     drop(unread);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_grammar_neither_crashes_nor_stalls_the_model() {
+    let words = |n: usize| -> String {
+        let words: Vec<String> = (0..n).map(|i| format!("\"w{i}\"")).collect();
+        format!("start: {}", words.join(" | "))
+    };
+    let streaming = |tokens| {
+        let mut r = greedy(tokens);
+        r.ignore_eos = true;
+        async move { model().await.stream(r).await.unwrap() }
+    };
+    // Two streams run while the grammars are prepared beside them.
+    let (mut a, mut b) = (streaming(40).await, streaming(40).await);
+    assert!(a.next().await.is_some() && b.next().await.is_some());
+    // 5,000 alternatives (this overflowed the stack and killed the model's runner): it compiles
+    // off the model's thread and constrains the answer.
+    let mut huge = greedy(8);
+    huge.constraint = Some(Constraint::Lark(words(5_000)));
+    let c = model()
+        .await
+        .generate(huge)
+        .await
+        .expect("5,000 alternatives");
+    assert!(c.text().starts_with('w'), "{:?}", c.text());
+    // Over the size limit: refused by name, before compiling.
+    let mut over = greedy(8);
+    over.constraint = Some(Constraint::Lark(words(30_000)));
+    let err = model().await.generate(over).await.err().unwrap();
+    assert!(
+        matches!(&err, Error::InvalidParam { param, message }
+            if param == "response_format" && message.contains("over the limit")),
+        "{err}"
+    );
+    for stream in [&mut a, &mut b] {
+        let mut done = false;
+        while let Some(event) = stream.next().await {
+            done |= matches!(event.unwrap(), StreamEvent::Done { .. });
+        }
+        assert!(done, "a stream beside the grammars ended without Done");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_keeps_streaming_while_a_large_embeddings_request_is_served() {
+    let paragraph = "The river runs past the old mill and under the stone bridge, where children \
+                     fish in summer and skate in winter. "
+        .repeat(3);
+    let mut canary = greedy(400);
+    canary.ignore_eos = true;
+    let mut stream = model().await.stream(canary).await.unwrap();
+    assert!(stream.next().await.is_some());
+    let embedding = tokio::spawn(async move { model().await.embed(vec![paragraph; 24]).await });
+    // Gaps between the canary's tokens while the embeddings are computed.
+    let (mut longest, mut last, mut during) = (Duration::ZERO, Instant::now(), 0);
+    while let Some(event) = stream.next().await {
+        if matches!(event.unwrap(), StreamEvent::Done { .. }) || embedding.is_finished() {
+            break;
+        }
+        longest = longest.max(last.elapsed());
+        last = Instant::now();
+        during += 1;
+    }
+    drop(stream);
+    let vectors = embedding.await.unwrap().expect("embeddings").vectors;
+    assert_eq!(vectors.len(), 24);
+    // One input's embedding between two steps, not all 24 at once (loose: two cores, other
+    // tests running beside it).
+    assert!(
+        during >= 12 && longest < Duration::from_secs(5),
+        "the canary streamed {during} tokens meanwhile, longest gap {longest:?}"
+    );
 }

@@ -324,7 +324,7 @@ impl LoadedModel for LlamaLoadedModel {
             .into_iter()
             .map(|t| t.0 as u32)
             .collect();
-        self.generator.submit(tokens, &request)
+        self.generator.submit(tokens, &request).await
     }
 
     fn prompt_store_bytes(&self) -> Option<u64> {

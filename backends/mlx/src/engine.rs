@@ -142,7 +142,7 @@ impl LoadedModel for MlxLoadedModel {
         let tokens = self
             .tokenizer
             .encode(&request.input, &request.tools, &self.descriptor.id)?;
-        self.generator.submit(tokens, &request)
+        self.generator.submit(tokens, &request).await
     }
 
     fn prompt_store_bytes(&self) -> Option<u64> {

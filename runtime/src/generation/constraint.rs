@@ -2,14 +2,22 @@
 //! vocabulary, then applied token by token in the picker (tokens the grammar cannot take next
 //! get a logit of minus infinity; end of generation is allowed once the grammar is complete).
 //! Compiled grammars are cached per model and constraint; each choice gets its own copy.
+//!
+//! A constraint is any client's input, so preparing one is bounded: its text has a size limit
+//! and a nesting limit, checked before anything is compiled; compilation runs on a thread of its
+//! own with a large stack (llguidance recurses over the grammar's structure), never on the
+//! model's or the server's threads, and a request waits for it at most [`PREPARE_TIME`]; at most
+//! [`PREPARING_AT_ONCE`] constraints of a model compile at a time. Over a limit the request
+//! fails with a 400 naming `response_format` and the limit.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::{ApproximateTokEnv, SimpleVob, TokRxInfo, TokTrie, TokenizerEnv};
 use llguidance::{Matcher, ParserFactory};
+use tokio::sync::{oneshot, Semaphore};
 
 use super::engine::Vocabulary;
 use crate::error::{Error, Result};
@@ -21,37 +29,103 @@ const CACHED_GRAMMARS: usize = 32;
 /// The request field constraints come from, for errors.
 const PARAM: &str = "response_format";
 
+/// Longest constraint text (the schema as JSON, the grammar or the regex).
+pub const MAX_CONSTRAINT_BYTES: usize = 128 * 1024;
+
+/// Deepest nesting of brackets in a constraint's text (JSON objects and arrays, grammar or regex
+/// groups).
+pub const MAX_CONSTRAINT_NESTING: usize = 64;
+
+/// Longest a request waits for its constraint to compile.
+pub const PREPARE_TIME: Duration = Duration::from_secs(10);
+
+/// Constraints of one model compiling at once (a compilation past [`PREPARE_TIME`] still holds
+/// its place until llguidance's own limits end it).
+pub const PREPARING_AT_ONCE: usize = 2;
+
+/// Stack of a compiling thread: llguidance's recursion over a grammar within the limits above
+/// stays far inside it.
+const PREPARE_STACK_BYTES: usize = 256 * 1024 * 1024;
+
 /// One model's grammar compiler and cache of compiled grammars.
 pub struct Grammars {
     vocab: Arc<Vocabulary>,
     factory: OnceLock<std::result::Result<ParserFactory, String>>,
     /// Most recently used first: the constraint (as JSON) and its compiled, unstarted matcher.
     compiled: Mutex<VecDeque<(String, Matcher)>>,
+    /// Places for compilations running now.
+    preparing: Arc<Semaphore>,
 }
 
 impl Grammars {
     /// Grammars over `vocab` (the factory is built on first use).
-    pub fn new(vocab: Arc<Vocabulary>) -> Self {
-        Grammars {
+    pub fn new(vocab: Arc<Vocabulary>) -> Arc<Self> {
+        Arc::new(Grammars {
             vocab,
             factory: OnceLock::new(),
             compiled: Mutex::new(VecDeque::new()),
+            preparing: Arc::new(Semaphore::new(PREPARING_AT_ONCE)),
+        })
+    }
+
+    /// A fresh matcher for `constraint`: compiled once, on a thread of its own within the
+    /// limits above, then copied from the cache. An invalid schema or grammar, a schema feature
+    /// llguidance cannot enforce, or a limit exceeded is an error naming it.
+    pub async fn matcher(self: &Arc<Self>, constraint: &Constraint) -> Result<TokenConstraint> {
+        let key = serde_json::to_string(constraint).unwrap_or_default();
+        if let Some(matcher) = self.cached(&key) {
+            return Ok(TokenConstraint::new(matcher));
+        }
+        check_size(constraint, &key)?;
+        let started = Instant::now();
+        let over_time = || {
+            Error::param(
+                PARAM,
+                format!(
+                    "the {} took longer than {} s to prepare; simplify it",
+                    describe(constraint),
+                    PREPARE_TIME.as_secs()
+                ),
+            )
+        };
+        let place = tokio::time::timeout(PREPARE_TIME, Arc::clone(&self.preparing).acquire_owned())
+            .await
+            .map_err(|_| over_time())?
+            .map_err(|_| Error::engine("constraint", "the model is shutting down"))?;
+        let (done, result) = oneshot::channel();
+        let (grammars, owned) = (Arc::clone(self), constraint.clone());
+        std::thread::Builder::new()
+            .name("constraint".into())
+            .stack_size(PREPARE_STACK_BYTES)
+            .spawn(move || {
+                let compiled = grammars.compile(&owned, key);
+                drop(place);
+                let _ = done.send(compiled);
+            })
+            .map_err(|e| Error::engine("constraint", format!("starting a thread: {e}")))?;
+        let left = PREPARE_TIME.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, result).await {
+            Ok(Ok(compiled)) => compiled.map(TokenConstraint::new),
+            Ok(Err(_)) => Err(Error::engine(
+                "constraint",
+                format!("preparing the {} failed", describe(constraint)),
+            )),
+            Err(_) => Err(over_time()),
         }
     }
 
-    /// A fresh matcher for `constraint`: compiled once, then copied from the cache. An invalid
-    /// schema or grammar, or a schema feature llguidance cannot enforce, is an error naming it.
-    pub fn matcher(&self, constraint: &Constraint) -> Result<TokenConstraint> {
-        let key = serde_json::to_string(constraint).unwrap_or_default();
-        {
-            let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(at) = compiled.iter().position(|(k, _)| *k == key) {
-                let entry = compiled.remove(at).expect("position is in range");
-                let matcher = entry.1.deep_clone();
-                compiled.push_front(entry);
-                return Ok(TokenConstraint::new(matcher));
-            }
-        }
+    /// A copy of the compiled matcher for `key`, if it is cached.
+    fn cached(&self, key: &str) -> Option<Matcher> {
+        let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        let at = compiled.iter().position(|(k, _)| k == key)?;
+        let entry = compiled.remove(at).expect("position is in range");
+        let matcher = entry.1.deep_clone();
+        compiled.push_front(entry);
+        Some(matcher)
+    }
+
+    /// Compile `constraint` (cached under `key`) and return a fresh copy.
+    fn compile(&self, constraint: &Constraint, key: String) -> Result<Matcher> {
         let factory = self
             .factory
             .get_or_init(|| build_factory(&self.vocab))
@@ -87,8 +161,45 @@ impl Grammars {
         let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
         compiled.push_front((key, matcher));
         compiled.truncate(CACHED_GRAMMARS);
-        Ok(TokenConstraint::new(fresh))
+        Ok(fresh)
     }
+}
+
+/// The size and nesting limits, on the constraint's own text (`key` is it as JSON).
+fn check_size(constraint: &Constraint, key: &str) -> Result<()> {
+    let text = match constraint {
+        Constraint::JsonObject | Constraint::JsonSchema(_) => key,
+        Constraint::Lark(text) | Constraint::Regex(text) => text,
+    };
+    let refuse = |what: String| {
+        Err(Error::param(
+            PARAM,
+            format!("the {} {what}; simplify it", describe(constraint)),
+        ))
+    };
+    if text.len() > MAX_CONSTRAINT_BYTES {
+        return refuse(format!(
+            "is {} bytes long, over the limit of {MAX_CONSTRAINT_BYTES}",
+            text.len()
+        ));
+    }
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_CONSTRAINT_NESTING {
+        return refuse(format!(
+            "nests {deepest} levels deep, over the limit of {MAX_CONSTRAINT_NESTING}"
+        ));
+    }
+    Ok(())
 }
 
 /// JSON on one line with `, ` and `: ` between items (as OpenAI's and Python's defaults write
@@ -210,5 +321,56 @@ impl TokenConstraint {
                 tracing::warn!("constrained decoding could not take token {token}: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Grammars over a byte-level vocabulary: every byte a token, and an end-of-sequence token.
+    fn grammars() -> Arc<Grammars> {
+        let mut pieces: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        pieces.push(Vec::new());
+        Grammars::new(Arc::new(Vocabulary::new(pieces, [256], false)))
+    }
+
+    fn alternatives(n: usize) -> Constraint {
+        let words: Vec<String> = (0..n).map(|i| format!("\"w{i}\"")).collect();
+        Constraint::Lark(format!("start: {}", words.join(" | ")))
+    }
+
+    #[tokio::test]
+    async fn a_grammar_of_thousands_of_alternatives_compiles_off_the_callers_stack() {
+        // 5,000 alternatives overflowed a 2 MiB stack; on the compiling thread's they compile.
+        let mut constraint = grammars().matcher(&alternatives(5_000)).await.unwrap();
+        let mut logits = vec![0.0; 257];
+        constraint.restrict(&mut logits);
+        assert!(constraint.allows(u32::from(b'w')));
+        assert!(!constraint.allows(u32::from(b'x')));
+    }
+
+    #[tokio::test]
+    async fn over_a_size_or_nesting_limit_is_a_parameter_error_naming_it() {
+        let g = grammars();
+        let err = g.matcher(&alternatives(30_000)).await.err().unwrap();
+        assert!(
+            matches!(&err, Error::InvalidParam { param, message } if param == PARAM
+                && message.contains("bytes long, over the limit")),
+            "{err}"
+        );
+        let deep = format!("{}a{}", "(".repeat(1_000), ")".repeat(1_000));
+        let err = g.matcher(&Constraint::Regex(deep)).await.err().unwrap();
+        assert!(err.to_string().contains("1000 levels deep"), "{err}");
+        let mut schema = serde_json::json!({"type": "string"});
+        for _ in 0..200 {
+            schema = serde_json::json!({"type": "array", "items": schema});
+        }
+        let err = g
+            .matcher(&Constraint::JsonSchema(schema))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("levels deep"), "{err}");
     }
 }

@@ -83,7 +83,7 @@ pub struct Generator {
     limits: Limits,
     vocab: Arc<Vocabulary>,
     store_bytes: Arc<AtomicUsize>,
-    grammars: Grammars,
+    grammars: Arc<Grammars>,
 }
 
 impl Drop for Generator {
@@ -96,6 +96,9 @@ impl Drop for Generator {
         }
     }
 }
+
+/// An embeddings request's tokens, in context windows.
+pub const EMBEDDING_CONTEXTS: usize = 16;
 
 impl Generator {
     /// Start the thread `name`, on which `start` builds the engine's evaluator and hands it to
@@ -140,10 +143,14 @@ impl Generator {
 
     /// Start generating `request`'s choices from `prompt` (its token ids). Requests that cannot
     /// fit the model are refused here, before any token; dropping the stream cancels them.
-    pub fn submit(&self, prompt: Vec<u32>, request: &GenerationRequest) -> Result<TokenStream> {
+    pub async fn submit(
+        &self,
+        prompt: Vec<u32>,
+        request: &GenerationRequest,
+    ) -> Result<TokenStream> {
         self.check(&prompt, request)?;
         let constraint = match &request.constraint {
-            Some(c) => Some(self.grammars.matcher(c)?),
+            Some(c) => Some(self.grammars.matcher(c).await?),
             None => None,
         };
         let sampling = request.sampling.resolve();
@@ -195,7 +202,8 @@ impl Generator {
     }
 
     /// One L2-normalised embedding per input (token ids): the mean of the model's last hidden
-    /// states, computed on the model's thread between generation steps.
+    /// states, computed on the model's thread one input between two generation steps. All
+    /// inputs together hold at most [`EMBEDDING_CONTEXTS`] times the context's tokens.
     pub async fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<Embeddings> {
         let cells = self.limits.kv_cells;
         if let Some(longest) = inputs.iter().map(Vec::len).max().filter(|&n| n > cells) {
@@ -207,7 +215,18 @@ impl Generator {
         if inputs.is_empty() || inputs.iter().any(Vec::is_empty) {
             return Err(Error::param("input", "embedding inputs must not be empty"));
         }
-        let prompt_tokens = inputs.iter().map(|t| t.len() as u32).sum();
+        let total: usize = inputs.iter().map(Vec::len).sum();
+        let most = EMBEDDING_CONTEXTS * cells;
+        if total > most {
+            return Err(Error::param(
+                "input",
+                format!(
+                    "the inputs have {total} tokens, over the limit of {most} per request \
+                     ({EMBEDDING_CONTEXTS} times the context size)"
+                ),
+            ));
+        }
+        let prompt_tokens = total as u32;
         let (reply, vectors) = tokio::sync::oneshot::channel();
         self.send(Work::Embed { inputs, reply })?;
         let vectors = vectors

@@ -145,6 +145,16 @@ pub(crate) struct Scheduler<E: Evaluator> {
     store: PromptStore,
     /// The store's size, for the model's handle to report.
     store_bytes: Arc<AtomicUsize>,
+    /// Embedding requests, worked through one input between two generation steps, so that
+    /// running generations keep streaming.
+    embeddings: VecDeque<Embedding>,
+}
+
+/// An embedding request under way.
+struct Embedding {
+    inputs: Vec<Vec<u32>>,
+    vectors: Vec<Vec<f32>>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>>>,
 }
 
 /// Where an admitted request's cached prompt prefix comes from.
@@ -171,6 +181,7 @@ impl<E: Evaluator> Scheduler<E> {
             draft_model: None,
             store: PromptStore::new(limits.prompt_store_bytes),
             store_bytes,
+            embeddings: VecDeque::new(),
         }
     }
 
@@ -181,7 +192,7 @@ impl<E: Evaluator> Scheduler<E> {
     /// Serve work from `inbox` until its senders are gone.
     pub fn run(mut self, inbox: Receiver<Work>) {
         loop {
-            if !self.busy() && self.waiting.is_empty() {
+            if !self.busy() && self.waiting.is_empty() && self.embeddings.is_empty() {
                 if let Err(e) = self.engine.settle() {
                     tracing::warn!("finishing queued work failed: {e}");
                 }
@@ -198,6 +209,7 @@ impl<E: Evaluator> Scheduler<E> {
                 }
             }
             self.admit();
+            self.embed_next();
             if !self.busy() {
                 // Nothing runs, yet the first waiting request does not fit in an empty cache.
                 if let Some(job) = self.waiting.pop_front() {
@@ -214,18 +226,40 @@ impl<E: Evaluator> Scheduler<E> {
         }
     }
 
-    /// Queue a generation, or compute embeddings at once (generations go on at the next step).
+    /// Queue a generation or an embedding request.
     fn take_work(&mut self, work: Work) {
         match work {
             Work::Generate(job) => self.waiting.push_back(*job),
-            Work::Embed { inputs, reply } => {
-                let vectors = inputs
-                    .iter()
-                    .map(|tokens| self.engine.embed(tokens).map(l2_normalized))
-                    .collect();
-                let _ = reply.send(vectors);
-            }
+            Work::Embed { inputs, reply } => self.embeddings.push_back(Embedding {
+                vectors: Vec::with_capacity(inputs.len()),
+                inputs,
+                reply,
+            }),
             Work::AttachDraft(model) => self.draft_model = Some(model),
+        }
+    }
+
+    /// Embed the next input of the oldest embedding request; answer it once all are done. A
+    /// request whose client has gone is dropped.
+    fn embed_next(&mut self) {
+        let Some(job) = self.embeddings.front_mut() else {
+            return;
+        };
+        let finished = match job.reply.is_closed() {
+            true => None,
+            false => match self.engine.embed(&job.inputs[job.vectors.len()]) {
+                Ok(vector) => {
+                    job.vectors.push(l2_normalized(vector));
+                    (job.vectors.len() == job.inputs.len()).then_some(Ok(()))
+                }
+                Err(e) => Some(Err(e)),
+            },
+        };
+        if job.reply.is_closed() || finished.is_some() {
+            let job = self.embeddings.pop_front().expect("the front job exists");
+            if let Some(result) = finished {
+                let _ = job.reply.send(result.map(|()| job.vectors));
+            }
         }
     }
 

@@ -199,6 +199,7 @@ async fn greedy_tokens_are_the_same_alone_batched_and_pipelined() {
             let c = collect(
                 generator
                     .submit(prompt.clone(), &greedy(&prompt, 20))
+                    .await
                     .unwrap(),
             )
             .await
@@ -213,10 +214,10 @@ async fn greedy_tokens_are_the_same_alone_batched_and_pipelined() {
         }
         // All at once: one batch, each answer as alone; the prefix cache serves every prompt.
         steps.lock().unwrap().clear();
-        let streams: Vec<_> = prompts()
-            .iter()
-            .map(|p| generator.submit(p.clone(), &greedy(p, 20)).unwrap())
-            .collect();
+        let mut streams = Vec::new();
+        for p in prompts() {
+            streams.push(generator.submit(p.clone(), &greedy(&p, 20)).await.unwrap());
+        }
         let together = futures::future::join_all(streams.into_iter().map(collect)).await;
         for (c, text) in together.into_iter().zip(&alone) {
             let c = c.unwrap();
@@ -236,7 +237,7 @@ async fn n_choices_share_the_prompt_and_draw_with_their_own_seeds() {
     let prompt = prompts()[3].clone();
     let mut request = greedy(&prompt, 12);
     request.n = 3;
-    let c = collect(generator.submit(prompt.clone(), &request).unwrap())
+    let c = collect(generator.submit(prompt.clone(), &request).await.unwrap())
         .await
         .unwrap();
     assert_eq!(c.choices.len(), 3);
@@ -256,7 +257,7 @@ async fn n_choices_share_the_prompt_and_draw_with_their_own_seeds() {
     };
     request.ignore_eos = true;
     let draw = || async {
-        collect(generator.submit(prompt.clone(), &request).unwrap())
+        collect(generator.submit(prompt.clone(), &request).await.unwrap())
             .await
             .unwrap()
             .choices
@@ -272,7 +273,11 @@ async fn n_choices_share_the_prompt_and_draw_with_their_own_seeds() {
     );
 
     request.n = 5;
-    let err = generator.submit(prompt.clone(), &request).err().unwrap();
+    let err = generator
+        .submit(prompt.clone(), &request)
+        .await
+        .err()
+        .unwrap();
     assert!(
         matches!(err, Error::InvalidParam { ref param, .. } if param == "n"),
         "{err}"
@@ -288,7 +293,7 @@ async fn a_prefix_held_by_a_running_request_is_copied_not_recomputed() {
         let prompt: Vec<u32> = (0..40).map(|k| (k * 7) % 15).collect();
         let mut long = greedy(&prompt, 60);
         long.ignore_eos = true;
-        let mut first = generator.submit(prompt.clone(), &long).unwrap();
+        let mut first = generator.submit(prompt.clone(), &long).await.unwrap();
         // Its prompt is processed once its first token arrives.
         assert!(first.next().await.is_some());
         let mut other = prompt.clone();
@@ -296,6 +301,7 @@ async fn a_prefix_held_by_a_running_request_is_copied_not_recomputed() {
         let second = collect(
             generator
                 .submit(other.clone(), &greedy(&other, 10))
+                .await
                 .unwrap(),
         )
         .await
@@ -319,8 +325,8 @@ async fn a_full_cache_ends_the_newest_generation() {
         let prompt = vec![1, 2, 3, 4, 5, 6, 7, 8];
         let mut request = greedy(&prompt, 100);
         request.ignore_eos = true;
-        let older = generator.submit(prompt.clone(), &request).unwrap();
-        let newer = generator.submit(prompt.clone(), &request).unwrap();
+        let older = generator.submit(prompt.clone(), &request).await.unwrap();
+        let newer = generator.submit(prompt.clone(), &request).await.unwrap();
         let (older, newer) = futures::join!(collect(older), collect(newer));
         let (older, newer) = (older.unwrap(), newer.unwrap());
         assert_eq!(older.finish_reason(), FinishReason::Length);
@@ -339,7 +345,7 @@ async fn a_dropped_stream_frees_its_sequence() {
     let prompt = vec![1, 2, 3];
     let mut long = greedy(&prompt, 4000);
     long.ignore_eos = true;
-    let mut stream = generator.submit(prompt.clone(), &long).unwrap();
+    let mut stream = generator.submit(prompt.clone(), &long).await.unwrap();
     assert!(stream.next().await.is_some());
     drop(stream);
     // One sequence only: this waits unless the dropped one was freed.
@@ -348,6 +354,7 @@ async fn a_dropped_stream_frees_its_sequence() {
         collect(
             generator
                 .submit(prompt.clone(), &greedy(&prompt, 4))
+                .await
                 .unwrap(),
         ),
     )
@@ -362,14 +369,19 @@ async fn requests_that_cannot_fit_are_refused_up_front() {
     let (generator, _) = toy(false, 32, 2);
     let err = generator
         .submit(vec![1; 32], &greedy(&[1], 4))
+        .await
         .err()
         .unwrap();
     assert!(matches!(err, Error::ContextOverflow { .. }), "{err}");
     let mut biased = greedy(&[1], 4);
     biased.logit_bias = vec![(VOCAB as u32, 1.0)];
-    let err = generator.submit(vec![1], &biased).err().unwrap();
+    let err = generator.submit(vec![1], &biased).await.err().unwrap();
     assert!(err.to_string().contains("16"), "{err}");
-    let err = generator.submit(vec![99], &greedy(&[1], 4)).err().unwrap();
+    let err = generator
+        .submit(vec![99], &greedy(&[1], 4))
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("99"), "{err}");
 }
 
@@ -386,7 +398,7 @@ async fn constrained_choices_match_their_grammar_and_bad_grammars_are_refused() 
     };
     for _ in 0..2 {
         let prompt = vec![1, 2, 3];
-        let done = collect(generator.submit(prompt, &request).unwrap())
+        let done = collect(generator.submit(prompt, &request).await.unwrap())
             .await
             .unwrap();
         for choice in &done.choices {
@@ -405,7 +417,7 @@ async fn constrained_choices_match_their_grammar_and_bad_grammars_are_refused() 
         crate::request::Constraint::JsonSchema(serde_json::json!({"type": "nope"})),
     ] {
         request.constraint = Some(bad);
-        let err = generator.submit(vec![1], &request).err().unwrap();
+        let err = generator.submit(vec![1], &request).await.err().unwrap();
         assert!(
             matches!(&err, Error::InvalidParam { param, .. } if param == "response_format"),
             "{err}"
@@ -422,6 +434,7 @@ async fn drafts_change_nothing_but_the_steps_they_take() {
             let plain = collect(
                 generator
                     .submit(prompt.clone(), &greedy(&prompt, 40))
+                    .await
                     .unwrap(),
             )
             .await
@@ -438,7 +451,7 @@ async fn drafts_change_nothing_but_the_steps_they_take() {
             predicted.prediction_tokens =
                 plain.text().bytes().map(|b| u32::from(b - b'a')).collect();
             for request in [lookup, predicted] {
-                let c = collect(generator.submit(prompt.clone(), &request).unwrap())
+                let c = collect(generator.submit(prompt.clone(), &request).await.unwrap())
                     .await
                     .unwrap();
                 assert_eq!(c.text(), plain.text(), "pipelined: {pipelined}");
@@ -476,7 +489,7 @@ async fn seeded_sampling_with_drafts_gives_the_same_tokens() {
         seed: Some(7),
         ..Default::default()
     };
-    let plain = collect(generator.submit(prompt.clone(), &request).unwrap())
+    let plain = collect(generator.submit(prompt.clone(), &request).await.unwrap())
         .await
         .unwrap();
     request.drafting = Some(Drafting {
@@ -485,7 +498,7 @@ async fn seeded_sampling_with_drafts_gives_the_same_tokens() {
         draft_model: false,
     });
     request.prediction_tokens = plain.text().bytes().map(|b| u32::from(b - b'a')).collect();
-    let drafted = collect(generator.submit(prompt.clone(), &request).unwrap())
+    let drafted = collect(generator.submit(prompt.clone(), &request).await.unwrap())
         .await
         .unwrap();
     assert_eq!(drafted.text(), plain.text());
@@ -512,24 +525,25 @@ async fn a_draft_model_changes_nothing_but_the_steps_and_must_share_the_vocabula
             let c = collect(
                 generator
                     .submit(prompt.clone(), &greedy(prompt, 40))
+                    .await
                     .unwrap(),
             );
             plain.push(c.await.unwrap());
         }
         let plain_steps = std::mem::take(&mut *steps.lock().unwrap()).len();
         // All at once, so that the draft model batches their drafts.
-        let streams: Vec<_> = prompts
-            .iter()
-            .map(|prompt| {
-                let mut request = greedy(prompt, 40);
-                request.drafting = Some(Drafting {
-                    prompt_lookup: false,
-                    max_tokens: 4,
-                    draft_model: true,
-                });
-                collect(generator.submit(prompt.clone(), &request).unwrap())
-            })
-            .collect();
+        let mut streams = Vec::new();
+        for prompt in &prompts {
+            let mut request = greedy(prompt, 40);
+            request.drafting = Some(Drafting {
+                prompt_lookup: false,
+                max_tokens: 4,
+                draft_model: true,
+            });
+            streams.push(collect(
+                generator.submit(prompt.clone(), &request).await.unwrap(),
+            ));
+        }
         let drafted = futures::future::try_join_all(streams).await.unwrap();
         let used = std::mem::take(&mut *steps.lock().unwrap()).len();
         for (d, p) in drafted.iter().zip(&plain) {
@@ -578,6 +592,7 @@ async fn conversations_that_lost_their_slot_come_back_from_the_prompt_store() {
             let c = collect(
                 generator
                     .submit(prompt.clone(), &greedy(prompt, 12))
+                    .await
                     .unwrap(),
             );
             let answer: Vec<u32> = c
@@ -595,6 +610,7 @@ async fn conversations_that_lost_their_slot_come_back_from_the_prompt_store() {
             let c = collect(
                 generator
                     .submit(second.clone(), &greedy(second, 12))
+                    .await
                     .unwrap(),
             )
             .await
