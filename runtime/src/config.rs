@@ -80,6 +80,14 @@ pub struct Config {
     /// for their context + engine); loading another evicts least recently used idle ones first.
     /// Bytes or a size such as `"8GiB"`.
     pub memory_budget: Option<crate::memory::ByteSize>,
+    /// Ceiling on every request's `max_tokens` (requests asking for more, or for none, get this
+    /// many at most and end with `length`); default: none beyond the context window.
+    pub max_tokens_limit: Option<u32>,
+    /// Seconds a request may run (its prompt and generation) before it is stopped with
+    /// a `request_timeout` error (504); default: no limit.
+    pub request_timeout: Option<u64>,
+    /// Most inputs in one embeddings request (default 256).
+    pub max_embedding_inputs: Option<usize>,
     /// Configured models.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
@@ -176,6 +184,13 @@ pub struct ModelConfig {
     pub draft_max: Option<u32>,
     /// Default `max_tokens` for requests that set none.
     pub max_tokens: Option<u32>,
+    /// Ceiling on its requests' `max_tokens` (overrides the global `max_tokens_limit`).
+    pub max_tokens_limit: Option<u32>,
+    /// Seconds its requests may run (overrides the global `request_timeout`).
+    pub request_timeout: Option<u64>,
+    /// Most inputs in one of its embeddings requests (overrides the global
+    /// `max_embedding_inputs`).
+    pub max_embedding_inputs: Option<usize>,
     /// Default sampling for requests to this model.
     #[serde(default)]
     pub sampling: SamplingParams,
@@ -223,6 +238,9 @@ impl ModelConfig {
             draft: None,
             draft_max: None,
             max_tokens: None,
+            max_tokens_limit: None,
+            request_timeout: None,
+            max_embedding_inputs: None,
             sampling: SamplingParams::default(),
             engine_options: EngineOptions::default(),
         }
@@ -317,6 +335,15 @@ impl Config {
         };
         positive("threads".into(), self.threads.map(|v| v as u64))?;
         positive("context_size".into(), self.context_size.map(u64::from))?;
+        positive(
+            "max_tokens_limit".into(),
+            self.max_tokens_limit.map(u64::from),
+        )?;
+        positive("request_timeout".into(), self.request_timeout)?;
+        positive(
+            "max_embedding_inputs".into(),
+            self.max_embedding_inputs.map(|v| v as u64),
+        )?;
         positive("parallel".into(), self.parallel.map(|v| v as u64))?;
         positive(
             "max_loaded_models".into(),
@@ -358,6 +385,12 @@ impl Config {
             positive(key("context_size"), m.context_size.map(u64::from))?;
             positive(key("parallel"), m.parallel.map(|v| v as u64))?;
             positive(key("max_tokens"), m.max_tokens.map(u64::from))?;
+            positive(key("max_tokens_limit"), m.max_tokens_limit.map(u64::from))?;
+            positive(key("request_timeout"), m.request_timeout)?;
+            positive(
+                key("max_embedding_inputs"),
+                m.max_embedding_inputs.map(|v| v as u64),
+            )?;
             m.sampling
                 .validate()
                 .map_err(|e| Error::Config(format!("{}: {e}", key("sampling"))))?;

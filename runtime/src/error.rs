@@ -108,6 +108,16 @@ pub enum Error {
         /// Seconds until the next load attempt.
         retry_after_s: u64,
     },
+    /// A request ran past the configured `request_timeout`; its generation was stopped.
+    #[error(
+        "model `{model}`: the request ran past the request_timeout of {seconds} s and was stopped"
+    )]
+    TimedOut {
+        /// The model.
+        model: String,
+        /// The limit.
+        seconds: u64,
+    },
     /// Fetching a model from the Hugging Face hub failed.
     #[error("download of {file}: {message}")]
     Download {

@@ -129,11 +129,16 @@ impl Runtime {
         reference: &str,
         progress: Arc<dyn PullProgress>,
     ) -> Result<()> {
-        let config = self
+        let mut config = self
             .config
             .model(reference)
             .cloned()
             .unwrap_or_else(|| ModelConfig::for_reference(reference));
+        config.max_tokens_limit = config.max_tokens_limit.or(self.config.max_tokens_limit);
+        config.request_timeout = config.request_timeout.or(self.config.request_timeout);
+        config.max_embedding_inputs = config
+            .max_embedding_inputs
+            .or(self.config.max_embedding_inputs);
         if !(config.pull || self.pull_missing) {
             return Ok(());
         }
@@ -177,11 +182,16 @@ impl Runtime {
     /// The entry for `reference`: a configured model id, else a local path or cached Hugging Face
     /// repo with default settings (its id by [`ModelConfig::for_reference`]).
     pub fn entry(&self, reference: &str) -> Result<ModelEntry> {
-        let config = self
+        let mut config = self
             .config
             .model(reference)
             .cloned()
             .unwrap_or_else(|| ModelConfig::for_reference(reference));
+        config.max_tokens_limit = config.max_tokens_limit.or(self.config.max_tokens_limit);
+        config.request_timeout = config.request_timeout.or(self.config.request_timeout);
+        config.max_embedding_inputs = config
+            .max_embedding_inputs
+            .or(self.config.max_embedding_inputs);
         let path = resolve_model_path(
             &config.path,
             config.file.as_deref(),
@@ -355,6 +365,9 @@ impl Runtime {
     }
 }
 
+/// Most inputs in one embeddings request unless `max_embedding_inputs` says otherwise.
+pub const DEFAULT_EMBEDDING_INPUTS: usize = 256;
+
 /// A loaded model with its configured defaults.
 #[derive(Clone)]
 pub struct ModelHandle {
@@ -390,6 +403,9 @@ impl ModelHandle {
     pub fn prepare(&self, mut request: GenerationRequest) -> Result<GenerationRequest> {
         request.sampling = request.sampling.or(self.entry.config.sampling);
         request.max_tokens = request.max_tokens.or(self.entry.config.max_tokens);
+        if let Some(limit) = self.entry.config.max_tokens_limit {
+            request.max_tokens = Some(request.max_tokens.map_or(limit, |n| n.min(limit)));
+        }
         // A prediction drafts from the prompt and answer too: where the answer leaves the
         // prediction, it often copies the prompt.
         // A draft model comes after the prediction, before any lookup.
@@ -438,7 +454,21 @@ impl ModelHandle {
             .await??;
         }
         let with_tools = !request.tools.is_empty();
-        let stream = self.model.stream(request).await?;
+        let started = tokio::time::Instant::now();
+        let stream = match self.entry.config.request_timeout {
+            Some(seconds) => {
+                let limit = std::time::Duration::from_secs(seconds);
+                let timed_out = || crate::Error::TimedOut {
+                    model: self.entry.config.id.clone(),
+                    seconds,
+                };
+                let stream = tokio::time::timeout(limit, self.model.stream(request))
+                    .await
+                    .map_err(|_| timed_out())??;
+                with_deadline(stream, started + limit, timed_out())
+            }
+            None => self.model.stream(request).await?,
+        };
         Ok(match with_tools {
             true => tools::parse_tool_calls(stream, self.model.descriptor().tool_format),
             false => stream,
@@ -452,6 +482,20 @@ impl ModelHandle {
                 "embedding inputs must be non-empty strings".into(),
             ));
         }
+        let most = self
+            .entry
+            .config
+            .max_embedding_inputs
+            .unwrap_or(DEFAULT_EMBEDDING_INPUTS);
+        if inputs.len() > most {
+            return Err(crate::Error::param(
+                "input",
+                format!(
+                    "{} inputs are over the limit of {most} per request (max_embedding_inputs)",
+                    inputs.len()
+                ),
+            ));
+        }
         self.model.embed(inputs).await
     }
 
@@ -459,4 +503,25 @@ impl ModelHandle {
     pub async fn generate(&self, request: GenerationRequest) -> Result<Completion> {
         crate::backend::collect(self.stream(request).await?).await
     }
+}
+
+/// `stream` until `deadline`, then `error` in place of the rest; dropping the stream there stops
+/// its generation.
+fn with_deadline(
+    stream: TokenStream,
+    deadline: tokio::time::Instant,
+    error: crate::Error,
+) -> TokenStream {
+    use futures::StreamExt;
+    let timer = Box::pin(tokio::time::sleep_until(deadline));
+    Box::pin(futures::stream::unfold(
+        Some((stream, timer, error)),
+        |state| async move {
+            let (mut stream, mut timer, error) = state?;
+            tokio::select! {
+                item = stream.next() => item.map(|item| (item, Some((stream, timer, error)))),
+                _ = &mut timer => Some((Err(error), None)),
+            }
+        },
+    ))
 }

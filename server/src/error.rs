@@ -149,6 +149,12 @@ impl From<Error> for ApiError {
                 Some("model"),
                 Some("model_unavailable"),
             ),
+            Error::TimedOut { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                None,
+                Some("request_timeout"),
+            ),
             Error::Download { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "server_error",

@@ -112,6 +112,17 @@ fn openai_client_against_the_real_model() {
 }
 
 #[test]
+fn request_limits_hold_on_every_dialect() {
+    let config = format!(
+        "context_size = 2048\nmax_tokens_limit = 6\n[[models]]\nid = \"slow\"\npath = {:?}\n\
+         request_timeout = 2\nmax_tokens_limit = 100000\n",
+        smollm2_gguf()
+    );
+    let server = Server::start(&config, &[]);
+    server.checks("limits", &[]);
+}
+
+#[test]
 fn full_queue_is_answered_with_429() {
     let server = Server::start("context_size = 2048\n[server]\nqueue_size = 1\n", &[]);
     server.checks("queue", &[]);
