@@ -129,16 +129,11 @@ impl Runtime {
         reference: &str,
         progress: Arc<dyn PullProgress>,
     ) -> Result<()> {
-        let mut config = self
+        let config = self
             .config
             .model(reference)
             .cloned()
             .unwrap_or_else(|| ModelConfig::for_reference(reference));
-        config.max_tokens_limit = config.max_tokens_limit.or(self.config.max_tokens_limit);
-        config.request_timeout = config.request_timeout.or(self.config.request_timeout);
-        config.max_embedding_inputs = config
-            .max_embedding_inputs
-            .or(self.config.max_embedding_inputs);
         if !(config.pull || self.pull_missing) {
             return Ok(());
         }
