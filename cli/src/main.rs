@@ -14,8 +14,12 @@ use tracing_subscriber::EnvFilter;
 
 /// Serve and compare local LLMs through several engines (llama.cpp, MLX) behind one interface.
 #[derive(Parser)]
-#[command(name = "minerva", version, about, propagate_version = true)]
+#[command(name = "minerva", about, disable_version_flag = true)]
 struct Cli {
+    /// Print the version and git commit, and each engine with its library version and device
+    /// (the CPU level llama.cpp picked, or the GPU).
+    #[arg(short = 'V', long, global = true)]
+    version: bool,
     /// Config file (default: ./minerva.toml, then ~/.config/minerva/minerva.toml).
     #[arg(long, global = true, env = "MINERVA_CONFIG")]
     config: Option<PathBuf>,
@@ -30,7 +34,7 @@ struct Cli {
     #[arg(long = "ctx-size", global = true)]
     context_size: Option<u32>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -85,7 +89,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
-    if let Command::Runner = cli.command {
+    if let Some(Command::Runner) = cli.command {
         // The serving process sends the configuration; nothing is read here. The engine has its
         // own threads; the socket's few tasks share one, so that a token crosses no thread.
         let runner_runtime = tokio::runtime::Builder::new_current_thread()
@@ -103,8 +107,16 @@ fn run(cli: Cli) -> minerva_runtime::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref(), &flags, &engines::engine_env_vars())?;
     let (router, plugin_failures) = engines::router(&config)?;
     let runtime = Runtime::new(config, router).with_runners(launcher);
+    let command = match cli.command {
+        Some(command) if !cli.version => command,
+        None if !cli.version => {
+            eprintln!("{}", <Cli as clap::CommandFactory>::command().render_help());
+            return Ok(ExitCode::from(2));
+        }
+        _ => return Ok(commands::engines::version(&runtime)),
+    };
     tokio_runtime()?.block_on(async {
-        match cli.command {
+        match command {
             Command::Run(args) => commands::run::run(&runtime, args).await,
             Command::Inspect(args) => commands::inspect::run(&runtime, args),
             Command::Models(args) => commands::models::run(&runtime, args),

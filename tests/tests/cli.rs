@@ -533,3 +533,34 @@ fn cpu_kernels_are_picked_at_run_time_and_can_be_pinned() {
         "{err}"
     );
 }
+
+#[test]
+fn version_names_the_commit_and_each_engine_with_its_device() {
+    let (ok, out, err) = run(minerva().arg("--version"));
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    let first = lines.next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("minerva {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    // Built from a git checkout: the commit is known.
+    assert!(!first.contains("unknown"), "{out}");
+    let engines: Vec<&str> = lines.collect();
+    let llama = engines
+        .iter()
+        .find(|l| l.trim_start().starts_with("llama "));
+    assert!(
+        llama.is_some_and(|l| l.contains("llama.cpp b") && l.contains("cpu (")),
+        "{out}"
+    );
+    assert!(
+        engines
+            .iter()
+            .any(|l| l.trim_start().starts_with("mlx ") && l.contains("MLX 0.")),
+        "{out}"
+    );
+    // No subcommand: the help, and a usage exit status.
+    let (ok, _, err) = run(&mut minerva());
+    assert!(!ok && err.contains("Usage: minerva"), "{err}");
+}

@@ -81,3 +81,22 @@ pub fn run(runtime: &Runtime, failures: &[PluginFailure], args: EnginesArgs) -> 
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `minerva --version`: the version and git commit, then each engine with its library version
+/// and device.
+pub fn version(runtime: &Runtime) -> ExitCode {
+    println!(
+        "minerva {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("MINERVA_COMMIT")
+    );
+    for r in runtime.router().registered() {
+        println!(
+            "  {:<8} {:<40} {}",
+            r.engine.name(),
+            r.engine.version(),
+            r.engine.device()
+        );
+    }
+    ExitCode::SUCCESS
+}
