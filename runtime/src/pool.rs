@@ -490,6 +490,14 @@ impl ModelPool {
         model.embed(inputs).await
     }
 
+    /// Admit, load if needed, and tokenize `input` with model `id` (chat messages through its
+    /// template, as a generation's prompt would be).
+    pub async fn tokenize(&self, id: &str, input: crate::request::Input) -> Result<Vec<u32>> {
+        let (_permit, model) = self.admit(id, None).await?;
+        let loaded = Arc::clone(model.model());
+        crate::threads::run_blocking("tokenize", move || loaded.tokenize(&input)).await?
+    }
+
     /// Admit, load if needed, and generate a whole completion on model `id`.
     pub async fn generate(
         &self,

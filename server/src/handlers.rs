@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 
 use crate::anthropic::{self, AnthropicError, MessagesRequest};
 use crate::error::ApiError;
-use crate::openai::{self, ChatRequest, CompletionRequest, EmbeddingRequest, ModelEntry};
+use crate::openai::{
+    self, ChatRequest, CompletionRequest, EmbeddingRequest, ModelEntry, TokenizeRequest,
+};
 use crate::responses::{self, EventSequence, ResponseFrame, ResponsesRequest};
 use crate::AppState;
 
@@ -236,6 +238,48 @@ pub async fn embeddings(
         req.base64(),
     ))
     .into_response())
+}
+
+/// `POST /tokenize`: `{"model", "content"}` -> `{"tokens": [...]}`, the ids a raw prompt of that
+/// text gets.
+pub async fn tokenize(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let req: TokenizeRequest = openai::parse_strict(&body)?;
+    let tokens = state
+        .pool
+        .tokenize(&req.model, minerva_runtime::Input::Text(req.content))
+        .await?;
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+/// `POST /v1/messages/count_tokens` (Anthropic): the prompt tokens a Messages request would
+/// take, its messages and system prompt rendered through the model's template. Tools are not
+/// counted yet, so a body with tools is refused by name rather than undercounted.
+pub async fn count_tokens(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AnthropicError> {
+    let body = body.map_err(body_error)?;
+    // The same body as a Messages request, which alone requires max_tokens.
+    let mut value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("request body is not valid JSON: {e}"), None))?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.entry("max_tokens").or_insert(json!(1));
+    }
+    let req = MessagesRequest::parse(value.to_string().as_bytes())?;
+    let request = req.to_request()?;
+    if !request.tools.is_empty() {
+        return Err(ApiError::invalid(
+            "tools: counting the tokens of tool definitions is not supported yet",
+            Some("tools"),
+        )
+        .into());
+    }
+    let tokens = state.pool.tokenize(&req.model, request.input).await?;
+    Ok(Json(json!({ "input_tokens": tokens.len() })).into_response())
 }
 
 /// `POST /v1/messages` (Anthropic Messages).

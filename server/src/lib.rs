@@ -44,6 +44,8 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/embeddings", post(handlers::embeddings))
         .route("/v1/messages", post(handlers::messages))
+        .route("/v1/messages/count_tokens", post(handlers::count_tokens))
+        .route("/tokenize", post(handlers::tokenize))
         .route("/v1/responses", post(handlers::responses))
         .route("/metrics", get(handlers::metrics))
         .layer(axum::middleware::from_fn_with_state(

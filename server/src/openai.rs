@@ -694,6 +694,17 @@ impl CompletionRequest {
     }
 }
 
+/// `POST /tokenize` body: text tokenized as given (no template, special tokens as the model's
+/// raw prompts get them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeRequest {
+    /// Model id.
+    pub model: String,
+    /// The text.
+    pub content: String,
+}
+
 /// `POST /v1/embeddings` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -530,6 +530,24 @@ def anthropic_client():
 
 
 @check("apis")
+def tokenize_and_count_tokens_agree_with_usage():
+    c = client()
+    r = c.completions.create(model=args.model, prompt="The year is", max_tokens=1, temperature=0)
+    tokens = raw("POST", "/tokenize", json={"model": args.model, "content": "The year is"}).json()["tokens"]
+    assert len(tokens) == r.usage.prompt_tokens and all(isinstance(t, int) for t in tokens), (tokens, r.usage)
+    a = anthropic_client()
+    messages = [{"role": "user", "content": FRANCE}]
+    counted = a.messages.count_tokens(model=args.model, system=SYSTEM, messages=messages)
+    message = a.messages.create(model=args.model, max_tokens=2, system=SYSTEM, messages=messages)
+    assert counted.input_tokens == message.usage.input_tokens, (counted, message.usage)
+    tool = {"name": "w", "description": "weather", "input_schema": {"type": "object"}}
+    r = raw("POST", "/v1/messages/count_tokens", json={"model": args.model, "messages": messages, "tools": [tool]})
+    assert r.status_code == 400 and r.json()["type"] == "error", r.text
+    assert_error(raw("POST", "/tokenize", json={"model": args.model}), 400)
+    assert raw("POST", "/tokenize", json={"model": "nope", "content": "x"}).status_code == 404
+
+
+@check("apis")
 def anthropic_messages_answer_like_chat_completions():
     chat = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=24)
     a = anthropic_client()
