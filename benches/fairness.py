@@ -9,7 +9,6 @@ heavy JSON schema (many properties with patterns), and `n = 8` choices. Prints o
 import argparse
 import http.client
 import json
-import statistics
 import threading
 import time
 import urllib.parse
@@ -30,15 +29,18 @@ def post(url, path, body, timeout=600):
     return connection.getresponse()
 
 
-def stream(url, model, tokens, events):
+def stream(url, model, tokens, events, messages=CANARY):
     """A greedy canary of `tokens` tokens (EOS ignored); appends each content chunk's arrival."""
-    r = post(url, "/v1/chat/completions", {"model": model, "messages": CANARY, "stream": True,
+    r = post(url, "/v1/chat/completions", {"model": model, "messages": messages, "stream": True,
                                            "max_tokens": tokens, "temperature": 0, "ignore_eos": True})
     if r.status != 200:
         raise RuntimeError(f"canary: {r.status} {r.read()[:200]!r}")
     while line := r.readline():
         line = line.decode().strip()
-        if line.startswith("data: {") and '"content"' in line:
+        if not line.startswith("data: {"):
+            continue
+        # Only chunks that carry text (servers open a stream with an empty role chunk).
+        if any(c.get("delta", {}).get("content") for c in json.loads(line[6:]).get("choices", [])):
             events.append(time.monotonic())
 
 
@@ -83,7 +85,8 @@ def measure(url, model, kind, tokens):
         loader.start()
     time.sleep(0.2)
     sent = time.monotonic()
-    stream(url, model, 2, second)
+    # A prompt of its own, so that its first token is not served from the first canary's cache.
+    stream(url, model, 2, second, [{"role": "user", "content": f"Name a colour. ({kind}, {sent})"}])
     ttft = (second[0] - sent) if second else None
     canary.join(timeout=600)
     if loader:

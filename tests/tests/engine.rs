@@ -251,7 +251,8 @@ async fn a_huge_grammar_neither_crashes_nor_stalls_the_model() {
     let (mut a, mut b) = (streaming(40).await, streaming(40).await);
     assert!(a.next().await.is_some() && b.next().await.is_some());
     // 5,000 alternatives (this overflowed the stack and killed the model's runner): it compiles
-    // off the model's thread and constrains the answer.
+    // off the model's thread and the answer starts inside the grammar. (llguidance's row limit
+    // of 2,000 items then ends it after the first token, with a warning: a known gap.)
     let mut huge = greedy(8);
     huge.constraint = Some(Constraint::Lark(words(5_000)));
     let c = model()
