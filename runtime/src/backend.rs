@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -12,7 +11,7 @@ use serde::Serialize;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::format::{Detected, ModelFormat};
-use crate::generation::DraftModel;
+use crate::model::EngineParts;
 use crate::request::{GenerationRequest, Input, ToolCall};
 use crate::response::{Choice, Completion, StreamEvent, TokenLogprob, TokenStream, Usage};
 use crate::tools::ToolFormat;
@@ -145,11 +144,13 @@ pub trait InferenceBackend: Send + Sync {
         serde_json::Map::new()
     }
 
-    /// Load a model.
-    async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>>;
+    /// Load a model: its evaluator on a [`Generator`](crate::generation::Generator), its
+    /// tokenizer and template, from which the runtime makes the model object
+    /// ([`EngineModel`](crate::model::EngineModel)).
+    async fn load_model(&self, spec: &LoadSpec) -> Result<EngineParts>;
 }
 
-/// A model loaded by an engine.
+/// A loaded model: [`EngineModel`](crate::model::EngineModel) in this process, or a runner's.
 #[async_trait]
 pub trait LoadedModel: Send + Sync {
     /// Facts about the model.
@@ -171,31 +172,6 @@ pub trait LoadedModel: Send + Sync {
     /// The engine's own count of the memory it uses for this model, if it keeps one.
     fn engine_memory(&self) -> Option<EngineMemory> {
         None
-    }
-
-    /// Bytes its prompt store holds now (KV states of conversations that lost their slot),
-    /// where it keeps one in this process.
-    fn prompt_store_bytes(&self) -> Option<u64> {
-        None
-    }
-
-    /// A handle through which another model drafts with this one (speculative decoding).
-    /// Engines on the generation core return their generator's.
-    fn draft_model(&self) -> Result<DraftModel> {
-        Err(Error::Unsupported {
-            engine: self.descriptor().engine.clone(),
-            option: "serving as a draft model".into(),
-        })
-    }
-
-    /// Draft with `draft` for requests that ask for a draft model; refused when its vocabulary
-    /// differs from this model's.
-    fn attach_draft(&self, draft: DraftModel) -> Result<()> {
-        let _ = draft;
-        Err(Error::Unsupported {
-            engine: self.descriptor().engine.clone(),
-            option: "draft models".into(),
-        })
     }
 
     /// Why the model can no longer serve (e.g. its runner process died); `None` while healthy.

@@ -531,21 +531,40 @@ impl PoolEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{InferenceBackend, LoadSpec, LoadedModel, ModelDescriptor};
+    use crate::backend::{InferenceBackend, LoadSpec};
     use crate::capabilities::Capabilities;
     use crate::config::{Config, ModelConfig};
     use crate::format::ModelFormat;
-    use crate::response::{StreamEvent, Usage};
+    use crate::model::EngineParts;
     use crate::router::Router;
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Duration;
 
-    /// An engine that counts loads and streams until dropped (unit-tests the pool only; the
-    /// real engines are tested in tests/).
+    /// An engine that counts loads; its models are the generation core's toy evaluator
+    /// (unit-tests the pool only; the real engines are tested in tests/).
     struct Counting(Arc<AtomicUsize>);
 
-    struct Endless(ModelDescriptor);
+    /// The toy's tokenizer: a byte per token, none of them its end-of-generation token.
+    struct Bytes;
+
+    impl crate::generation::Tokenizer for Bytes {
+        fn encode(&self, text: &str, _: bool) -> Result<Vec<u32>> {
+            Ok(text.bytes().map(|b| u32::from(b) % 15).collect())
+        }
+        fn bos_text(&self) -> Option<&str> {
+            None
+        }
+    }
+
+    /// A model on the toy evaluator, with a template that writes the messages' contents.
+    fn toy_parts() -> EngineParts {
+        let (generator, _) = crate::generation::tests::toy(false, 64, 4);
+        let template =
+            crate::ChatTemplate::new("{% for m in messages %}{{ m.content }}{% endfor %}", "", "")
+                .unwrap();
+        EngineParts::new(generator, Box::new(Bytes), Some(template))
+    }
 
     #[async_trait]
     impl InferenceBackend for Counting {
@@ -561,46 +580,10 @@ mod tests {
         fn capabilities(&self) -> Capabilities {
             Capabilities::all()
         }
-        async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
+        async fn load_model(&self, _: &LoadSpec) -> Result<EngineParts> {
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(Arc::new(Endless(ModelDescriptor {
-                id: spec.id.clone(),
-                engine: "llama".into(),
-                context_size: 64,
-                vocab_size: 1,
-                has_chat_template: true,
-                tool_format: Default::default(),
-                placement: Vec::new(),
-            })))
-        }
-    }
-
-    #[async_trait]
-    impl LoadedModel for Endless {
-        fn descriptor(&self) -> &ModelDescriptor {
-            &self.0
-        }
-        fn tokenize(&self, _: &crate::Input) -> Result<Vec<u32>> {
-            Ok(vec![0])
-        }
-        async fn stream(&self, _: GenerationRequest) -> Result<TokenStream> {
-            let delta = || StreamEvent::Delta {
-                choice: 0,
-                text: "x".into(),
-                logprobs: Vec::new(),
-            };
-            let events = futures::stream::repeat_with(move || Ok(delta()))
-                .take(3)
-                .chain(futures::stream::once(async {
-                    Ok(StreamEvent::Done {
-                        choice: 0,
-                        finish_reason: crate::FinishReason::Length,
-                        usage: Usage::default(),
-                        stop_sequence: None,
-                    })
-                }));
-            Ok(Box::pin(events))
+            Ok(toy_parts())
         }
     }
 
@@ -744,8 +727,6 @@ mod tests {
         dead: Arc<AtomicBool>,
     }
 
-    struct Mortal(Endless, Arc<AtomicBool>);
-
     #[async_trait]
     impl InferenceBackend for Flaky {
         fn name(&self) -> &str {
@@ -760,7 +741,7 @@ mod tests {
         fn capabilities(&self) -> Capabilities {
             Capabilities::all()
         }
-        async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
+        async fn load_model(&self, spec: &LoadSpec) -> Result<EngineParts> {
             self.loads.fetch_add(1, Ordering::SeqCst);
             if self.crash_loads.load(Ordering::SeqCst) {
                 return Err(Error::EngineCrashed {
@@ -768,36 +749,11 @@ mod tests {
                     reason: "killed by signal 6 (SIGABRT) while loading".into(),
                 });
             }
-            Ok(Arc::new(Mortal(
-                Endless(ModelDescriptor {
-                    id: spec.id.clone(),
-                    engine: "llama".into(),
-                    context_size: 64,
-                    vocab_size: 1,
-                    has_chat_template: true,
-                    tool_format: Default::default(),
-                    placement: Vec::new(),
-                }),
-                Arc::clone(&self.dead),
-            )))
-        }
-    }
-
-    #[async_trait]
-    impl LoadedModel for Mortal {
-        fn descriptor(&self) -> &ModelDescriptor {
-            self.0.descriptor()
-        }
-        fn tokenize(&self, input: &crate::Input) -> Result<Vec<u32>> {
-            self.0.tokenize(input)
-        }
-        async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
-            self.0.stream(request).await
-        }
-        fn failure(&self) -> Option<String> {
-            self.1
-                .load(Ordering::SeqCst)
-                .then(|| "its runner process died: killed by signal 9 (SIGKILL)".into())
+            let dead = Arc::clone(&self.dead);
+            Ok(toy_parts().failure(move || {
+                dead.load(Ordering::SeqCst)
+                    .then(|| "its runner process died: killed by signal 9 (SIGKILL)".into())
+            }))
         }
     }
 

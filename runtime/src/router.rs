@@ -226,8 +226,9 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{LoadSpec, LoadedModel};
+    use crate::backend::LoadSpec;
     use crate::capabilities::Capabilities;
+    use crate::model::EngineParts;
     use async_trait::async_trait;
 
     struct Named(&'static str, Vec<ModelFormat>);
@@ -246,7 +247,7 @@ mod tests {
         fn capabilities(&self) -> Capabilities {
             Capabilities::all()
         }
-        async fn load_model(&self, _: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
+        async fn load_model(&self, _: &LoadSpec) -> Result<EngineParts> {
             Err(Error::engine(self.0, "not in this test"))
         }
     }

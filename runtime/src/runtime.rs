@@ -11,8 +11,9 @@ use crate::config::{Config, DraftSource, ModelConfig};
 use crate::error::{Error, Result};
 use crate::format::{detect, ModelInfo};
 use crate::memory::MemoryEstimate;
+use crate::model::EngineModel;
 use crate::pull::{pull, LoggedProgress, PullProgress};
-use crate::request::{Drafting, GenerationRequest, Input, ToolChoice};
+use crate::request::{Drafting, GenerationRequest, ToolChoice};
 
 /// Most draft tokens per step when the model's `draft_max` does not say.
 const DEFAULT_DRAFT_TOKENS: u32 = 16;
@@ -290,9 +291,13 @@ impl Runtime {
         };
         let isolation = self.isolation(&entry);
         tracing::info!(model = %spec.id, engine = engine.name(), path = %spec.path.display(), ?isolation, "loading model");
-        let model: Arc<dyn LoadedModel> = match (isolation, &self.runners) {
+        let (model, local): (Arc<dyn LoadedModel>, _) = match (isolation, &self.runners) {
             (Isolation::None, _) => {
-                let model = engine.load_model(&spec).await?;
+                let model = Arc::new(EngineModel::new(
+                    &spec.id,
+                    engine.name(),
+                    engine.load_model(&spec).await?,
+                ));
                 if let Some(DraftSource::Model(reference)) = &entry.config.draft {
                     self.attach_draft(&model, &entry, reference)
                         .await
@@ -303,11 +308,12 @@ impl Runtime {
                             ))
                         })?;
                 }
-                model
+                (model.clone(), Some(model))
             }
-            (Isolation::Process, Some(launcher)) => {
-                Arc::new(RunnerModel::start(launcher, &self.config, &entry).await?)
-            }
+            (Isolation::Process, Some(launcher)) => (
+                Arc::new(RunnerModel::start(launcher, &self.config, &entry).await?),
+                None,
+            ),
             (Isolation::Process, None) => {
                 return Err(crate::Error::Config(format!(
                     "model `{}` has isolation = \"process\", but this program cannot start \
@@ -321,6 +327,7 @@ impl Runtime {
             info,
             engine,
             model,
+            local,
         })
     }
 
@@ -340,7 +347,7 @@ impl Runtime {
     /// model's context and parallelism, and attach it.
     async fn attach_draft(
         &self,
-        model: &Arc<dyn LoadedModel>,
+        model: &EngineModel,
         entry: &ModelEntry,
         reference: &str,
     ) -> Result<()> {
@@ -354,9 +361,8 @@ impl Runtime {
             options: draft.load,
         };
         tracing::info!(model = %entry.config.id, draft = %reference, engine = engine.name(), "loading draft model");
-        let loaded = engine.load_model(&spec).await?;
-        let handle = loaded.draft_model()?;
-        model.attach_draft(handle.owned_by(Arc::new(loaded)))
+        let parts = engine.load_model(&spec).await?;
+        model.attach_draft(EngineModel::new(&spec.id, engine.name(), parts))
     }
 }
 
@@ -370,6 +376,8 @@ pub struct ModelHandle {
     info: ModelInfo,
     engine: Arc<dyn InferenceBackend>,
     model: Arc<dyn LoadedModel>,
+    /// The same model when it runs in this process.
+    local: Option<Arc<EngineModel>>,
 }
 
 impl ModelHandle {
@@ -391,6 +399,11 @@ impl ModelHandle {
     /// The loaded model.
     pub fn model(&self) -> &Arc<dyn LoadedModel> {
         &self.model
+    }
+
+    /// The model object, when the model runs in this process (not in a runner).
+    pub fn local_model(&self) -> Option<&EngineModel> {
+        self.local.as_deref()
     }
 
     /// Apply the model's defaults to `request`, then validate it and check the engine supports it.
@@ -439,15 +452,7 @@ impl ModelHandle {
 
     /// Stream a generation; with tools offered, calls in the text become tool-call events.
     pub async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
-        let mut request = self.prepare(request)?;
-        if let Some(prediction) = request.prediction.clone().filter(|p| !p.is_empty()) {
-            // Tokenizing may wait on a runner process: never on the executor's own threads.
-            let model = Arc::clone(&self.model);
-            request.prediction_tokens = crate::threads::run_blocking("tokenize", move || {
-                model.tokenize(&Input::Text(prediction))
-            })
-            .await??;
-        }
+        let request = self.prepare(request)?;
         let with_tools = !request.tools.is_empty();
         let started = tokio::time::Instant::now();
         let stream = match self.entry.config.request_timeout {

@@ -818,9 +818,9 @@ async fn conversations_beyond_the_slots_come_back_from_the_prompt_store() {
     for ((engine, model), (_, reference)) in stored.iter().zip(&kept) {
         let restored = two_turns_each(model, &topics).await;
         let held = model
-            .model()
-            .prompt_store_bytes()
-            .expect("in-process model");
+            .local_model()
+            .expect("in-process model")
+            .prompt_store_bytes();
         assert!(
             held > 0,
             "{engine}: conversations that lost their slot are stored"
@@ -868,7 +868,7 @@ async fn the_prompt_store_stays_within_its_budget() {
                  each with one word of description, numbered."
             );
             generate(model, greedy(&user, 24)).await;
-            let held = model.model().prompt_store_bytes().unwrap();
+            let held = model.local_model().unwrap().prompt_store_bytes();
             assert!(
                 held <= budget,
                 "{engine}: {held} bytes held, budget {budget}"

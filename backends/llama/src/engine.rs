@@ -1,24 +1,21 @@
-//! [`LlamaEngine`]: the `InferenceBackend` for llama.cpp, and the model it loads.
+//! [`LlamaEngine`]: the `InferenceBackend` for llama.cpp, and how it loads a model.
 
 use std::num::NonZeroU32;
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use llama_cpp_2::context::params::{KvCacheType as LlamaKvType, LlamaContextParams};
-use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::{send_logs_to_tracing, LogOptions};
-use minerva_runtime::generation::{DraftModel, Generator};
+use minerva_runtime::generation::Generator;
 use minerva_runtime::threads::{default_threads, run_blocking};
 use minerva_runtime::{
-    Capabilities, ChatTemplate, Embeddings, EngineMemory, Error, GenerationRequest,
-    InferenceBackend, Input, KvCacheType, LoadSpec, LoadedModel, ModelDescriptor, ModelFormat,
-    ModelHeader, Result, TokenStream, Tool, DEFAULT_CONTEXT_CAP,
+    Capabilities, ChatTemplate, EngineMemory, EngineParts, Error, InferenceBackend, KvCacheType,
+    LoadSpec, ModelFormat, ModelHeader, Result, DEFAULT_CONTEXT_CAP,
 };
 
 use crate::evaluator::{vocabulary, LlamaEvaluator};
+use crate::library::llama_backend;
+use crate::tokenizer::{token_text, LlamaTokenizer};
 use crate::ENGINE_NAME;
 
 /// The llama.cpp build vendored by `llama-cpp-sys-2` 0.1.161.
@@ -49,39 +46,6 @@ impl LlamaEngine {
     pub fn new() -> Self {
         LlamaEngine
     }
-}
-
-/// llama.cpp's process-wide state, initialised once.
-pub(crate) fn llama_backend() -> Result<&'static LlamaBackend> {
-    static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
-    BACKEND
-        .get_or_init(|| {
-            send_logs_to_tracing(LogOptions::default());
-            crate::ggml_modules::load().map_err(|e| e.to_string())?;
-            // SAFETY: installs a callback that lives for the program.
-            unsafe { llama_cpp_sys_2::ggml_set_abort_callback(Some(report_abort)) };
-            LlamaBackend::init().map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| Error::engine(ENGINE_NAME, format!("initialising llama.cpp: {e}")))
-}
-
-/// ggml is about to abort the process (a failed assertion, a lost RPC worker): say why on
-/// stderr, and to the serving process when this is a runner, so that the requests it fails
-/// carry the reason.
-unsafe extern "C" fn report_abort(message: *const std::ffi::c_char) {
-    if message.is_null() {
-        return;
-    }
-    // SAFETY: ggml passes its NUL-terminated message.
-    let message = unsafe { std::ffi::CStr::from_ptr(message) }.to_string_lossy();
-    eprintln!("ggml: {message}");
-    // `/long/path/to/ggml-rpc.cpp:566: what happened` -> `ggml-rpc.cpp:566: what happened`.
-    let short = match message.split_once(": ") {
-        Some((place, what)) => format!("{}: {what}", place.rsplit('/').next().unwrap_or(place)),
-        None => message.to_string(),
-    };
-    minerva_runtime::runner::write_last_words(&format!("ggml: {short}"));
 }
 
 #[async_trait]
@@ -119,240 +83,110 @@ impl InferenceBackend for LlamaEngine {
         }
     }
 
-    async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
+    async fn load_model(&self, spec: &LoadSpec) -> Result<EngineParts> {
         let spec = spec.clone();
-        let model = run_blocking(ENGINE_NAME, move || LlamaLoadedModel::load(&spec)).await??;
-        Ok(Arc::new(model))
+        run_blocking(ENGINE_NAME, move || load(&spec)).await?
     }
 }
 
-/// A GGUF model loaded into llama.cpp, with its generation thread.
-pub struct LlamaLoadedModel {
-    descriptor: ModelDescriptor,
-    model: Arc<LlamaModel>,
-    template: Option<ChatTemplate>,
-    bos_text: String,
-    generator: Generator,
-}
-
-impl LlamaLoadedModel {
-    fn load(spec: &LoadSpec) -> Result<Self> {
-        let path = spec.path.as_path();
-        // Detection validated the whole file layout: llama.cpp aborts the process on some
-        // corrupt files.
-        let ModelHeader::Gguf(gguf) = &spec.detected.header else {
-            return Err(Error::invalid_model(path, "not a GGUF file"));
-        };
-        crate::validate::check(gguf)?;
-        let options: LlamaOptions = spec.options.engine.parse(ENGINE_NAME)?;
-        let backend = llama_backend()?;
-        let plan = crate::placement::plan(spec, options.gpu_layers)?;
-        let model = LlamaModel::load_from_file(backend, path, &plan.params).map_err(|e| {
-            Error::invalid_model(
-                path,
-                format!("llama.cpp could not load it ({e}); its log above says why"),
-            )
-        })?;
-        let model = Arc::new(model);
-        let vocab = model.vocab();
-        let token_text = |t: LlamaToken| {
-            vocab
-                .text(t)
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        };
-        let bos_text = token_text(vocab.bos());
-        let template = match gguf.get_str("tokenizer.chat_template") {
-            Some(source) => Some(ChatTemplate::new(
-                source,
-                &bos_text,
-                &token_text(vocab.eos()),
-            )?),
-            None => None,
-        };
-        let train_ctx = model.n_ctx_train().max(1);
-        let context_size = spec
-            .options
-            .context_size
-            .unwrap_or_else(|| train_ctx.min(DEFAULT_CONTEXT_CAP));
-        let threads = spec.options.threads.unwrap_or_else(default_threads);
-        let threads = i32::try_from(threads).unwrap_or(i32::MAX);
-        let batch_size = options.batch_size.unwrap_or(BATCH_SIZE).max(1);
-        let kv_type = spec.options.kv_cache_type.unwrap_or_default();
-        let mut params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(context_size))
-            .with_n_batch(batch_size)
-            .with_n_ubatch(batch_size)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads)
-            .with_type_k(llama_kv_type(kv_type))
-            .with_type_v(llama_kv_type(kv_type));
-        if kv_type != KvCacheType::F16 {
-            // llama.cpp keeps a quantized V cache only with flash attention.
-            params =
-                params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
-        }
-        let slots = spec.options.parallel.unwrap_or(DEFAULT_PARALLEL).max(1);
-        check_room(spec, context_size, batch_size, slots)?;
-        let params = params.with_n_seq_max(slots as u32).with_kv_unified(true);
-        let vocab_size = u32::try_from(vocab.n_tokens()).unwrap_or(0);
-        let pieces = vocabulary(&model);
-        // Saving a sequence's state off a GPU (llama.cpp's `state_seq_get`) is slow: with the
-        // prompt store on, 8 concurrent streams on an H100 waited 0.3-0.7 s for their first
-        // token while slots were saved (docs/BENCHMARKS.md). Off for models on a GPU for now.
-        let prompt_store_bytes = if plan.local_gpu {
-            0
-        } else {
-            spec.options.prompt_store_bytes()
-        };
-        let for_thread = Arc::clone(&model);
-        let (generator, ()) = Generator::spawn(&format!("llama:{}", spec.id), move |starter| {
-            let model = for_thread;
-            let context = model.new_context(backend, params);
-            match context {
-                Ok(ctx) => {
-                    let evaluator = LlamaEvaluator::new(
-                        &model,
-                        backend,
-                        ctx,
-                        slots,
-                        threads,
-                        prompt_store_bytes,
-                    );
-                    starter.serve(evaluator, pieces, ())
-                }
-                Err(e) => starter.fail(Error::engine(
-                    ENGINE_NAME,
-                    format!("creating the context failed: {e}"),
-                )),
-            };
-        })?;
-        let context_size = generator.limits().kv_cells as u32;
-        tracing::info!(
-            model = %spec.id,
-            context_size,
-            threads,
-            slots,
-            kv_cache_type = kv_type.name(),
-            "llama.cpp model ready"
-        );
-        Ok(LlamaLoadedModel {
-            descriptor: ModelDescriptor {
-                id: spec.id.clone(),
-                engine: ENGINE_NAME.to_string(),
-                context_size,
-                vocab_size,
-                has_chat_template: template.is_some(),
-                tool_format: template
-                    .as_ref()
-                    .map(ChatTemplate::tool_format)
-                    .unwrap_or_default(),
-                placement: plan.parts,
-            },
-            model,
-            template,
-            bos_text,
-            generator,
-        })
+/// Load a GGUF model into llama.cpp and start its generation thread.
+fn load(spec: &LoadSpec) -> Result<EngineParts> {
+    let path = spec.path.as_path();
+    // Detection validated the whole file layout: llama.cpp aborts the process on some
+    // corrupt files.
+    let ModelHeader::Gguf(gguf) = &spec.detected.header else {
+        return Err(Error::invalid_model(path, "not a GGUF file"));
+    };
+    crate::validate::check(gguf)?;
+    let options: LlamaOptions = spec.options.engine.parse(ENGINE_NAME)?;
+    let backend = llama_backend()?;
+    let plan = crate::placement::plan(spec, options.gpu_layers)?;
+    let model = LlamaModel::load_from_file(backend, path, &plan.params).map_err(|e| {
+        Error::invalid_model(
+            path,
+            format!("llama.cpp could not load it ({e}); its log above says why"),
+        )
+    })?;
+    let model = Arc::new(model);
+    let vocab = model.vocab();
+    let bos_text = token_text(&model, vocab.bos());
+    let template = match gguf.get_str("tokenizer.chat_template") {
+        Some(source) => Some(ChatTemplate::new(
+            source,
+            &bos_text,
+            &token_text(&model, vocab.eos()),
+        )?),
+        None => None,
+    };
+    let train_ctx = model.n_ctx_train().max(1);
+    let context_size = spec
+        .options
+        .context_size
+        .unwrap_or_else(|| train_ctx.min(DEFAULT_CONTEXT_CAP));
+    let threads = spec.options.threads.unwrap_or_else(default_threads);
+    let threads = i32::try_from(threads).unwrap_or(i32::MAX);
+    let batch_size = options.batch_size.unwrap_or(BATCH_SIZE).max(1);
+    let kv_type = spec.options.kv_cache_type.unwrap_or_default();
+    let mut params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(context_size))
+        .with_n_batch(batch_size)
+        .with_n_ubatch(batch_size)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        .with_type_k(llama_kv_type(kv_type))
+        .with_type_v(llama_kv_type(kv_type));
+    if kv_type != KvCacheType::F16 {
+        // llama.cpp keeps a quantized V cache only with flash attention.
+        params = params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
     }
-
-    /// The prompt's tokens: chat rendered with the model's template, BOS added when the model
-    /// wants one and the text does not already start with it.
-    fn tokenize(&self, input: &Input, tools: &[Tool], path: &Path) -> Result<Vec<LlamaToken>> {
-        let text = match input {
-            Input::Tokens(ids) => {
-                let vocab = self.descriptor.vocab_size;
-                if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
-                    return Err(Error::InvalidRequest(format!(
-                        "token id {bad} is outside the vocabulary of {vocab} tokens"
-                    )));
-                }
-                return Ok(ids.iter().map(|&id| LlamaToken(id as i32)).collect());
+    let slots = spec.options.parallel.unwrap_or(DEFAULT_PARALLEL).max(1);
+    check_room(spec, context_size, batch_size, slots)?;
+    let params = params.with_n_seq_max(slots as u32).with_kv_unified(true);
+    let pieces = vocabulary(&model);
+    // Saving a sequence's state off a GPU (llama.cpp's `state_seq_get`) is slow: with the
+    // prompt store on, 8 concurrent streams on an H100 waited 0.3-0.7 s for their first
+    // token while slots were saved (docs/BENCHMARKS.md). Off for models on a GPU for now.
+    let prompt_store_bytes = if plan.local_gpu {
+        0
+    } else {
+        spec.options.prompt_store_bytes()
+    };
+    let for_thread = Arc::clone(&model);
+    let (generator, ()) = Generator::spawn(&format!("llama:{}", spec.id), move |starter| {
+        let model = for_thread;
+        let context = model.new_context(backend, params);
+        match context {
+            Ok(ctx) => {
+                let evaluator =
+                    LlamaEvaluator::new(&model, backend, ctx, slots, threads, prompt_store_bytes);
+                starter.serve(evaluator, pieces, ())
             }
-            Input::Text(text) => text.clone(),
-            Input::Chat(messages) => self
-                .template
-                .as_ref()
-                .ok_or_else(|| {
-                    Error::InvalidRequest(format!(
-                        "{} has no chat template; send a plain prompt instead",
-                        path.display()
-                    ))
-                })?
-                .render(messages, tools, true)?,
+            Err(e) => starter.fail(Error::engine(
+                ENGINE_NAME,
+                format!("creating the context failed: {e}"),
+            )),
         };
-        let vocab = self.model.vocab();
-        let add_bos = vocab.should_add_bos()
-            && (self.bos_text.is_empty() || !text.starts_with(&self.bos_text));
-        let tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
-        tracing::debug!(prompt = %text, ?tokens, add_bos, "tokenized prompt");
-        if tokens.is_empty() {
-            return Err(Error::InvalidRequest("the prompt is empty".into()));
-        }
-        Ok(tokens)
-    }
-}
-
-#[async_trait]
-impl LoadedModel for LlamaLoadedModel {
-    fn descriptor(&self) -> &ModelDescriptor {
-        &self.descriptor
-    }
-
-    fn engine_memory(&self) -> Option<EngineMemory> {
-        Some(EngineMemory {
-            bytes: self.model.size(),
-            what: "llama.cpp model weights (KV cache not included)".into(),
-        })
-    }
-
-    fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {
-        Ok(self
-            .tokenize(input, &[], Path::new(&self.descriptor.id))?
-            .into_iter()
-            .map(|t| t.0 as u32)
-            .collect())
-    }
-
-    async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
-        let tokens = self
-            .tokenize(
-                &request.input,
-                &request.tools,
-                Path::new(&self.descriptor.id),
-            )?
-            .into_iter()
-            .map(|t| t.0 as u32)
-            .collect();
-        self.generator.submit(tokens, &request).await
-    }
-
-    fn prompt_store_bytes(&self) -> Option<u64> {
-        Some(self.generator.prompt_store_bytes() as u64)
-    }
-
-    fn draft_model(&self) -> Result<DraftModel> {
-        self.generator.draft_model()
-    }
-
-    fn attach_draft(&self, draft: DraftModel) -> Result<()> {
-        self.generator.attach_draft(draft)
-    }
-
-    async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {
-        let vocab = self.model.vocab();
-        let tokens = inputs
-            .iter()
-            .map(|text| {
-                vocab
-                    .tokenize(text.as_bytes(), vocab.should_add_bos(), false)
-                    .into_iter()
-                    .map(|t| t.0 as u32)
-                    .collect()
-            })
-            .collect();
-        self.generator.embed(tokens).await
-    }
+    })?;
+    let context_size = generator.limits().kv_cells as u32;
+    tracing::info!(
+        model = %spec.id,
+        context_size,
+        threads,
+        slots,
+        kv_cache_type = kv_type.name(),
+        "llama.cpp model ready"
+    );
+    let weights = model.size();
+    Ok(
+        EngineParts::new(generator, Box::new(LlamaTokenizer::new(model)), template)
+            .placed(plan.parts)
+            .memory(move || {
+                Some(EngineMemory {
+                    bytes: weights,
+                    what: "llama.cpp model weights (KV cache not included)".into(),
+                })
+            }),
+    )
 }
 
 /// llama.cpp's name for a KV-cache storage type.

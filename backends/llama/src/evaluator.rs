@@ -33,20 +33,20 @@ pub struct LlamaEvaluator<'m> {
 }
 
 impl<'m> LlamaEvaluator<'m> {
-    /// Evaluate with `ctx`, a context of `model` created for `sequences` sequences; embeddings
+    /// Evaluate with `ctx`, a context of `model` created for `slots` slots (llama.cpp's sequences); embeddings
     /// run on `threads` threads in contexts of their own; the prompt store holds at most
     /// `prompt_store_bytes` of sequence states.
     pub fn new(
         model: &'m LlamaModel,
         backend: &'static LlamaBackend,
         ctx: LlamaContext<'m>,
-        sequences: usize,
+        slots: usize,
         threads: i32,
         prompt_store_bytes: usize,
     ) -> Self {
         let limits = Limits {
             kv_cells: ctx.n_ctx() as usize,
-            sequences,
+            slots,
             batch_tokens: ctx.n_batch() as usize,
             prompt_store_bytes,
         };
@@ -54,7 +54,7 @@ impl<'m> LlamaEvaluator<'m> {
             model,
             backend,
             threads,
-            batch: LlamaBatch::new(limits.batch_tokens, sequences as i32),
+            batch: LlamaBatch::new(limits.batch_tokens, slots as i32),
             ctx,
             limits,
             logits_at: Vec::new(),
@@ -116,7 +116,7 @@ impl Evaluator for LlamaEvaluator<'_> {
                     .add(
                         LlamaToken(id as i32),
                         pos,
-                        &[entry.seq as i32],
+                        &[entry.slot as i32],
                         k + outputs >= n,
                     )
                     .map_err(|e| engine_error("batch", e))?;
@@ -151,9 +151,9 @@ impl Evaluator for LlamaEvaluator<'_> {
         Ok(picks.clone())
     }
 
-    fn truncate(&mut self, seq: usize, len: usize) -> Result<()> {
+    fn truncate(&mut self, slot: usize, len: usize) -> Result<()> {
         self.ctx
-            .clear_kv_cache_seq(Some(seq as u32), Some(len as u32), None)
+            .clear_kv_cache_seq(Some(slot as u32), Some(len as u32), None)
             .map_err(|e| engine_error("trimming the KV cache", e))?;
         Ok(())
     }
@@ -166,10 +166,10 @@ impl Evaluator for LlamaEvaluator<'_> {
     }
 
     /// llama.cpp's per-sequence state (the sequence's KV cells and positions) as bytes.
-    fn save_state(&mut self, seq: usize) -> Result<Option<SavedState>> {
+    fn save_state(&mut self, slot: usize) -> Result<Option<SavedState>> {
         let state = self
             .ctx
-            .state_seq_get(seq as i32, LlamaStateSeqFlags::empty())
+            .state_seq_get(slot as i32, LlamaStateSeqFlags::empty())
             .map_err(|e| engine_error("copying a sequence's state", e))?;
         Ok(Some(SavedState {
             bytes: state.byte_len(),
@@ -177,13 +177,13 @@ impl Evaluator for LlamaEvaluator<'_> {
         }))
     }
 
-    fn restore_state(&mut self, seq: usize, state: &SavedState) -> Result<()> {
+    fn restore_state(&mut self, slot: usize, state: &SavedState) -> Result<()> {
         let state = state
             .data
             .downcast_ref::<SeqState>()
             .ok_or_else(|| engine_error("restoring a sequence's state", "not a llama.cpp state"))?;
         self.ctx
-            .state_seq_set(state, seq as i32)
+            .state_seq_set(state, slot as i32)
             .map_err(|e| engine_error("restoring a sequence's state", e))
     }
 

@@ -6,8 +6,10 @@
 mod engine;
 mod evaluator;
 pub mod ggml_modules;
+mod library;
 mod placement;
 pub mod rpc;
+mod tokenizer;
 mod validate;
 
 pub use engine::LlamaEngine;

@@ -32,7 +32,7 @@ type StartServer = unsafe extern "C" fn(
 /// One of the RPC backend's functions, found through its registry (ggml's RPC client is a
 /// library loaded at run time, see [`crate::ggml_modules`]).
 fn rpc_function(name: &CStr) -> Result<*mut std::ffi::c_void> {
-    crate::engine::llama_backend()?;
+    crate::library::llama_backend()?;
     // SAFETY: registries live for the process; the name is NUL-terminated.
     let function = unsafe {
         let registry = llama_cpp_sys_2::ggml_backend_reg_by_name(c"RPC".as_ptr());
@@ -165,7 +165,7 @@ fn register(endpoint: &str) -> Result<Vec<usize>> {
 /// (a restarted head then loads the weights it sent before from the worker's disk). Returns only
 /// when the server cannot start.
 pub fn serve_worker(host: &str, port: u16, threads: usize, cache_dir: Option<&Path>) -> Result<()> {
-    crate::engine::llama_backend()?;
+    crate::library::llama_backend()?;
     let endpoint = format!("{host}:{port}");
     // ggml prints why it cannot listen and returns; find out first, with the reason.
     drop(

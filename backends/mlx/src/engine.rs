@@ -1,17 +1,14 @@
-//! [`MlxEngine`]: the `InferenceBackend` for MLX, and the model it loads.
-
-use std::sync::Arc;
+//! [`MlxEngine`]: the `InferenceBackend` for MLX, and how it loads a model.
 
 use async_trait::async_trait;
-use minerva_runtime::generation::{DraftModel, Generator};
+use minerva_runtime::generation::Generator;
 use minerva_runtime::threads::run_blocking;
 use minerva_runtime::{
-    Capabilities, Detected, Embeddings, EngineMemory, GenerationRequest, InferenceBackend, Input,
-    LoadSpec, LoadedModel, ModelDescriptor, ModelFormat, ModelHeader, Result, TokenStream,
+    Capabilities, Detected, EngineMemory, EngineParts, InferenceBackend, LoadSpec, ModelFormat,
+    ModelHeader, Result,
 };
 
 use crate::load::load;
-use crate::tokenizer::ModelTokenizer;
 use crate::ENGINE_NAME;
 
 /// The MLX release mlx-sys 0.7.0 binds (and scripts/setup-mlx installs off macOS).
@@ -66,9 +63,8 @@ impl InferenceBackend for MlxEngine {
         facts
     }
 
-    async fn load_model(&self, spec: &LoadSpec) -> Result<Arc<dyn LoadedModel>> {
+    async fn load_model(&self, spec: &LoadSpec) -> Result<EngineParts> {
         // The model's own thread loads it and then runs its generations.
-        let id = spec.id.clone();
         let spec = spec.clone();
         let (generator, loaded) = run_blocking(ENGINE_NAME, move || {
             let name = format!("mlx-{}", spec.id);
@@ -78,7 +74,7 @@ impl InferenceBackend for MlxEngine {
                     parts.vocabulary,
                     (
                         parts.tokenizer,
-                        parts.vocab_size,
+                        parts.template,
                         parts.placement,
                         parts.ring_failure,
                     ),
@@ -87,84 +83,21 @@ impl InferenceBackend for MlxEngine {
             })
         })
         .await??;
-        let (tokenizer, vocab_size, placement, ring_failure) = loaded;
-        Ok(Arc::new(MlxLoadedModel {
-            descriptor: ModelDescriptor {
-                id,
-                engine: ENGINE_NAME.to_string(),
-                context_size: generator.limits().kv_cells as u32,
-                vocab_size,
-                has_chat_template: tokenizer.has_chat_template(),
-                tool_format: tokenizer.tool_format(),
-                placement,
-            },
-            tokenizer,
-            generator,
-            ring_failure,
-        }))
-    }
-}
-
-/// A model directory loaded into MLX, with its thread.
-pub struct MlxLoadedModel {
-    descriptor: ModelDescriptor,
-    tokenizer: Arc<ModelTokenizer>,
-    generator: Generator,
-    /// Set when the MLX ring the model is split over breaks.
-    ring_failure: Option<crate::distributed::RingFailure>,
-}
-
-#[async_trait]
-impl LoadedModel for MlxLoadedModel {
-    fn descriptor(&self) -> &ModelDescriptor {
-        &self.descriptor
-    }
-
-    fn failure(&self) -> Option<String> {
-        let failure = self.ring_failure.as_ref()?;
-        failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn engine_memory(&self) -> Option<EngineMemory> {
-        // Process-wide: MLX keeps one allocator for every model of the process.
-        let bytes = mlx_rs::memory::peak_memory().ok()?;
-        Some(EngineMemory {
-            bytes: bytes as u64,
-            what: "MLX allocator peak (all models of the process)".into(),
-        })
-    }
-
-    fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {
-        self.tokenizer.encode(input, &[], &self.descriptor.id)
-    }
-
-    async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {
-        let tokens = self
-            .tokenizer
-            .encode(&request.input, &request.tools, &self.descriptor.id)?;
-        self.generator.submit(tokens, &request).await
-    }
-
-    fn prompt_store_bytes(&self) -> Option<u64> {
-        Some(self.generator.prompt_store_bytes() as u64)
-    }
-
-    fn draft_model(&self) -> Result<DraftModel> {
-        self.generator.draft_model()
-    }
-
-    fn attach_draft(&self, draft: DraftModel) -> Result<()> {
-        self.generator.attach_draft(draft)
-    }
-
-    async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {
-        let tokens = inputs
-            .into_iter()
-            .map(|text| {
-                self.tokenizer
-                    .encode(&Input::Text(text), &[], &self.descriptor.id)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.generator.embed(tokens).await
+        let (tokenizer, template, placement, ring_failure) = loaded;
+        let mut parts = EngineParts::new(generator, Box::new(tokenizer), template)
+            .placed(placement)
+            .memory(|| {
+                // Process-wide: MLX keeps one allocator for every model of the process.
+                let bytes = mlx_rs::memory::peak_memory().ok()?;
+                Some(EngineMemory {
+                    bytes: bytes as u64,
+                    what: "MLX allocator peak (all models of the process)".into(),
+                })
+            });
+        if let Some(failure) = ring_failure {
+            parts =
+                parts.failure(move || failure.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        }
+        Ok(parts)
     }
 }

@@ -41,7 +41,7 @@ impl MlxEvaluator {
     ) -> Self {
         let layers = model.layers();
         MlxEvaluator {
-            caches: (0..limits.sequences)
+            caches: (0..limits.slots)
                 .map(|_| (0..layers).map(|_| KvCache::new(quantization)).collect())
                 .collect(),
             model,
@@ -75,7 +75,7 @@ impl MlxEvaluator {
             .map(|&i| outputs(&entries[i]))
             .max()
             .unwrap_or(0);
-        let seqs: Vec<usize> = group.iter().map(|&i| entries[i].seq).collect();
+        let seqs: Vec<usize> = group.iter().map(|&i| entries[i].slot).collect();
         let mut caches = pick_caches(&mut self.caches, seqs.iter().copied());
         let pipeline = self.pipeline.as_ref();
         let rest = |hidden: Array| match pipeline {
@@ -213,12 +213,12 @@ impl Evaluator for MlxEvaluator {
             .to_vec())
     }
 
-    fn truncate(&mut self, seq: usize, len: usize) -> Result<()> {
-        for cache in &mut self.caches[seq] {
+    fn truncate(&mut self, slot: usize, len: usize) -> Result<()> {
+        for cache in &mut self.caches[slot] {
             cache.truncate(len as i32);
         }
         match &self.pipeline {
-            Some(pipeline) => pipeline.truncate(seq, len),
+            Some(pipeline) => pipeline.truncate(slot, len),
             None => Ok(()),
         }
     }
@@ -238,12 +238,12 @@ impl Evaluator for MlxEvaluator {
     /// The sequence's per-layer caches, sharing their buffers: MLX arrays are never written in
     /// place while another holder keeps them, so the copy costs nothing until the slot is
     /// written again.
-    fn save_state(&mut self, seq: usize) -> Result<Option<SavedState>> {
+    fn save_state(&mut self, slot: usize) -> Result<Option<SavedState>> {
         if self.pipeline.is_some() {
             // The other ranks' shares of the state stay there; no prompt store for a split model.
             return Ok(None);
         }
-        let caches: Vec<KvCache> = self.caches[seq]
+        let caches: Vec<KvCache> = self.caches[slot]
             .iter()
             .map(|c| c.prefix(c.offset()))
             .collect();
@@ -258,14 +258,14 @@ impl Evaluator for MlxEvaluator {
         }))
     }
 
-    fn restore_state(&mut self, seq: usize, state: &SavedState) -> Result<()> {
+    fn restore_state(&mut self, slot: usize, state: &SavedState) -> Result<()> {
         let caches = state.data.downcast_ref::<Vec<KvCache>>().ok_or_else(|| {
             Error::engine(
                 ENGINE_NAME,
                 "restoring a sequence's state: not an MLX state",
             )
         })?;
-        self.caches[seq] = caches.iter().map(|c| c.prefix(c.offset())).collect();
+        self.caches[slot] = caches.iter().map(|c| c.prefix(c.offset())).collect();
         Ok(())
     }
 

@@ -16,7 +16,7 @@ mod tokenizer;
 mod weights;
 
 pub use config::SUPPORTED_MODEL_TYPES;
-pub use engine::{MlxEngine, MlxLoadedModel};
+pub use engine::MlxEngine;
 pub use load::serve_rank;
 
 /// Engine name used in config and messages.

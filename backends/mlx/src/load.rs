@@ -2,13 +2,12 @@
 //! the layout that suits the device, and the evaluator the generation core drives.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use minerva_runtime::format::safetensors_dir::SafetensorsDir;
 use minerva_runtime::generation::{Limits, Vocabulary};
 use minerva_runtime::threads::default_threads;
 use minerva_runtime::{
-    Error, KvCacheType, LoadSpec, ModelHeader, ModelPart, Result, DEFAULT_CONTEXT_CAP,
+    ChatTemplate, Error, KvCacheType, LoadSpec, ModelHeader, ModelPart, Result, DEFAULT_CONTEXT_CAP,
 };
 use mlx_rs::{Device, DeviceType};
 
@@ -126,10 +125,10 @@ pub struct LoadedParts {
     pub evaluator: MlxEvaluator,
     /// The vocabulary for the generation core.
     pub vocabulary: Vocabulary,
-    /// The tokenizer, shared with the request path.
-    pub tokenizer: Arc<ModelTokenizer>,
-    /// Rows of the embedding matrix.
-    pub vocab_size: u32,
+    /// The tokenizer, for the request path.
+    pub tokenizer: ModelTokenizer,
+    /// The chat template, if the model has one.
+    pub template: Option<ChatTemplate>,
     /// Where its layers run.
     pub placement: Vec<ModelPart>,
     /// Set when the MLX ring it is split over breaks.
@@ -149,7 +148,7 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
     let options: MlxOptions = spec.options.engine.parse(ENGINE_NAME)?;
     let config_path = dir.join("config.json");
     let config = ModelConfig::from_json(&files.config, &config_path)?;
-    let (tokenizer, vocabulary) = ModelTokenizer::load(dir, &config)?;
+    let (tokenizer, vocabulary, template) = ModelTokenizer::load(dir, &config)?;
     let threads = spec.options.threads.unwrap_or_else(default_threads);
     let kv_quantization = kv_quantization(spec, &options, config.head_dim())?;
     let ring = match &options.hostfile {
@@ -191,14 +190,14 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
         .max(1);
     let limits = Limits {
         kv_cells: context_size as usize,
-        sequences: spec.options.parallel.unwrap_or(DEFAULT_PARALLEL).max(1),
+        slots: spec.options.parallel.unwrap_or(DEFAULT_PARALLEL).max(1),
         batch_tokens: PREFILL_CHUNK,
         prompt_store_bytes: spec.options.prompt_store_bytes(),
     };
     tracing::info!(
         model = %spec.id,
         context_size,
-        sequences = limits.sequences,
+        slots = limits.slots,
         layers = model.layers(),
         blas = crate::blas::name(),
         threads,
@@ -209,8 +208,8 @@ pub fn load(spec: &LoadSpec) -> Result<LoadedParts> {
         ring_failure: pipeline.as_ref().map(Pipeline::failure),
         evaluator: MlxEvaluator::new(model, limits, kv_quantization, pipeline),
         vocabulary,
-        tokenizer: Arc::new(tokenizer),
-        vocab_size: config.vocab_size as u32,
+        tokenizer,
+        template,
         placement,
     })
 }

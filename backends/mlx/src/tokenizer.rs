@@ -6,26 +6,25 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use minerva_runtime::generation::Vocabulary;
-use minerva_runtime::tools::ToolFormat;
-use minerva_runtime::{ChatTemplate, Error, Input, Result, Tool};
+use minerva_runtime::{ChatTemplate, Error, Result};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::config::ModelConfig;
 
-/// Tokenizer and template of one model.
+/// The tokenizer of one model (`tokenizer.json`, its BOS from `tokenizer_config.json`).
 pub struct ModelTokenizer {
     tokenizer: Tokenizer,
-    /// Token ids in the vocabulary.
-    vocab_size: usize,
-    bos_text: String,
-    template: Option<ChatTemplate>,
+    bos_text: Option<String>,
 }
 
 impl ModelTokenizer {
     /// Load the tokenizer files of `dir`, checking them against `config`; also the vocabulary
-    /// (each token's bytes, empty for special tokens; end-of-sequence ids).
-    pub fn load(dir: &Path, config: &ModelConfig) -> Result<(ModelTokenizer, Vocabulary)> {
+    /// (each token's bytes, empty for special tokens; end-of-sequence ids) and the chat template.
+    pub fn load(
+        dir: &Path,
+        config: &ModelConfig,
+    ) -> Result<(ModelTokenizer, Vocabulary, Option<ChatTemplate>)> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             return Err(Error::invalid_model(
@@ -105,70 +104,27 @@ impl ModelTokenizer {
             Some(source) => Some(ChatTemplate::new(&source, &bos_text, &eos_text)?),
             None => None,
         };
-        let vocab_size = pieces.len();
         // SentencePiece-style vocabularies mark word starts with a space: it is dropped from the
         // first generated token, as Hugging Face's decoder does at the start of a text.
         let vocabulary = Vocabulary::new(pieces, eos, !byte_level);
         let tokenizer = ModelTokenizer {
             tokenizer,
-            vocab_size,
-            bos_text,
-            template,
+            bos_text: Some(bos_text).filter(|text| !text.is_empty()),
         };
-        Ok((tokenizer, vocabulary))
+        Ok((tokenizer, vocabulary, template))
+    }
+}
+
+impl minerva_runtime::generation::Tokenizer for ModelTokenizer {
+    fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let encoding = self.tokenizer.encode(text, add_special).map_err(|e| {
+            Error::InvalidRequest(format!("the prompt could not be tokenized: {e}"))
+        })?;
+        Ok(encoding.get_ids().to_vec())
     }
 
-    /// How the model writes tool calls (from its chat template).
-    pub fn tool_format(&self) -> ToolFormat {
-        self.template
-            .as_ref()
-            .map(ChatTemplate::tool_format)
-            .unwrap_or_default()
-    }
-
-    /// Whether chat input can be rendered.
-    pub fn has_chat_template(&self) -> bool {
-        self.template.is_some()
-    }
-
-    /// Token ids of `input`: chat is rendered with the template and tokenized as is (the
-    /// template writes its own special tokens); plain text gets the tokenizer's special tokens
-    /// unless it already starts with BOS.
-    pub fn encode(&self, input: &Input, tools: &[Tool], model: &str) -> Result<Vec<u32>> {
-        let (text, add_special) = match input {
-            Input::Tokens(ids) => {
-                if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-                    return Err(Error::InvalidRequest(format!(
-                        "token id {bad} is outside the vocabulary of {} tokens",
-                        self.vocab_size
-                    )));
-                }
-                return Ok(ids.clone());
-            }
-            Input::Text(text) => (
-                text.clone(),
-                self.bos_text.is_empty() || !text.starts_with(&self.bos_text),
-            ),
-            Input::Chat(messages) => {
-                let template = self.template.as_ref().ok_or_else(|| {
-                    Error::InvalidRequest(format!(
-                        "{model} has no chat template; send a plain prompt instead"
-                    ))
-                })?;
-                (template.render(messages, tools, true)?, false)
-            }
-        };
-        let encoding = self
-            .tokenizer
-            .encode(text.as_str(), add_special)
-            .map_err(|e| {
-                Error::InvalidRequest(format!("the prompt could not be tokenized: {e}"))
-            })?;
-        let ids = encoding.get_ids().to_vec();
-        if ids.is_empty() {
-            return Err(Error::InvalidRequest("the prompt is empty".into()));
-        }
-        Ok(ids)
+    fn bos_text(&self) -> Option<&str> {
+        self.bos_text.as_deref()
     }
 }
 

@@ -19,7 +19,7 @@ use llguidance::toktrie::{ApproximateTokEnv, SimpleVob, TokRxInfo, TokTrie, Toke
 use llguidance::{Matcher, ParserFactory};
 use tokio::sync::{oneshot, Semaphore};
 
-use super::engine::Vocabulary;
+use super::evaluator::Vocabulary;
 use crate::error::{Error, Result};
 use crate::request::Constraint;
 

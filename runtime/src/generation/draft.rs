@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::engine::Vocabulary;
+use super::evaluator::Vocabulary;
+use super::job::{Job, Work};
 use super::picker::PickerOptions;
-use super::scheduler::{Job, Work};
 use crate::error::{Error, Result};
 use crate::response::StreamEvent;
 use crate::sampling::SamplingParams;

@@ -11,13 +11,14 @@
 
 mod constraint;
 mod draft;
-mod engine;
+mod evaluator;
+mod job;
 mod picker;
 mod prompt_store;
 mod scheduler;
 mod sequence;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -26,7 +27,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use draft::DraftModel;
-pub use engine::{BatchEntry, BatchToken, Evaluator, Limits, SavedState, Vocabulary, Wanted};
+pub use evaluator::{
+    BatchEntry, BatchToken, Evaluator, Limits, SavedState, Tokenizer, Vocabulary, Wanted,
+};
 pub use picker::{argmax, Picked, PickedLogprobs, PickerOptions, TokenPicker};
 
 use crate::backend::Embeddings;
@@ -34,7 +37,8 @@ use crate::error::{Error, Result};
 use crate::request::GenerationRequest;
 use crate::response::TokenStream;
 use constraint::Grammars;
-use scheduler::{Job, Scheduler, Work};
+use job::{Job, Work};
+use scheduler::Scheduler;
 
 /// What the model's thread reports once its evaluator is ready.
 struct Ready<T> {
@@ -134,6 +138,11 @@ impl Generator {
     /// The sizes the model schedules within.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Token ids in the model's vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab.len()
     }
 
     /// Bytes the prompt store holds now (within [`Limits::prompt_store_bytes`]).
@@ -277,12 +286,12 @@ impl Generator {
             ));
         }
         let n = request.n as usize;
-        if n > self.limits.sequences {
+        if n > self.limits.slots {
             return Err(Error::param(
                 "n",
                 format!(
                     "n = {n} but this model generates at most {} sequences at once (its `parallel` setting)",
-                    self.limits.sequences
+                    self.limits.slots
                 ),
             ));
         }

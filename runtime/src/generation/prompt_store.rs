@@ -2,7 +2,7 @@
 //! a byte budget, so that a request continuing one of them is restored instead of recomputed.
 //! Least recently stored or used entries go first; an entry another one extends is dropped.
 
-use super::engine::SavedState;
+use super::evaluator::SavedState;
 
 /// Fewest tokens worth keeping: shorter prefixes are cheaper to recompute than to copy.
 pub(crate) const MIN_STORED_TOKENS: usize = 32;
@@ -78,7 +78,7 @@ impl PromptStore {
     pub fn best(&self, prompt: &[u32]) -> Option<(u64, usize)> {
         self.entries
             .iter()
-            .map(|e| (e.id, super::scheduler::common_prefix(&e.tokens, prompt)))
+            .map(|e| (e.id, common_prefix(&e.tokens, prompt)))
             .max_by_key(|&(_, common)| common)
             .filter(|&(_, common)| common > 0)
     }
@@ -94,6 +94,11 @@ impl PromptStore {
         self.used -= entry.state.bytes;
         entry
     }
+}
+
+/// Length of the common prefix of two token lists.
+pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 #[cfg(test)]

@@ -23,58 +23,13 @@ use std::sync::Arc;
 
 use super::constraint::TokenConstraint;
 use super::draft::{DraftModel, Drafter};
-use super::engine::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
-use super::picker::{Picked, PickerOptions, TokenPicker};
-use super::prompt_store::{PromptStore, MIN_STORED_TOKENS};
-use super::sequence::{Ending, Events, Outcome, Sequence};
+use super::evaluator::{BatchEntry, BatchToken, Evaluator, Limits, Vocabulary, Wanted};
+use super::job::{Job, Work};
+use super::picker::{Picked, TokenPicker};
+use super::prompt_store::{common_prefix, PromptStore, MIN_STORED_TOKENS};
+use super::sequence::{Ending, Outcome, Sequence};
 use crate::error::{Error, Result};
-use crate::request::Drafting;
 use crate::response::FinishReason;
-
-/// What the model's thread is asked to do.
-pub(crate) enum Work {
-    /// Generate.
-    Generate(Box<Job>),
-    /// Embed token lists (between two steps).
-    Embed {
-        /// The inputs' token ids.
-        inputs: Vec<Vec<u32>>,
-        /// Where the vectors go.
-        reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>>>,
-    },
-    /// Draft with this model from now on (for requests that ask for a draft model).
-    AttachDraft(DraftModel),
-}
-
-/// A request waiting for slots.
-pub(crate) struct Job {
-    /// Prompt token ids.
-    pub prompt: Vec<u32>,
-    /// How its choices pick tokens.
-    pub picker: PickerOptions,
-    /// What its text must match (each choice gets its own copy).
-    pub constraint: Option<TokenConstraint>,
-    /// Seed of choice 0 (choice `i` uses `seed + i`); `None`: random.
-    pub seed: Option<u64>,
-    /// Stop strings.
-    pub stop: Vec<String>,
-    /// Most tokens per choice.
-    pub max_tokens: Option<u32>,
-    /// Generate past end-of-generation tokens.
-    pub ignore_eos: bool,
-    /// Reuse a cached prompt prefix.
-    pub cache_prompt: bool,
-    /// Choices.
-    pub n: u32,
-    /// Speculative decoding.
-    pub drafting: Option<Drafting>,
-    /// The predicted output's tokens (drafts come from it).
-    pub prediction: Vec<u32>,
-    /// Where its events go.
-    pub events: Events,
-    /// Where each generated token id goes as it is taken (drafts for another model).
-    pub token_ids: Option<std::sync::mpsc::Sender<u32>>,
-}
 
 /// Where an admitted choice is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +129,7 @@ impl<E: Evaluator> Scheduler<E> {
             engine,
             vocab,
             limits,
-            slots: (0..limits.sequences).map(|_| Slot::default()).collect(),
+            slots: (0..limits.slots).map(|_| Slot::default()).collect(),
             waiting: VecDeque::new(),
             in_flight: None,
             admitted: 0,
@@ -707,7 +662,7 @@ impl<E: Evaluator> Scheduler<E> {
             let mut tokens = vec![token];
             tokens.extend(draft.iter().map(|&t| BatchToken::Id(t)));
             batch.push(BatchEntry {
-                seq: i,
+                slot: i,
                 start: slot.kv.len(),
                 tokens,
                 wanted: match draft.len() {
@@ -745,7 +700,7 @@ impl<E: Evaluator> Scheduler<E> {
             budget -= take;
             let last = done + take == prompt.len();
             batch.push(BatchEntry {
-                seq: i,
+                slot: i,
                 start: done,
                 tokens: prompt[done..done + take]
                     .iter()
@@ -899,9 +854,4 @@ fn l2_normalized(mut v: Vec<f32>) -> Vec<f32> {
         v.iter_mut().for_each(|x| *x /= norm);
     }
     v
-}
-
-/// Length of the common prefix of two token lists.
-pub(crate) fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

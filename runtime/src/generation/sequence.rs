@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::draft::Drafter;
-use super::engine::Vocabulary;
+use super::evaluator::Vocabulary;
 use super::picker::{Picked, TokenPicker};
 use crate::error::{Error, Result};
 use crate::response::{FinishReason, StreamEvent, TokenLogprob, TokenProb, Usage};

@@ -57,7 +57,7 @@ impl Evaluator for Toy {
         std::thread::sleep(self.delay);
         let mut picks = Vec::new();
         for e in batch {
-            let kv = &mut self.kv[e.seq];
+            let kv = &mut self.kv[e.slot];
             assert_eq!(e.start, kv.len(), "the core's idea of the cache is wrong");
             for t in &e.tokens {
                 kv.push(match *t {
@@ -67,7 +67,7 @@ impl Evaluator for Toy {
             }
             let cells: usize = self.kv.iter().map(Vec::len).sum();
             assert!(cells <= self.limits.kv_cells, "{cells} cells used");
-            let kv = &self.kv[e.seq];
+            let kv = &self.kv[e.slot];
             match e.wanted {
                 Wanted::Nothing => {}
                 Wanted::Pick => picks.push(next(kv)),
@@ -89,8 +89,8 @@ impl Evaluator for Toy {
         Ok(picks.clone())
     }
 
-    fn truncate(&mut self, seq: usize, len: usize) -> Result<()> {
-        self.kv[seq].truncate(len);
+    fn truncate(&mut self, slot: usize, len: usize) -> Result<()> {
+        self.kv[slot].truncate(len);
         Ok(())
     }
 
@@ -100,37 +100,41 @@ impl Evaluator for Toy {
     }
 
     /// A token's state takes 4 bytes.
-    fn save_state(&mut self, seq: usize) -> Result<Option<SavedState>> {
+    fn save_state(&mut self, slot: usize) -> Result<Option<SavedState>> {
         Ok(Some(SavedState {
-            bytes: self.kv[seq].len() * 4,
-            data: Box::new(self.kv[seq].clone()),
+            bytes: self.kv[slot].len() * 4,
+            data: Box::new(self.kv[slot].clone()),
         }))
     }
 
-    fn restore_state(&mut self, seq: usize, state: &SavedState) -> Result<()> {
-        self.kv[seq] = state.data.downcast_ref::<Vec<u32>>().unwrap().clone();
+    fn restore_state(&mut self, slot: usize, state: &SavedState) -> Result<()> {
+        self.kv[slot] = state.data.downcast_ref::<Vec<u32>>().unwrap().clone();
         Ok(())
     }
 }
 
-fn toy(pipelined: bool, kv_cells: usize, sequences: usize) -> (Generator, Arc<Mutex<Vec<usize>>>) {
-    slow_toy(pipelined, kv_cells, sequences, std::time::Duration::ZERO)
+pub(crate) fn toy(
+    pipelined: bool,
+    kv_cells: usize,
+    slots: usize,
+) -> (Generator, Arc<Mutex<Vec<usize>>>) {
+    slow_toy(pipelined, kv_cells, slots, std::time::Duration::ZERO)
 }
 
 fn slow_toy(
     pipelined: bool,
     kv_cells: usize,
-    sequences: usize,
+    slots: usize,
     delay: std::time::Duration,
 ) -> (Generator, Arc<Mutex<Vec<usize>>>) {
-    spelled_toy(pipelined, kv_cells, sequences, delay, b'a', 0)
+    spelled_toy(pipelined, kv_cells, slots, delay, b'a', 0)
 }
 
 /// A toy whose token `i` is spelled `first + i`, with a prompt store of `store_bytes`.
 fn spelled_toy(
     pipelined: bool,
     kv_cells: usize,
-    sequences: usize,
+    slots: usize,
     delay: std::time::Duration,
     first: u8,
     store_bytes: usize,
@@ -141,12 +145,12 @@ fn spelled_toy(
     let (generator, ()) = Generator::spawn("toy", move |starter| {
         let limits = Limits {
             kv_cells,
-            sequences,
+            slots,
             batch_tokens: 8,
             prompt_store_bytes: store_bytes,
         };
         let engine = Toy {
-            kv: vec![Vec::new(); sequences],
+            kv: vec![Vec::new(); slots],
             limits,
             pipelined,
             rows: Vec::new(),

@@ -12,7 +12,7 @@
 
 mod child;
 mod handle;
-mod process;
+pub(crate) mod process;
 pub mod protocol;
 
 use std::path::PathBuf;
@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 
 pub use child::serve_runner;
 pub use handle::RunnerModel;
-pub use process::write_last_words;
 
 /// Where a model's engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

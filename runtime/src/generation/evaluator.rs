@@ -1,5 +1,5 @@
 //! The narrow interface an engine implements for the generation core: evaluate batches of tokens
-//! into logits (or into tokens picked on the device), keep each sequence's KV cache, and describe
+//! into logits (or into tokens picked on the device), keep each slot's KV cache, and describe
 //! its vocabulary. Everything else (sequences, sampling, scheduling) is the core's.
 
 use std::any::Any;
@@ -27,11 +27,11 @@ pub enum Wanted {
     Logits(usize),
 }
 
-/// A sequence's new tokens in one evaluation step.
+/// A slot's new tokens in one evaluation step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchEntry {
-    /// The sequence (0..[`Limits::sequences`]); its KV cache holds exactly `start` positions.
-    pub seq: usize,
+    /// The slot (0..[`Limits::slots`]) whose KV cache holds exactly `start` positions.
+    pub slot: usize,
     /// Position of the first token.
     pub start: usize,
     /// The tokens, in order.
@@ -43,10 +43,10 @@ pub struct BatchEntry {
 /// Sizes the core schedules within.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// KV cells shared by all sequences; also the most one sequence may hold.
+    /// KV cells shared by all slots; also the most one slot may hold.
     pub kv_cells: usize,
-    /// Sequences with their own KV cache.
-    pub sequences: usize,
+    /// Slots: KV caches of their own, one per sequence generated at once.
+    pub slots: usize,
     /// Most tokens evaluated in one step.
     pub batch_tokens: usize,
     /// Most bytes of KV state kept in host memory for conversations that lost their slot (the
@@ -54,12 +54,25 @@ pub struct Limits {
     pub prompt_store_bytes: usize,
 }
 
-/// A sequence's KV state copied out of the engine's cache, for the prompt store.
+/// A slot's KV state copied out of the engine's cache, for the prompt store.
 pub struct SavedState {
     /// Bytes it holds.
     pub bytes: usize,
     /// The engine's own form of it.
     pub data: Box<dyn Any>,
+}
+
+/// An engine's tokenizer, for the runtime's model object (which owns the rule of which special
+/// tokens a prompt gets).
+pub trait Tokenizer: Send + Sync {
+    /// `text`'s token ids; text spelling a special token becomes that token. With
+    /// `add_special`, the tokens the model puts around a text of its own are added (its BOS,
+    /// where it has one).
+    fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>>;
+
+    /// The text of the token `add_special` starts a text with, if any: a text that already
+    /// starts with it is not given a second one.
+    fn bos_text(&self) -> Option<&str>;
 }
 
 /// An engine's vocabulary as the core needs it: the bytes each token stands for and which tokens
@@ -162,22 +175,22 @@ pub trait Evaluator {
     /// The token ids of `picks`, waiting for them if needed.
     fn read_picks(&mut self, picks: &Self::Picks) -> Result<Vec<u32>>;
 
-    /// Keep only the first `len` positions of sequence `seq`'s KV cache.
-    fn truncate(&mut self, seq: usize, len: usize) -> Result<()>;
+    /// Keep only the first `len` positions of slot `slot`'s KV cache.
+    fn truncate(&mut self, slot: usize, len: usize) -> Result<()>;
 
     /// Make the first `len` positions of `to`'s KV cache those of `from` (which holds them).
     fn copy_prefix(&mut self, from: usize, to: usize, len: usize) -> Result<()>;
 
-    /// A copy of sequence `seq`'s whole KV state (which stays in the cache too); `None` where
+    /// A copy of slot `slot`'s whole KV state (which stays in the cache too); `None` where
     /// the engine cannot copy states out.
-    fn save_state(&mut self, seq: usize) -> Result<Option<SavedState>> {
-        let _ = seq;
+    fn save_state(&mut self, slot: usize) -> Result<Option<SavedState>> {
+        let _ = slot;
         Ok(None)
     }
 
-    /// Make sequence `seq`'s KV cache hold `state` (saved from any sequence of this evaluator).
-    fn restore_state(&mut self, seq: usize, state: &SavedState) -> Result<()> {
-        let _ = (seq, state);
+    /// Make slot `slot`'s KV cache hold `state` (saved from any slot of this evaluator).
+    fn restore_state(&mut self, slot: usize, state: &SavedState) -> Result<()> {
+        let _ = (slot, state);
         Err(Error::engine(
             "generation",
             "this engine cannot restore KV states",
@@ -190,7 +203,7 @@ pub trait Evaluator {
     }
 
     /// The mean over `tokens` of the model's last hidden states (after its final norm),
-    /// evaluated apart from every sequence's cache. Engines without embeddings keep this.
+    /// evaluated apart from every slot's cache. Engines without embeddings keep this.
     fn embed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let _ = tokens;
         Err(Error::InvalidRequest(
