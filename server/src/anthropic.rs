@@ -7,12 +7,13 @@ use axum::http::StatusCode;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use minerva_runtime::{
-    ChatMessage, Completion, Constraint, FinishReason, GenerationRequest, Input, Role,
-    SamplingParams, Tool, ToolCall, ToolChoice, Usage,
+    ChatMessage, Completion, FinishReason, GenerationRequest, Input, Role, SamplingParams,
+    ToolCall, ToolChoice, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::convert;
 use crate::error::ApiError;
 use crate::openai::{checked_body, typed, Fields};
 
@@ -162,18 +163,31 @@ impl MessagesRequest {
         if let Some(OutputFormat::JsonSchema { schema }) =
             self.output_config.as_ref().and_then(|c| c.format.as_ref())
         {
-            request.constraint = Some(Constraint::JsonSchema(schema.clone()));
+            let none: [&String; 0] = [];
+            request.constraint = Some(convert::json_schema(
+                "output_config",
+                "output_config.format",
+                None,
+                Some(schema),
+                none,
+            )?);
         }
         request.tools = self
             .tools
             .iter()
             .flatten()
-            .map(|t| Tool {
-                name: t.name.clone(),
-                description: t.description.clone(),
-                parameters: t.input_schema.clone(),
+            .enumerate()
+            .map(|(i, t)| {
+                convert::tool(
+                    &format!("tools.{i}"),
+                    &t.name,
+                    t.description.as_deref(),
+                    Some(&t.input_schema),
+                    "name",
+                    "input_schema",
+                )
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         if let Some(choice) = &self.tool_choice {
             request.tool_choice = match (choice.kind.as_str(), &choice.name) {
                 ("auto", _) => ToolChoice::Auto,
@@ -233,7 +247,7 @@ impl Text {
                 .iter()
                 .map(|b| b.text(field))
                 .collect::<Result<Vec<_>, _>>()
-                .map(|parts| parts.join("\n")),
+                .map(convert::join_parts),
         }
     }
 
@@ -270,7 +284,7 @@ impl Text {
             out.push(message);
         }
         if !text.is_empty() {
-            out.push(ChatMessage::new(Role::User, text.join("\n")));
+            out.push(ChatMessage::new(Role::User, convert::join_parts(text)));
         }
         Ok(())
     }
@@ -299,7 +313,7 @@ impl Text {
                 arguments: b.input.clone().unwrap_or_else(|| json!({})).to_string(),
             });
         }
-        let mut message = ChatMessage::new(Role::Assistant, text.join("\n"));
+        let mut message = ChatMessage::new(Role::Assistant, convert::join_parts(text));
         message.tool_calls = calls;
         Ok(message)
     }

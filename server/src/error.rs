@@ -9,9 +9,9 @@ use serde_json::json;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    message: String,
+    pub(crate) message: String,
     kind: &'static str,
-    param: Option<String>,
+    pub(crate) param: Option<String>,
     code: Option<&'static str>,
     /// Seconds for a `Retry-After` header.
     retry_after: Option<u64>,

@@ -2,11 +2,14 @@
 
 mod anthropic;
 mod auth;
+mod convert;
 mod error;
 mod handlers;
 mod metrics;
 mod openai;
 mod responses;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::convert;
 use crate::error::ApiError;
 
 /// Fields accepted and ignored: they do not change the generated text.
@@ -239,37 +240,13 @@ impl ResponseFormat {
         Ok(match self {
             ResponseFormat::Text => None,
             ResponseFormat::JsonObject => Some(Constraint::JsonObject),
-            ResponseFormat::JsonSchema { json_schema } => {
-                let JsonSchemaFormat {
-                    name,
-                    schema,
-                    others,
-                } = json_schema;
-                let param = Some("response_format");
-                let name_ok = (1..=64).contains(&name.len())
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                if !name_ok {
-                    return Err(ApiError::invalid(
-                        "`response_format.json_schema.name` must be 1 to 64 letters, digits, \
-                         underscores or dashes",
-                        param,
-                    ));
-                }
-                if let Some(key) = others
-                    .keys()
-                    .find(|k| !["description", "strict"].contains(&k.as_str()))
-                {
-                    return Err(ApiError::invalid(
-                        format!("unknown field `response_format.json_schema.{key}`"),
-                        param,
-                    ));
-                }
-                Some(Constraint::JsonSchema(
-                    schema.clone().unwrap_or_else(|| json!({})),
-                ))
-            }
+            ResponseFormat::JsonSchema { json_schema } => Some(convert::json_schema(
+                "response_format",
+                "response_format.json_schema",
+                Some(&json_schema.name),
+                json_schema.schema.as_ref(),
+                json_schema.others.keys(),
+            )?),
             ResponseFormat::Lark { lark } => Some(Constraint::Lark(lark.clone())),
             ResponseFormat::Regex { regex } => Some(Constraint::Regex(regex.clone())),
         })
@@ -504,31 +481,14 @@ impl ChatRequest {
                 ));
             }
             let f = &t.function;
-            let name_ok = (1..=64).contains(&f.name.len())
-                && f.name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !name_ok {
-                return Err(ApiError::invalid(
-                    format!("tools[{i}].function.name `{}` must be 1 to 64 letters, digits, underscores or dashes", f.name),
-                    Some(&format!("tools[{i}].function.name")),
-                ));
-            }
-            let parameters = f
-                .parameters
-                .clone()
-                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-            if !parameters.is_object() {
-                return Err(ApiError::invalid(
-                    format!("tools[{i}].function.parameters must be a JSON schema object"),
-                    Some(&format!("tools[{i}].function.parameters")),
-                ));
-            }
-            tools.push(Tool {
-                name: f.name.clone(),
-                description: f.description.clone(),
-                parameters,
-            });
+            tools.push(convert::tool(
+                &format!("tools[{i}].function"),
+                &f.name,
+                f.description.as_deref(),
+                f.parameters.as_ref(),
+                "name",
+                "parameters",
+            )?);
         }
         let choice = match &self.tool_choice {
             None => ToolChoice::Auto,
@@ -589,10 +549,10 @@ impl ChatRequest {
                 Some(None) | None => String::new(),
                 Some(Some(Content::Text(t))) => t.clone(),
                 Some(Some(Content::Parts(parts))) => {
-                    let mut text = String::new();
+                    let mut texts = Vec::with_capacity(parts.len());
                     for (j, p) in parts.iter().enumerate() {
                         match (p.kind.as_str(), &p.text) {
-                            ("text", Some(t)) => text.push_str(t),
+                            ("text", Some(t)) => texts.push(t.as_str()),
                             (kind, _) => {
                                 return Err(ApiError::invalid(
                                     format!(
@@ -603,7 +563,7 @@ impl ChatRequest {
                             }
                         }
                     }
-                    text
+                    convert::join_parts(texts)
                 }
             };
             let mut message = ChatMessage::new(role, content);

@@ -1,6 +1,7 @@
-//! OpenAI's Responses API (`POST /v1/responses`), stateless: text or message items in, one
-//! assistant message out, streamed as `response.*` events. Structured output through
-//! `text.format`. Function tools and `previous_response_id` are refused by name for now.
+//! OpenAI's Responses API (`POST /v1/responses`), stateless: text, message and function-call
+//! items in, one assistant message (and its function calls) out, streamed as `response.*`
+//! events. Structured output through `text.format`; function tools through the runtime's tool
+//! calling. Other tool types and `previous_response_id` (nothing is stored) are refused by name.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,7 @@ use minerva_runtime::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::convert;
 use crate::error::ApiError;
 use crate::openai::{checked_body, tool_choice_mode, typed, Fields};
 
@@ -207,14 +209,14 @@ impl ResponsesRequest {
                     Some("tools"),
                 ));
             }
-            tools.push(Tool {
-                name: t.name.clone(),
-                description: t.description.clone(),
-                parameters: t
-                    .parameters
-                    .clone()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            });
+            tools.push(convert::tool(
+                &format!("tools[{i}]"),
+                &t.name,
+                t.description.as_deref(),
+                t.parameters.as_ref(),
+                "name",
+                "parameters",
+            )?);
         }
         let choice = match &self.tool_choice {
             None => ToolChoice::Auto,
@@ -233,7 +235,6 @@ impl ResponsesRequest {
     }
 
     fn constraint(&self) -> Result<Option<Constraint>, ApiError> {
-        let param = Some("text.format");
         let Some(text) = &self.text else {
             return Ok(None);
         };
@@ -250,23 +251,13 @@ impl ResponsesRequest {
                 name,
                 schema,
                 others,
-            }) => {
-                if name.is_empty() {
-                    return Err(ApiError::invalid("`text.format.name` is required", param));
-                }
-                if let Some(key) = others
-                    .keys()
-                    .find(|k| !["description", "strict"].contains(&k.as_str()))
-                {
-                    return Err(ApiError::invalid(
-                        format!("unknown parameter: 'text.format.{key}'"),
-                        param,
-                    ));
-                }
-                Some(Constraint::JsonSchema(
-                    schema.clone().unwrap_or_else(|| json!({})),
-                ))
-            }
+            }) => Some(convert::json_schema(
+                "text.format",
+                "text.format",
+                Some(name),
+                schema.as_ref(),
+                others.keys(),
+            )?),
         })
     }
 }
@@ -333,19 +324,20 @@ impl Item {
         };
         let text = match &self.content {
             Some(ItemContent::Text(text)) => text.clone(),
-            Some(ItemContent::Parts(parts)) => parts
-                .iter()
-                .map(|p| match (p.kind.as_str(), &p.text) {
-                    ("input_text" | "output_text" | "text", Some(text)) => Ok(text.as_str()),
-                    (kind, _) => Err(ApiError::invalid(
-                        format!(
-                            "{field}.content: `{kind}` parts are not supported by this server yet"
-                        ),
-                        Some("input"),
-                    )),
-                })
-                .collect::<Result<Vec<_>, _>>()?
-                .join("\n"),
+            Some(ItemContent::Parts(parts)) => convert::join_parts(
+                parts
+                    .iter()
+                    .map(|p| match (p.kind.as_str(), &p.text) {
+                        ("input_text" | "output_text" | "text", Some(text)) => Ok(text.as_str()),
+                        (kind, _) => Err(ApiError::invalid(
+                            format!(
+                                "{field}.content: `{kind}` parts are not supported by this server yet"
+                            ),
+                            Some("input"),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
             None => {
                 return Err(ApiError::invalid(
                     format!("{field}.content is required"),
