@@ -116,7 +116,12 @@ impl EngineModel {
     /// and nothing more (the template writes the BOS where the model wants one, as Hugging Face's
     /// `apply_chat_template` and mlx-lm do); a plain text gets the model's own special tokens
     /// unless it already starts with its BOS.
-    fn prompt(&self, input: &Input, tools: &[Tool]) -> Result<Vec<u32>> {
+    fn prompt(
+        &self,
+        input: &Input,
+        tools: &[Tool],
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<u32>> {
         let tokens = match input {
             Input::Tokens(ids) => {
                 let vocab = self.parts.generator.vocab_size();
@@ -135,7 +140,7 @@ impl EngineModel {
                         self.descriptor.id
                     ))
                 })?;
-                let text = template.render(messages, tools, true)?;
+                let text = template.render_with(messages, tools, true, kwargs)?;
                 self.parts.tokenizer.encode(&text, false)?
             }
         };
@@ -163,11 +168,15 @@ impl LoadedModel for EngineModel {
     }
 
     fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {
-        self.prompt(input, &[])
+        self.prompt(input, &[], &serde_json::Map::new())
     }
 
     async fn stream(&self, mut request: GenerationRequest) -> Result<TokenStream> {
-        let prompt = self.prompt(&request.input, &request.tools)?;
+        let prompt = self.prompt(
+            &request.input,
+            &request.tools,
+            &request.chat_template_kwargs,
+        )?;
         if let Some(prediction) = request.prediction.as_deref().filter(|p| !p.is_empty()) {
             // A continuation of the answer: no special tokens of its own.
             request.prediction_tokens = self.parts.tokenizer.encode(prediction, false)?;

@@ -32,6 +32,10 @@ pub struct ChatMessage {
     /// For a tool message: the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// For an assistant message: the reasoning it gave before its content (templates render it
+    /// or, most often, drop it from earlier turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
 }
 
 impl ChatMessage {
@@ -42,6 +46,7 @@ impl ChatMessage {
             content: content.into(),
             tool_calls: Vec::new(),
             tool_call_id: None,
+            reasoning: None,
         }
     }
 }
@@ -201,6 +206,10 @@ pub struct GenerationRequest {
     pub prediction: Option<String>,
     /// `prediction`'s token ids, filled by the runtime before the request reaches the engine.
     pub prediction_tokens: Vec<u32>,
+    /// Variables for the chat template (`chat_template_kwargs`, e.g. `enable_thinking`,
+    /// `reasoning_effort`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 /// How a request drafts tokens for speculative decoding.
@@ -236,6 +245,7 @@ impl GenerationRequest {
             drafting: None,
             prediction: None,
             prediction_tokens: Vec::new(),
+            chat_template_kwargs: serde_json::Map::new(),
         }
     }
 

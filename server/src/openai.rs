@@ -24,7 +24,6 @@ const UNSUPPORTED_FIELDS: &[&str] = &[
     "audio",
     "modalities",
     "prediction",
-    "reasoning_effort",
     "web_search_options",
     "suffix",
     "echo",
@@ -377,6 +376,10 @@ pub struct InMessage {
     tool_calls: Option<Vec<InToolCall>>,
     /// A tool message's call.
     tool_call_id: Option<String>,
+    /// An assistant message's reasoning (`reasoning_content`, or `reasoning` as some clients
+    /// name it).
+    reasoning_content: Option<String>,
+    reasoning: Option<String>,
 }
 
 /// A call in an assistant message: `{"id", "type": "function", "function": {"name",
@@ -458,6 +461,8 @@ pub struct ChatRequest {
     tools: Option<Vec<InTool>>,
     tool_choice: Option<InToolChoice>,
     parallel_tool_calls: Option<bool>,
+    chat_template_kwargs: Option<serde_json::Map<String, Value>>,
+    reasoning_effort: Option<String>,
 }
 
 impl ChatRequest {
@@ -469,6 +474,8 @@ impl ChatRequest {
         "tools",
         "tool_choice",
         "parallel_tool_calls",
+        "chat_template_kwargs",
+        "reasoning_effort",
     ];
 
     fn tools(&self) -> Result<(Vec<Tool>, ToolChoice), ApiError> {
@@ -568,6 +575,9 @@ impl ChatRequest {
             };
             let mut message = ChatMessage::new(role, content);
             message.tool_call_id = tool_call_id;
+            if role == Role::Assistant {
+                message.reasoning = m.reasoning_content.clone().or_else(|| m.reasoning.clone());
+            }
             for (j, c) in calls.iter().enumerate() {
                 if c.kind != "function" {
                     return Err(ApiError::invalid(
@@ -593,6 +603,20 @@ impl ChatRequest {
         options.apply(&mut request)?;
         (request.tools, request.tool_choice) = self.tools()?;
         request.parallel_tool_calls = self.parallel_tool_calls.unwrap_or(true);
+        request.chat_template_kwargs = self.chat_template_kwargs.clone().unwrap_or_default();
+        if let Some(effort) = &self.reasoning_effort {
+            if !["none", "minimal", "low", "medium", "high"].contains(&effort.as_str()) {
+                return Err(ApiError::invalid(
+                    format!("`reasoning_effort` must be none, minimal, low, medium or high, got `{effort}`"),
+                    Some("reasoning_effort"),
+                ));
+            }
+            // The templates that take an effort (gpt-oss) read this variable.
+            request
+                .chat_template_kwargs
+                .entry("reasoning_effort")
+                .or_insert_with(|| json!(effort));
+        }
         request.logprobs = match (self.logprobs, self.top_logprobs) {
             (Some(true), top) => Some(top.unwrap_or(0)),
             (_, Some(_)) => {

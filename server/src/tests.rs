@@ -236,3 +236,45 @@ fn unknown_fields_are_refused_by_name_in_every_dialect() {
         assert!(message.contains("frobnicate"), "{message}");
     }
 }
+
+#[test]
+fn chat_template_kwargs_and_reasoning_effort_reach_the_request() {
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let request = chat(json!({
+        "messages": user,
+        "chat_template_kwargs": {"enable_thinking": false},
+        "reasoning_effort": "high"
+    }))
+    .unwrap();
+    assert_eq!(
+        Value::Object(request.chat_template_kwargs),
+        json!({"enable_thinking": false, "reasoning_effort": "high"})
+    );
+    for (body, param) in [
+        (
+            json!({"messages": user, "chat_template_kwargs": "no"}),
+            "chat_template_kwargs",
+        ),
+        (
+            json!({"messages": user, "reasoning_effort": 3}),
+            "reasoning_effort",
+        ),
+        (
+            json!({"messages": user, "reasoning_effort": "extreme"}),
+            "reasoning_effort",
+        ),
+    ] {
+        let (message, at) = refused(chat(body));
+        assert_eq!(at.as_deref(), Some(param), "{message}");
+    }
+    let history = json!([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello.", "reasoning_content": "A greeting."},
+        {"role": "user", "content": "bye"}
+    ]);
+    let request = chat(json!({"messages": history})).unwrap();
+    assert_eq!(
+        conversation(&request)[1].reasoning.as_deref(),
+        Some("A greeting.")
+    );
+}

@@ -10,8 +10,11 @@ use minijinja::{Environment, ErrorKind, Value};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::request::{ChatMessage, Role, Tool};
+use crate::request::{ChatMessage, Role, Tool, ToolCall};
 use crate::tools::{self, ToolFormat};
+
+mod compat;
+mod pyjson;
 
 const TEMPLATE_NAME: &str = "chat";
 
@@ -23,16 +26,31 @@ pub struct ChatTemplate {
     eos_token: String,
     takes_tools: bool,
     tool_format: ToolFormat,
+    /// The template refuses a system message: it goes at the head of the first user message.
+    folds_system: bool,
+    /// The template writes tool-call arguments as text (it refuses them as objects).
+    string_arguments: bool,
 }
 
 #[derive(Serialize)]
 struct RenderContext<'a> {
     messages: Vec<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `None` when no tools are offered, as Hugging Face passes it.
     tools: Option<Vec<serde_json::Value>>,
     add_generation_prompt: bool,
+    /// Today, for templates that print it (FireFunction); `chat_template_kwargs` may set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    datetime: Option<String>,
+    /// The offered tools as indented JSON text, for templates that print a `functions`
+    /// variable (FireFunction); `chat_template_kwargs` may set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    functions: Option<String>,
     bos_token: &'a str,
     eos_token: &'a str,
+    /// The request's `chat_template_kwargs` (e.g. `enable_thinking`, `reasoning_effort`); the
+    /// names above win over theirs.
+    #[serde(flatten)]
+    kwargs: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl ChatTemplate {
@@ -44,15 +62,57 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+        env.add_filter("tojson", pyjson::tojson);
+        // Python's: `none is iterable` is false (minijinja iterates none as empty).
+        env.add_test("iterable", |v: &Value| !v.is_none() && v.try_iter().is_ok());
+        env.add_template_owned(TEMPLATE_NAME, compat::rewrite(source))
             .map_err(|e| Error::Template(describe(&e)))?;
-        Ok(ChatTemplate {
+        let mut template = ChatTemplate {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
             takes_tools: tools::template_takes_tools(source),
             tool_format: ToolFormat::of_template(source),
-        })
+            folds_system: false,
+            string_arguments: false,
+        };
+        template.probe(source);
+        Ok(template)
+    }
+
+    /// Find out, by rendering, what the template refuses that a request may hold: a system
+    /// message, tool-call arguments as an object (as llama.cpp's renderer does).
+    fn probe(&mut self, source: &str) {
+        let system = [
+            ChatMessage::new(Role::System, "s"),
+            ChatMessage::new(Role::User, "u"),
+        ];
+        if self.render(&system, &[], true).is_err() {
+            self.folds_system = true;
+            self.folds_system = self.render(&system, &[], true).is_ok();
+        }
+        if !source.contains("tool_calls") {
+            return;
+        }
+        let mut call = ChatMessage::new(Role::Assistant, "");
+        call.tool_calls = vec![ToolCall {
+            id: "call_1".into(),
+            name: "f".into(),
+            arguments: r#"{"a": 1}"#.into(),
+        }];
+        let mut result = ChatMessage::new(Role::Tool, "r");
+        result.tool_call_id = Some("call_1".into());
+        let history = [ChatMessage::new(Role::User, "u"), call, result];
+        let tool = Tool {
+            name: "f".into(),
+            description: None,
+            parameters: serde_json::json!({"type": "object", "properties": {}}),
+        };
+        let tools = std::slice::from_ref(&tool);
+        if self.render(&history, tools, true).is_err() {
+            self.string_arguments = true;
+            self.string_arguments = self.render(&history, tools, true).is_ok();
+        }
     }
 
     /// Read the template of a Hugging Face / MLX model directory: `chat_template.jinja`, or the
@@ -98,6 +158,36 @@ impl ChatTemplate {
         tools: &[Tool],
         add_generation_prompt: bool,
     ) -> Result<String> {
+        self.render_with(
+            messages,
+            tools,
+            add_generation_prompt,
+            &serde_json::Map::new(),
+        )
+    }
+
+    /// [`ChatTemplate::render`] with the template's own variables (`chat_template_kwargs`, e.g.
+    /// `enable_thinking` or `reasoning_effort`).
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        let reserved = [
+            "messages",
+            "tools",
+            "add_generation_prompt",
+            "bos_token",
+            "eos_token",
+        ];
+        if let Some(name) = reserved.iter().find(|name| kwargs.contains_key(**name)) {
+            return Err(Error::param(
+                "chat_template_kwargs",
+                format!("`{name}` is the server's to set, not a template argument"),
+            ));
+        }
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -106,39 +196,85 @@ impl ChatTemplate {
             || messages
                 .iter()
                 .any(|m| m.role == Role::Tool || !m.tool_calls.is_empty());
-        let rewritten;
-        let (messages, tools) = match (uses_tools, self.takes_tools) {
+        let mut rewritten = None;
+        let template_tools = match (uses_tools, self.takes_tools) {
             (true, false) => {
-                rewritten = tools::without_template_tools(messages, tools);
-                (&rewritten[..], None)
+                rewritten = Some(tools::without_template_tools(messages, tools));
+                None
             }
-            (true, true) if !tools.is_empty() => (messages, Some(tools::tools_for_template(tools))),
-            _ => (messages, None),
+            (true, true) if !tools.is_empty() => Some(tools::tools_for_template(tools)),
+            _ => None,
         };
+        if self.folds_system {
+            rewritten = Some(fold_system(rewritten.as_deref().unwrap_or(messages)));
+        }
+        let messages = rewritten.as_deref().unwrap_or(messages);
+        // What some templates expect their caller to define (as llama.cpp defines them).
+        let functions = (!kwargs.contains_key("functions")).then(|| {
+            serde_json::to_string_pretty(template_tools.as_deref().unwrap_or_default())
+                .unwrap_or_default()
+        });
+        let datetime = (!kwargs.contains_key("datetime")).then(|| {
+            chrono::Utc::now()
+                .format("%b %d %Y %H:%M:%S GMT")
+                .to_string()
+        });
         template
             .render(RenderContext {
-                messages: messages.iter().map(template_message).collect(),
-                tools,
+                messages: messages
+                    .iter()
+                    .map(|m| template_message(m, self.string_arguments))
+                    .collect(),
+                tools: template_tools,
                 add_generation_prompt,
+                datetime,
+                functions,
                 bos_token: &self.bos_token,
                 eos_token: &self.eos_token,
+                kwargs,
             })
             .map_err(|e| Error::Template(describe(&e)))
     }
 }
 
+/// `messages` for a template that refuses system messages: their text at the head of the first
+/// user message (a system message with no user message after it becomes one).
+fn fold_system(messages: &[ChatMessage]) -> Vec<ChatMessage> {
+    let mut system = Vec::new();
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        match m.role {
+            Role::System => system.push(m.content.as_str()),
+            Role::User if !system.is_empty() => {
+                let mut m = m.clone();
+                m.content = format!("{}\n\n{}", system.join("\n\n"), m.content);
+                system.clear();
+                out.push(m);
+            }
+            _ => out.push(m.clone()),
+        }
+    }
+    if !system.is_empty() {
+        out.push(ChatMessage::new(Role::User, system.join("\n\n")));
+    }
+    out
+}
+
 /// A message in the shape Hugging Face templates read: tool calls as
 /// `{"id", "type": "function", "function": {"name", "arguments"}}` with the arguments as an
-/// object when they are JSON.
-fn template_message(m: &ChatMessage) -> serde_json::Value {
+/// object when they are JSON (as text for templates that want text).
+fn template_message(m: &ChatMessage, string_arguments: bool) -> serde_json::Value {
     let mut value = serde_json::json!({"role": m.role, "content": m.content});
     if !m.tool_calls.is_empty() {
         value["tool_calls"] = m
             .tool_calls
             .iter()
             .map(|c| {
-                let arguments = serde_json::from_str::<serde_json::Value>(&c.arguments)
-                    .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone()));
+                let arguments = match string_arguments {
+                    true => serde_json::Value::String(c.arguments.clone()),
+                    false => serde_json::from_str::<serde_json::Value>(&c.arguments)
+                        .unwrap_or_else(|_| serde_json::Value::String(c.arguments.clone())),
+                };
                 serde_json::json!({"id": c.id, "type": "function",
                                    "function": {"name": c.name, "arguments": arguments}})
             })
@@ -146,6 +282,12 @@ fn template_message(m: &ChatMessage) -> serde_json::Value {
     }
     if let Some(id) = &m.tool_call_id {
         value["tool_call_id"] = serde_json::json!(id);
+    }
+    if let Some(reasoning) = &m.reasoning {
+        // Qwen3, DeepSeek, GLM, Kimi and MiniMax templates read `reasoning_content`; gpt-oss's
+        // reads `thinking`.
+        value["reasoning_content"] = serde_json::json!(reasoning);
+        value["thinking"] = serde_json::json!(reasoning);
     }
     value
 }
@@ -225,7 +367,7 @@ mod tests {
         let out = t.render(&messages, &tools, false).unwrap();
         assert_eq!(
             out,
-            "<tools>get_weather:{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}</tools>[user]Weather?[assistant]<tool_call>get_weather Paris</tool_call>[tool]18 C(call_1)"
+            "<tools>get_weather:{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}</tools>[user]Weather?[assistant]<tool_call>get_weather Paris</tool_call>[tool]18 C(call_1)"
         );
         assert_eq!(t.tool_format(), ToolFormat::Tagged);
     }
@@ -261,7 +403,7 @@ mod tests {
                 false,
             )
             .unwrap();
-        assert_eq!(out, "<s>HI|{\"role\":\"user\",\"content\":\"  hi \"}\n4");
+        assert_eq!(out, "<s>HI|{\"role\": \"user\", \"content\": \"  hi \"}\n4");
     }
 
     #[test]

