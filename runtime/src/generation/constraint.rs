@@ -43,6 +43,12 @@ pub const PREPARE_TIME: Duration = Duration::from_secs(10);
 /// its place until llguidance's own limits end it).
 pub const PREPARING_AT_ONCE: usize = 2;
 
+/// Most Earley items in one row of a grammar's parse: a flat alternation of `n` choices needs
+/// `n + 1` (llguidance's default of 2,000 ended answers to larger ones after their first
+/// token); the size limit above keeps any grammar's alternations within it, and each step's
+/// work stays bounded by llguidance's own `step_max_items` (50,000).
+const MAX_ITEMS_IN_ROW: usize = 50_000;
+
 /// Stack of a compiling thread: llguidance's recursion over a grammar within the limits above
 /// stays far inside it.
 const PREPARE_STACK_BYTES: usize = 256 * 1024 * 1024;
@@ -251,6 +257,7 @@ fn build_factory(vocab: &Vocabulary) -> std::result::Result<ParserFactory, Strin
     )
     .map_err(|e| format!("preparing constrained decoding: {e}"))?;
     factory.quiet();
+    factory.limits_mut().max_items_in_row = MAX_ITEMS_IN_ROW;
     tracing::debug!(
         ms = started.elapsed().as_secs_f64() * 1e3,
         "constrained decoding ready for this vocabulary"
@@ -341,13 +348,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_grammar_of_thousands_of_alternatives_compiles_off_the_callers_stack() {
-        // 5,000 alternatives overflowed a 2 MiB stack; on the compiling thread's they compile.
+    async fn a_grammar_of_thousands_of_alternatives_compiles_and_is_followed() {
+        // 5,000 alternatives overflowed a 2 MiB stack; on the compiling thread's they compile,
+        // and a whole answer follows them (past the first token, where llguidance's default
+        // row limit ended it).
         let mut constraint = grammars().matcher(&alternatives(5_000)).await.unwrap();
+        for (byte, not) in [
+            (b'w', b'x'),
+            (b'4', b'w'),
+            (b'9', b'x'),
+            (b'9', b'x'),
+            (b'9', b'x'),
+        ] {
+            let mut logits = vec![0.0; 257];
+            constraint.restrict(&mut logits);
+            assert!(constraint.allows(u32::from(byte)), "{}", byte as char);
+            assert!(!constraint.allows(u32::from(not)), "{}", not as char);
+            constraint.advance(u32::from(byte));
+        }
         let mut logits = vec![0.0; 257];
         constraint.restrict(&mut logits);
-        assert!(constraint.allows(u32::from(b'w')));
-        assert!(!constraint.allows(u32::from(b'x')));
+        assert!(
+            constraint.allows(256),
+            "w4999 is complete: end of generation"
+        );
+        assert!(!constraint.allows(u32::from(b'0')));
     }
 
     #[tokio::test]
