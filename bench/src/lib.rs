@@ -442,7 +442,9 @@ async fn run_once(model: &dyn LoadedModel, request: GenerationRequest) -> Result
     let mut first = None;
     while let Some(event) = stream.next().await {
         match event? {
-            StreamEvent::Delta { .. } | StreamEvent::ToolCall { .. } => {
+            StreamEvent::Delta { .. }
+            | StreamEvent::Reasoning { .. }
+            | StreamEvent::ToolCall { .. } => {
                 first.get_or_insert_with(|| started.elapsed().as_secs_f64());
             }
             StreamEvent::Done { usage, .. } => {

@@ -12,6 +12,7 @@ use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::format::{Detected, ModelFormat};
 use crate::model::EngineParts;
+use crate::reasoning::ReasoningFormat;
 use crate::request::{GenerationRequest, Input, ToolCall};
 use crate::response::{Choice, Completion, StreamEvent, TokenLogprob, TokenStream, Usage};
 use crate::tools::ToolFormat;
@@ -93,6 +94,9 @@ pub struct ModelDescriptor {
     /// How the model writes tool calls (from its chat template).
     #[serde(default)]
     pub tool_format: ToolFormat,
+    /// How the model marks its reasoning (from its chat template).
+    #[serde(default)]
+    pub reasoning_format: ReasoningFormat,
     /// Where its layers run, in the order a token passes through them (empty: not said).
     #[serde(default)]
     pub placement: Vec<ModelPart>,
@@ -218,6 +222,7 @@ pub struct Embeddings {
 pub async fn collect(mut stream: TokenStream) -> Result<Completion> {
     let mut open: Vec<Option<(String, Option<Vec<TokenLogprob>>)>> = Vec::new();
     let mut calls: Vec<Vec<ToolCall>> = Vec::new();
+    let mut reasoning: Vec<String> = Vec::new();
     let mut done: Vec<Option<Choice>> = Vec::new();
     while let Some(event) = stream.next().await {
         match event? {
@@ -235,6 +240,13 @@ pub async fn collect(mut stream: TokenStream) -> Result<Completion> {
                 if !logprobs.is_empty() {
                     all_logprobs.get_or_insert_with(Vec::new).extend(logprobs);
                 }
+            }
+            StreamEvent::Reasoning { choice, text } => {
+                let i = choice as usize;
+                if reasoning.len() <= i {
+                    reasoning.resize(i + 1, String::new());
+                }
+                reasoning[i].push_str(&text);
             }
             StreamEvent::ToolCall { choice, call } => {
                 let i = choice as usize;
@@ -256,6 +268,7 @@ pub async fn collect(mut stream: TokenStream) -> Result<Completion> {
                 let (text, logprobs) = open.get_mut(i).and_then(Option::take).unwrap_or_default();
                 done[i] = Some(Choice {
                     text,
+                    reasoning: reasoning.get_mut(i).map(std::mem::take).unwrap_or_default(),
                     finish_reason,
                     logprobs,
                     usage,

@@ -15,6 +15,7 @@ pub mod model;
 pub mod plugin;
 pub mod pool;
 pub mod pull;
+pub mod reasoning;
 pub mod request;
 pub mod resolve;
 pub mod response;

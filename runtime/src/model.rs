@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use crate::backend::{Embeddings, EngineMemory, LoadedModel, ModelDescriptor, ModelPart};
 use crate::error::{Error, Result};
 use crate::generation::{Generator, Tokenizer};
+use crate::reasoning;
 use crate::request::{GenerationRequest, Input, Tool};
 use crate::response::TokenStream;
 use crate::template::ChatTemplate;
@@ -23,7 +24,7 @@ pub struct EngineParts {
     /// The model's generation thread, over the engine's evaluator.
     pub generator: Generator,
     /// Text to token ids.
-    pub tokenizer: Box<dyn Tokenizer>,
+    pub tokenizer: Arc<dyn Tokenizer>,
     /// The model's chat template, if it has one.
     pub template: Option<ChatTemplate>,
     /// Where its layers run, in the order a token passes through them (empty: not said).
@@ -44,7 +45,7 @@ impl EngineParts {
     ) -> Self {
         EngineParts {
             generator,
-            tokenizer,
+            tokenizer: Arc::from(tokenizer),
             template,
             placement: Vec::new(),
             memory: None,
@@ -84,6 +85,17 @@ impl EngineModel {
     /// The model `id` that engine `engine` loaded as `parts`.
     pub fn new(id: &str, engine: &str, parts: EngineParts) -> Self {
         let template = parts.template.as_ref();
+        let reasoning_format = template
+            .map(|t| t.reasoning_format().clone())
+            .unwrap_or_default();
+        // Markup the model writes as control tokens must reach the reasoning splitter as text.
+        let markup = reasoning_format.markers().into_iter().filter_map(|marker| {
+            match parts.tokenizer.encode(marker, false).ok()?.as_slice() {
+                [id] => Some((*id, marker.as_bytes().to_vec())),
+                _ => None,
+            }
+        });
+        parts.generator.keep_markup(markup);
         EngineModel {
             descriptor: ModelDescriptor {
                 id: id.to_string(),
@@ -92,6 +104,7 @@ impl EngineModel {
                 vocab_size: u32::try_from(parts.generator.vocab_size()).unwrap_or(u32::MAX),
                 has_chat_template: template.is_some(),
                 tool_format: template.map(ChatTemplate::tool_format).unwrap_or_default(),
+                reasoning_format,
                 placement: parts.placement.clone(),
             },
             parts,
@@ -115,13 +128,14 @@ impl EngineModel {
     /// The prompt's token ids. The one rule for special tokens: a chat is its template's text
     /// and nothing more (the template writes the BOS where the model wants one, as Hugging Face's
     /// `apply_chat_template` and mlx-lm do); a plain text gets the model's own special tokens
-    /// unless it already starts with its BOS.
+    /// unless it already starts with its BOS. A chat's rendered text comes along.
     fn prompt(
         &self,
         input: &Input,
         tools: &[Tool],
         kwargs: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Vec<u32>> {
+    ) -> Result<(Vec<u32>, Option<String>)> {
+        let mut rendered = None;
         let tokens = match input {
             Input::Tokens(ids) => {
                 let vocab = self.parts.generator.vocab_size();
@@ -141,14 +155,16 @@ impl EngineModel {
                     ))
                 })?;
                 let text = template.render_with(messages, tools, true, kwargs)?;
-                self.parts.tokenizer.encode(&text, false)?
+                let tokens = self.parts.tokenizer.encode(&text, false)?;
+                rendered = Some(text);
+                tokens
             }
         };
         if tokens.is_empty() {
             return Err(Error::InvalidRequest("the prompt is empty".into()));
         }
         tracing::debug!(model = %self.descriptor.id, ?tokens, "prompt tokens");
-        Ok(tokens)
+        Ok((tokens, rendered))
     }
 
     /// A plain text's tokens, with the model's special tokens unless it starts with its BOS.
@@ -169,10 +185,11 @@ impl LoadedModel for EngineModel {
 
     fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {
         self.prompt(input, &[], &serde_json::Map::new())
+            .map(|(tokens, _)| tokens)
     }
 
     async fn stream(&self, mut request: GenerationRequest) -> Result<TokenStream> {
-        let prompt = self.prompt(
+        let (prompt, rendered) = self.prompt(
             &request.input,
             &request.tools,
             &request.chat_template_kwargs,
@@ -181,7 +198,21 @@ impl LoadedModel for EngineModel {
             // A continuation of the answer: no special tokens of its own.
             request.prediction_tokens = self.parts.tokenizer.encode(prediction, false)?;
         }
-        self.parts.generator.submit(prompt, &request).await
+        let stream = self.parts.generator.submit(prompt, &request).await?;
+        let format = &self.descriptor.reasoning_format;
+        Ok(match rendered {
+            // A chat's answer: its reasoning kept apart.
+            Some(chat) if format.is_some() => {
+                let tokenizer = Arc::clone(&self.parts.tokenizer);
+                let count = Arc::new(move |text: &str| {
+                    tokenizer
+                        .encode(text, false)
+                        .map_or(0, |ids| ids.len() as u32)
+                });
+                reasoning::split_reasoning(stream, format, &chat, count)
+            }
+            _ => stream,
+        })
     }
 
     fn engine_memory(&self) -> Option<EngineMemory> {

@@ -210,6 +210,10 @@ pub struct GenerationRequest {
     /// `reasoning_effort`).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
+    /// Most tokens the model may spend reasoning before it answers (models whose template
+    /// marks reasoning); at the budget the reasoning is closed as the template closes it.
+    #[serde(default)]
+    pub reasoning_budget: Option<u32>,
 }
 
 /// How a request drafts tokens for speculative decoding.
@@ -246,6 +250,7 @@ impl GenerationRequest {
             prediction: None,
             prediction_tokens: Vec::new(),
             chat_template_kwargs: serde_json::Map::new(),
+            reasoning_budget: None,
         }
     }
 

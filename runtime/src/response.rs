@@ -36,6 +36,9 @@ pub struct Usage {
     /// Draft tokens evaluated but not kept (accepted + rejected = drafted).
     #[serde(default)]
     pub rejected_prediction_tokens: u32,
+    /// Completion tokens the model spent reasoning (part of `completion_tokens`).
+    #[serde(default)]
+    pub reasoning_tokens: u32,
 }
 
 impl Usage {
@@ -55,6 +58,7 @@ impl Usage {
                 + u.accepted_prediction_tokens,
             rejected_prediction_tokens: acc.rejected_prediction_tokens
                 + u.rejected_prediction_tokens,
+            reasoning_tokens: acc.reasoning_tokens + u.reasoning_tokens,
         })
     }
 }
@@ -89,8 +93,10 @@ pub struct TokenLogprob {
 /// One finished choice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Choice {
-    /// The generated text, stop string excluded.
+    /// The generated text, stop string excluded (the answer, without its reasoning).
     pub text: String,
+    /// The model's reasoning before its answer (empty when it wrote none).
+    pub reasoning: String,
     /// Why it ended.
     pub finish_reason: FinishReason,
     /// Per-token log-probabilities of the text, when asked for.
@@ -138,6 +144,13 @@ pub enum StreamEvent {
         /// Log-probabilities of the tokens whose text this delta completes (empty unless asked
         /// for).
         logprobs: Vec<TokenLogprob>,
+    },
+    /// More of one choice's reasoning (its markup is never part of a delta).
+    Reasoning {
+        /// The choice's index.
+        choice: u32,
+        /// The text.
+        text: String,
     },
     /// A complete tool call of one choice (its markup is never part of a delta).
     ToolCall {

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::openai::{checked_body, typed, Fields};
 
 /// Fields Anthropic defines that this server does not honour yet.
-const UNSUPPORTED_FIELDS: &[&str] = &["thinking", "container", "mcp_servers"];
+const UNSUPPORTED_FIELDS: &[&str] = &["container", "mcp_servers"];
 
 /// Fields accepted and ignored: they do not change the generated text.
 const IGNORED_FIELDS: &[&str] = &[
@@ -50,6 +50,16 @@ pub struct MessagesRequest {
     output_config: Option<OutputConfig>,
     tools: Option<Vec<InTool>>,
     tool_choice: Option<InToolChoice>,
+    thinking: Option<Thinking>,
+}
+
+/// `thinking`: whether the model reasons before answering (where its template can switch it),
+/// and at most how many tokens it spends on it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Thinking {
+    Enabled { budget_tokens: u32 },
+    Disabled,
 }
 
 /// A client tool: `{"name", "description", "input_schema"}` (server tools, which have a
@@ -104,6 +114,7 @@ impl MessagesRequest {
         "output_config",
         "tools",
         "tool_choice",
+        "thinking",
     ];
 
     /// Parse a body, naming unknown or unsupported fields.
@@ -205,7 +216,29 @@ impl MessagesRequest {
             };
             request.parallel_tool_calls = !choice.disable_parallel_tool_use.unwrap_or(false);
         }
+        if let Some(thinking) = &self.thinking {
+            let enabled = matches!(thinking, Thinking::Enabled { .. });
+            for switch in ["enable_thinking", "thinking"] {
+                request
+                    .chat_template_kwargs
+                    .insert(switch.into(), json!(enabled));
+            }
+            if let Thinking::Enabled { budget_tokens } = thinking {
+                if *budget_tokens >= self.max_tokens {
+                    return Err(ApiError::invalid(
+                        "thinking.budget_tokens: must be less than max_tokens",
+                        Some("thinking.budget_tokens"),
+                    ));
+                }
+                request.reasoning_budget = Some(*budget_tokens);
+            }
+        }
         Ok(request)
+    }
+
+    /// Whether the answer shows the model's thinking (unless the request turned it off).
+    pub fn shows_thinking(&self) -> bool {
+        !matches!(self.thinking, Some(Thinking::Disabled))
     }
 }
 
@@ -236,6 +269,7 @@ struct Block {
     tool_use_id: Option<String>,
     content: Option<Value>,
     is_error: Option<bool>,
+    thinking: Option<String>,
 }
 
 impl Text {
@@ -296,10 +330,19 @@ impl Text {
         };
         let mut text = Vec::new();
         let mut calls = Vec::new();
+        let mut reasoning = Vec::new();
         for b in blocks {
-            if b.kind != "tool_use" {
-                text.push(b.text(field)?);
-                continue;
+            match (b.kind.as_str(), &b.thinking) {
+                ("tool_use", _) => {}
+                ("thinking", Some(thinking)) => {
+                    reasoning.push(thinking.as_str());
+                    continue;
+                }
+                ("redacted_thinking", _) => continue,
+                _ => {
+                    text.push(b.text(field)?);
+                    continue;
+                }
             }
             let (Some(id), Some(name)) = (&b.id, &b.name) else {
                 return Err(ApiError::invalid(
@@ -315,6 +358,9 @@ impl Text {
         }
         let mut message = ChatMessage::new(Role::Assistant, convert::join_parts(text));
         message.tool_calls = calls;
+        if !reasoning.is_empty() {
+            message.reasoning = Some(reasoning.concat());
+        }
         Ok(message)
     }
 }
@@ -356,10 +402,18 @@ fn usage(usage: &Usage) -> Value {
 }
 
 /// A whole (non-streamed) answer.
-pub fn message_response(id: &str, model: &str, completion: &Completion) -> Value {
+pub fn message_response(
+    id: &str,
+    model: &str,
+    completion: &Completion,
+    show_thinking: bool,
+) -> Value {
     let choice = &completion.choices[0];
     let (stop_reason, stop_sequence) = stop(choice.finish_reason, choice.stop_sequence.as_deref());
     let mut content = Vec::new();
+    if show_thinking && !choice.reasoning.is_empty() {
+        content.push(json!({"type": "thinking", "thinking": choice.reasoning, "signature": ""}));
+    }
     if !choice.text.is_empty() || choice.tool_calls.is_empty() {
         content.push(json!({"type": "text", "text": choice.text}));
     }
@@ -389,7 +443,7 @@ fn event(kind: &str, data: Value) -> Event {
     Event::default().event(kind).data(data.to_string())
 }
 
-/// The events before the first text: `message_start`, `content_block_start`, `ping`.
+/// The events before the first block: `message_start`, `ping`.
 pub fn opening_events(id: &str, model: &str) -> Vec<Event> {
     vec![
         event(
@@ -400,56 +454,87 @@ pub fn opening_events(id: &str, model: &str) -> Vec<Event> {
                 "usage": {"input_tokens": 0, "output_tokens": 0},
             }}),
         ),
-        event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0,
-                   "content_block": {"type": "text", "text": ""}}),
-        ),
         event("ping", json!({"type": "ping"})),
     ]
 }
 
-/// Where a streamed message is: whether the text block (index 0) is open, and the next
-/// block's index.
+/// A streamed block that takes deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Thinking,
+    Text,
+}
+
+/// Where a streamed message is: the block open now (thinking or text), and the next block's
+/// index.
 pub struct Blocks {
-    text_open: bool,
+    open: Option<Open>,
     next: u32,
 }
 
 impl Blocks {
-    /// The text block open (the opening events started it).
+    /// No block yet.
     pub fn new() -> Self {
         Blocks {
-            text_open: true,
-            next: 1,
+            open: None,
+            next: 0,
         }
     }
 
-    /// A `content_block_delta` with new text.
-    pub fn text(&self, text: &str) -> Vec<Event> {
-        if !self.text_open {
+    /// More reasoning: a `thinking_delta` in the thinking block (opened first if needed).
+    pub fn thinking(&mut self, text: &str) -> Vec<Event> {
+        let mut events = self.switch_to(Open::Thinking);
+        events.push(self.delta(json!({"type": "thinking_delta", "thinking": text})));
+        events
+    }
+
+    /// More answer: a `text_delta` in the text block (opened first if needed).
+    pub fn text(&mut self, text: &str) -> Vec<Event> {
+        let mut events = self.switch_to(Open::Text);
+        events.push(self.delta(json!({"type": "text_delta", "text": text})));
+        events
+    }
+
+    fn delta(&self, delta: Value) -> Event {
+        event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": self.next - 1, "delta": delta}),
+        )
+    }
+
+    /// Close the open block unless it is `kind`, then open `kind`.
+    fn switch_to(&mut self, kind: Open) -> Vec<Event> {
+        if self.open == Some(kind) {
             return Vec::new();
         }
-        vec![event(
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0,
-                   "delta": {"type": "text_delta", "text": text}}),
-        )]
+        let mut events = self.close();
+        let block = match kind {
+            Open::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
+            Open::Text => json!({"type": "text", "text": ""}),
+        };
+        events.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": self.next, "content_block": block}),
+        ));
+        self.open = Some(kind);
+        self.next += 1;
+        events
     }
 
-    fn close_text(&mut self) -> Vec<Event> {
-        if !std::mem::replace(&mut self.text_open, false) {
+    /// The open block's stop, if one is open.
+    fn close(&mut self) -> Vec<Event> {
+        if self.open.take().is_none() {
             return Vec::new();
         }
         vec![event(
             "content_block_stop",
-            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_stop", "index": self.next - 1}),
         )]
     }
 
     /// A tool call as its own block: start, its input as one `input_json_delta`, stop.
     pub fn tool_use(&mut self, call: &ToolCall) -> Vec<Event> {
-        let mut events = self.close_text();
+        let mut events = self.close();
         let index = self.next;
         self.next += 1;
         events.push(event(
@@ -468,8 +553,8 @@ impl Blocks {
         events
     }
 
-    /// The closing events: the text block's stop if open, `message_delta` (stop reason,
-    /// usage), `message_stop`.
+    /// The closing events: the open block's stop (an empty text block when the message had
+    /// none), `message_delta` (stop reason, usage), `message_stop`.
     pub fn closing(
         &mut self,
         reason: FinishReason,
@@ -477,7 +562,11 @@ impl Blocks {
         totals: &Usage,
     ) -> Vec<Event> {
         let (stop_reason, stop_sequence) = stop(reason, stop_sequence);
-        let mut events = self.close_text();
+        let mut events = match self.next {
+            0 => self.switch_to(Open::Text),
+            _ => Vec::new(),
+        };
+        events.extend(self.close());
         events.push(event(
             "message_delta",
             json!({"type": "message_delta",

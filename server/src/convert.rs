@@ -2,7 +2,7 @@
 //! output formats and a message's text parts. Each dialect names its own fields (`field`), so
 //! that an error points at the client's own spelling of the place.
 
-use minerva_runtime::{Constraint, Tool};
+use minerva_runtime::{Constraint, GenerationRequest, Tool};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -93,6 +93,33 @@ pub(crate) fn json_schema<'a>(
 /// and vLLM join them for templates that take a string.
 pub(crate) fn join_parts<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
     parts.into_iter().collect::<Vec<_>>().join("\n")
+}
+
+/// A reasoning effort (`none`, `minimal`, `low`, `medium`, `high`) for the template: the
+/// templates that take an effort (gpt-oss) read `reasoning_effort`; those that switch thinking
+/// on or off (Qwen3's `enable_thinking`, DeepSeek V3.1's `thinking`) get the switch, unless the
+/// request sets these itself.
+pub fn reasoning_effort(
+    effort: &str,
+    field: &str,
+    request: &mut GenerationRequest,
+) -> Result<(), ApiError> {
+    if !["none", "minimal", "low", "medium", "high"].contains(&effort) {
+        return Err(ApiError::invalid(
+            format!("`{field}` must be none, minimal, low, medium or high, got `{effort}`"),
+            Some(field),
+        ));
+    }
+    let kwargs = &mut request.chat_template_kwargs;
+    kwargs
+        .entry("reasoning_effort")
+        .or_insert_with(|| json!(effort));
+    for switch in ["enable_thinking", "thinking"] {
+        kwargs
+            .entry(switch)
+            .or_insert_with(|| json!(effort != "none"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -291,12 +291,19 @@ pub async fn messages(
     let req = MessagesRequest::parse(&body)?;
     let request = req.to_request()?;
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let show_thinking = req.shows_thinking();
     let model = req.model;
     let started = Instant::now();
     if !req.stream {
         let (_, completion) = state.pool.generate(&model, request).await?;
         finished(&state, "messages", &model, &completion.usage, None, started);
-        return Ok(Json(anthropic::message_response(&id, &model, &completion)).into_response());
+        return Ok(Json(anthropic::message_response(
+            &id,
+            &model,
+            &completion,
+            show_thinking,
+        ))
+        .into_response());
     }
     let (_, tokens) = state.pool.stream(&model, request).await?;
     let opening = anthropic::opening_events(&id, &model);
@@ -311,6 +318,14 @@ pub async fn messages(
                     let events = match text.is_empty() {
                         true => Vec::new(),
                         false => blocks.text(&text),
+                    };
+                    return Some((events, Some((tokens, blocks, first_token))));
+                }
+                Ok(StreamEvent::Reasoning { text, .. }) => {
+                    first_token.get_or_insert_with(|| started.elapsed());
+                    let events = match show_thinking {
+                        true => blocks.thinking(&text),
+                        false => Vec::new(),
                     };
                     return Some((events, Some((tokens, blocks, first_token))));
                 }
@@ -364,26 +379,29 @@ pub async fn responses(
     let (_, tokens) = state.pool.stream(&model, request).await?;
     let mut numbering = EventSequence::new();
     let opening = numbering.opening(&frame);
-    let progress = (tokens, numbering, frame, String::new(), None);
+    let progress = (tokens, numbering, frame, None);
     let body = futures::stream::unfold(Some(progress), move |progress| {
         let (state, model) = (Arc::clone(&state), model.clone());
         async move {
-            let (mut tokens, mut numbering, frame, mut text, mut first_token) = progress?;
+            let (mut tokens, mut numbering, frame, mut first_token) = progress?;
             let events = match tokens.next().await? {
-                Ok(StreamEvent::Delta { text: delta, .. }) => {
+                Ok(StreamEvent::Delta { text, .. }) => {
                     first_token.get_or_insert_with(|| started.elapsed());
-                    let events = if delta.is_empty() {
-                        Vec::new()
-                    } else {
-                        text.push_str(&delta);
-                        vec![numbering.delta(&frame, &delta)]
+                    let events = match text.is_empty() {
+                        true => Vec::new(),
+                        false => numbering.delta(&frame, &text),
                     };
-                    return Some((events, Some((tokens, numbering, frame, text, first_token))));
+                    return Some((events, Some((tokens, numbering, frame, first_token))));
+                }
+                Ok(StreamEvent::Reasoning { text, .. }) => {
+                    first_token.get_or_insert_with(|| started.elapsed());
+                    let events = numbering.reasoning(&frame, &text);
+                    return Some((events, Some((tokens, numbering, frame, first_token))));
                 }
                 Ok(StreamEvent::ToolCall { call, .. }) => {
                     first_token.get_or_insert_with(|| started.elapsed());
-                    let events = numbering.tool_call(call);
-                    return Some((events, Some((tokens, numbering, frame, text, first_token))));
+                    let events = numbering.tool_call(&frame, call);
+                    return Some((events, Some((tokens, numbering, frame, first_token))));
                 }
                 Ok(StreamEvent::Done {
                     finish_reason,
@@ -391,7 +409,7 @@ pub async fn responses(
                     ..
                 }) => {
                     finished(&state, "responses", &model, &usage, first_token, started);
-                    numbering.closing(&frame, &text, finish_reason, &usage)
+                    numbering.closing(&frame, finish_reason, &usage)
                 }
                 Err(e) => vec![numbering.error(&ApiError::from(e))],
             };
@@ -509,6 +527,15 @@ impl Chunks {
         self.choice(choice, Some(text), logprobs, None, false)
     }
 
+    /// A chunk with reasoning text, under both names clients read (`reasoning_content`, as
+    /// DeepSeek's API and llama-server send it, and `reasoning`, as vLLM and OpenRouter do).
+    fn reasoning(&self, choice: u32, text: &str) -> Value {
+        let delta = json!({"reasoning_content": text, "reasoning": text});
+        self.wrap(
+            json!([{"index": choice, "delta": delta, "logprobs": null, "finish_reason": null}]),
+        )
+    }
+
     /// A chunk with one complete tool call (its arguments in one piece).
     fn tool_call(&mut self, choice: u32, call: &ToolCall) -> Value {
         let i = choice as usize;
@@ -614,6 +641,16 @@ impl SseProgress {
                     vec![data(self.chunks.delta(choice, &text, &logprobs))],
                     true,
                 )
+            }
+            Some(Ok(StreamEvent::Reasoning { choice, text })) => {
+                self.first_token
+                    .get_or_insert_with(|| self.started.elapsed());
+                // A text completion has no place for reasoning (it is never split there).
+                let events = match self.chunks.chat {
+                    true => vec![data(self.chunks.reasoning(choice, &text))],
+                    false => Vec::new(),
+                };
+                (events, true)
             }
             Some(Ok(StreamEvent::ToolCall { choice, call })) => {
                 self.first_token

@@ -605,17 +605,7 @@ impl ChatRequest {
         request.parallel_tool_calls = self.parallel_tool_calls.unwrap_or(true);
         request.chat_template_kwargs = self.chat_template_kwargs.clone().unwrap_or_default();
         if let Some(effort) = &self.reasoning_effort {
-            if !["none", "minimal", "low", "medium", "high"].contains(&effort.as_str()) {
-                return Err(ApiError::invalid(
-                    format!("`reasoning_effort` must be none, minimal, low, medium or high, got `{effort}`"),
-                    Some("reasoning_effort"),
-                ));
-            }
-            // The templates that take an effort (gpt-oss) read this variable.
-            request
-                .chat_template_kwargs
-                .entry("reasoning_effort")
-                .or_insert_with(|| json!(effort));
+            convert::reasoning_effort(effort, "reasoning_effort", &mut request)?;
         }
         request.logprobs = match (self.logprobs, self.top_logprobs) {
             (Some(true), top) => Some(top.unwrap_or(0)),
@@ -798,6 +788,7 @@ pub fn usage(u: &Usage) -> Value {
         "completion_tokens_details": {
             "accepted_prediction_tokens": u.accepted_prediction_tokens,
             "rejected_prediction_tokens": u.rejected_prediction_tokens,
+            "reasoning_tokens": u.reasoning_tokens,
         },
     })
 }
@@ -849,6 +840,10 @@ pub fn chat_response(
         .enumerate()
         .map(|(i, ch)| {
             let mut message = json!({"role": "assistant", "content": ch.text});
+            if !ch.reasoning.is_empty() {
+                message["reasoning_content"] = json!(ch.reasoning);
+                message["reasoning"] = json!(ch.reasoning);
+            }
             if !ch.tool_calls.is_empty() {
                 message["tool_calls"] = ch
                     .tool_calls
@@ -891,6 +886,7 @@ pub fn completion_response(
         cached_tokens: cs.iter().map(|c| c.usage.cached_tokens).sum(),
         accepted_prediction_tokens: cs.iter().map(|c| c.usage.accepted_prediction_tokens).sum(),
         rejected_prediction_tokens: cs.iter().map(|c| c.usage.rejected_prediction_tokens).sum(),
+        reasoning_tokens: 0,
     };
     let choices: Vec<Value> = cs
         .iter()

@@ -18,13 +18,7 @@ use crate::error::ApiError;
 use crate::openai::{checked_body, tool_choice_mode, typed, Fields};
 
 /// Fields OpenAI defines that this server does not honour yet.
-const UNSUPPORTED_FIELDS: &[&str] = &[
-    "conversation",
-    "reasoning",
-    "top_logprobs",
-    "prompt",
-    "background",
-];
+const UNSUPPORTED_FIELDS: &[&str] = &["conversation", "top_logprobs", "prompt", "background"];
 
 /// Fields accepted and ignored: they do not change the generated text (nothing is stored).
 const IGNORED_FIELDS: &[&str] = &[
@@ -55,6 +49,17 @@ pub struct ResponsesRequest {
     tools: Option<Vec<InTool>>,
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
+    reasoning: Option<ReasoningOptions>,
+}
+
+/// `reasoning`: the effort (`summary` is accepted; the reasoning itself is returned, not a
+/// summary of it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasoningOptions {
+    effort: Option<String>,
+    #[serde(rename = "summary")]
+    _summary: Option<String>,
 }
 
 /// A function tool: `{"type": "function", "name", "description", "parameters", "strict"}`.
@@ -141,6 +146,7 @@ impl ResponsesRequest {
         "tools",
         "tool_choice",
         "parallel_tool_calls",
+        "reasoning",
     ];
 
     /// Parse a body, naming unknown or unsupported fields.
@@ -194,6 +200,9 @@ impl ResponsesRequest {
         request.constraint = self.constraint()?;
         (request.tools, request.tool_choice) = self.tools()?;
         request.parallel_tool_calls = self.parallel_tool_calls.unwrap_or(true);
+        if let Some(effort) = self.reasoning.as_ref().and_then(|r| r.effort.as_deref()) {
+            convert::reasoning_effort(effort, "reasoning.effort", &mut request)?;
+        }
         Ok(request)
     }
 
@@ -353,6 +362,7 @@ impl Item {
 pub struct ResponseFrame {
     id: String,
     item_id: String,
+    reasoning_id: String,
     model: String,
     created_at: u64,
     /// The request's fields the response echoes.
@@ -370,6 +380,7 @@ impl ResponseFrame {
         ResponseFrame {
             id: format!("resp_{}", uuid::Uuid::new_v4().simple()),
             item_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            reasoning_id: format!("rs_{}", uuid::Uuid::new_v4().simple()),
             model: request.model.clone(),
             created_at,
             echo: json!({
@@ -395,6 +406,7 @@ impl ResponseFrame {
         let (status, output, incomplete, usage) = match outcome {
             None => ("in_progress", json!([]), Value::Null, Value::Null),
             Some(Outcome {
+                reasoning,
                 text,
                 reason,
                 usage: u,
@@ -406,6 +418,9 @@ impl ResponseFrame {
                     FinishReason::Stop | FinishReason::ToolCalls => ("completed", Value::Null),
                 };
                 let mut output = Vec::new();
+                if !reasoning.is_empty() {
+                    output.push(self.reasoning_item(reasoning, "completed"));
+                }
                 if announced || !text.is_empty() || calls.is_empty() {
                     output.push(self.message(text, status));
                 }
@@ -418,7 +433,7 @@ impl ResponseFrame {
                         "input_tokens": u.prompt_tokens,
                         "input_tokens_details": {"cached_tokens": u.cached_tokens},
                         "output_tokens": u.completion_tokens,
-                        "output_tokens_details": {"reasoning_tokens": 0},
+                        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
                         "total_tokens": u.total_tokens(),
                     }),
                 )
@@ -444,6 +459,18 @@ impl ResponseFrame {
         object
     }
 
+    /// The reasoning item (its text as `reasoning_text` content, as open models' servers
+    /// send it; no summary).
+    pub fn reasoning_item(&self, text: &str, status: &str) -> Value {
+        json!({
+            "type": "reasoning",
+            "id": self.reasoning_id,
+            "status": status,
+            "summary": [],
+            "content": [{"type": "reasoning_text", "text": text}],
+        })
+    }
+
     /// The output message item.
     pub fn message(&self, text: &str, status: &str) -> Value {
         json!({
@@ -460,6 +487,7 @@ impl ResponseFrame {
 pub fn response(frame: &ResponseFrame, completion: &Completion) -> Value {
     let choice = &completion.choices[0];
     frame.object(Some(Outcome {
+        reasoning: &choice.reasoning,
         text: &choice.text,
         reason: choice.finish_reason,
         usage: &completion.usage,
@@ -468,8 +496,11 @@ pub fn response(frame: &ResponseFrame, completion: &Completion) -> Value {
     }))
 }
 
-/// How a response ended, for [`ResponseFrame::object`].
+/// How a response ended, for [`ResponseFrame::object`]: its output items are the reasoning
+/// (if any), the message, then the calls, in that order.
 pub struct Outcome<'a> {
+    /// The model's reasoning.
+    pub reasoning: &'a str,
     /// The output text.
     pub text: &'a str,
     /// Why it ended.
@@ -478,7 +509,7 @@ pub struct Outcome<'a> {
     pub usage: &'a Usage,
     /// The calls made.
     pub calls: &'a [ToolCall],
-    /// Whether a stream already announced the message item (output index 0).
+    /// Whether a stream already announced the message item.
     pub announced: bool,
 }
 
@@ -494,23 +525,105 @@ fn function_call(call: &ToolCall, status: &str) -> Value {
     })
 }
 
-/// Numbers a stream's events and keeps the calls made so far.
-pub struct EventSequence(u64, Vec<ToolCall>);
+/// A stream's events: numbered, with output items announced as they begin (the reasoning,
+/// the message, the calls, in the order of [`Outcome`]), and what they held so far.
+pub struct EventSequence {
+    number: u64,
+    /// Output items announced so far (the next one's index).
+    items: usize,
+    /// The reasoning item: its index, text so far and whether it is still open.
+    reasoning: Option<(usize, String, bool)>,
+    /// The message item's index and text so far, once announced.
+    message: Option<(usize, String)>,
+    calls: Vec<ToolCall>,
+}
 
 impl EventSequence {
-    /// Number 0 next.
+    /// Number 0 next, no items.
     pub fn new() -> Self {
-        EventSequence(0, Vec::new())
+        EventSequence {
+            number: 0,
+            items: 0,
+            reasoning: None,
+            message: None,
+            calls: Vec::new(),
+        }
+    }
+
+    /// An event of `kind` with `fields` (plus `type` and `sequence_number`).
+    pub fn event(&mut self, kind: &str, mut fields: Value) -> Event {
+        if let Some(map) = fields.as_object_mut() {
+            map.insert("type".into(), json!(kind));
+            map.insert("sequence_number".into(), json!(self.number));
+        }
+        self.number += 1;
+        Event::default().event(kind).data(fields.to_string())
+    }
+
+    /// `response.created` and `response.in_progress`.
+    pub fn opening(&mut self, frame: &ResponseFrame) -> Vec<Event> {
+        let pending = frame.object(None);
+        vec![
+            self.event("response.created", json!({"response": pending})),
+            self.event("response.in_progress", json!({"response": pending})),
+        ]
+    }
+
+    /// More reasoning: a `response.reasoning_text.delta` (the item announced first). Reasoning
+    /// after the answer began has no item left to go in and is not streamed.
+    pub fn reasoning(&mut self, frame: &ResponseFrame, text: &str) -> Vec<Event> {
+        if self.message.is_some() || !self.calls.is_empty() {
+            return Vec::new();
+        }
+        let mut events = Vec::new();
+        if self.reasoning.is_none() {
+            let index = self.next_item();
+            self.reasoning = Some((index, String::new(), true));
+            let mut item = frame.reasoning_item("", "in_progress");
+            item["content"] = json!([]);
+            events.push(self.event(
+                "response.output_item.added",
+                json!({"output_index": index, "item": item}),
+            ));
+        }
+        let Some((index, all, _)) = self.reasoning.as_mut() else {
+            return events;
+        };
+        all.push_str(text);
+        let index = *index;
+        events.push(self.event(
+            "response.reasoning_text.delta",
+            json!({"item_id": frame.reasoning_id, "output_index": index, "content_index": 0,
+                   "delta": text}),
+        ));
+        events
+    }
+
+    /// More answer: a `response.output_text.delta` (the message announced first).
+    pub fn delta(&mut self, frame: &ResponseFrame, text: &str) -> Vec<Event> {
+        let mut events = self.announce_message(frame);
+        let Some((index, all)) = self.message.as_mut() else {
+            return events;
+        };
+        all.push_str(text);
+        let index = *index;
+        events.push(self.event(
+            "response.output_text.delta",
+            json!({"item_id": frame.item_id, "output_index": index, "content_index": 0,
+                   "delta": text, "logprobs": []}),
+        ));
+        events
     }
 
     /// A call as its own output item: added, its arguments (one delta), done.
-    pub fn tool_call(&mut self, call: ToolCall) -> Vec<Event> {
-        let index = self.1.len() + 1;
+    pub fn tool_call(&mut self, frame: &ResponseFrame, call: ToolCall) -> Vec<Event> {
+        let mut events = self.close_reasoning(frame);
+        let index = self.next_item();
         let done = function_call(&call, "completed");
         let mut added = function_call(&call, "in_progress");
         added["arguments"] = json!("");
         let item_id = done["id"].clone();
-        let events = vec![
+        events.extend([
             self.event(
                 "response.output_item.added",
                 json!({"output_index": index, "item": added}),
@@ -527,67 +640,92 @@ impl EventSequence {
                 "response.output_item.done",
                 json!({"output_index": index, "item": done}),
             ),
-        ];
-        self.1.push(call);
+        ]);
+        self.calls.push(call);
         events
     }
 
-    /// An event of `kind` with `fields` (plus `type` and `sequence_number`).
-    pub fn event(&mut self, kind: &str, mut fields: Value) -> Event {
-        if let Some(map) = fields.as_object_mut() {
-            map.insert("type".into(), json!(kind));
-            map.insert("sequence_number".into(), json!(self.0));
-        }
-        self.0 += 1;
-        Event::default().event(kind).data(fields.to_string())
+    fn next_item(&mut self) -> usize {
+        self.items += 1;
+        self.items - 1
     }
 
-    /// `response.created`, `response.in_progress`, the message item and its text part.
-    pub fn opening(&mut self, frame: &ResponseFrame) -> Vec<Event> {
-        let pending = frame.object(None);
-        vec![
-            self.event("response.created", json!({"response": pending})),
-            self.event("response.in_progress", json!({"response": pending})),
+    /// The message item and its text part, unless announced already (the reasoning closed
+    /// first).
+    fn announce_message(&mut self, frame: &ResponseFrame) -> Vec<Event> {
+        if self.message.is_some() {
+            return Vec::new();
+        }
+        let mut events = self.close_reasoning(frame);
+        let index = self.next_item();
+        self.message = Some((index, String::new()));
+        events.extend([
             self.event(
                 "response.output_item.added",
-                json!({"output_index": 0, "item": {
+                json!({"output_index": index, "item": {
                     "type": "message", "id": frame.item_id, "status": "in_progress",
                     "role": "assistant", "content": [],
                 }}),
             ),
             self.event(
                 "response.content_part.added",
-                json!({"item_id": frame.item_id, "output_index": 0, "content_index": 0,
+                json!({"item_id": frame.item_id, "output_index": index, "content_index": 0,
                        "part": {"type": "output_text", "text": "", "annotations": []}}),
+            ),
+        ]);
+        events
+    }
+
+    /// The reasoning item's done events, if it is open.
+    fn close_reasoning(&mut self, frame: &ResponseFrame) -> Vec<Event> {
+        let Some((index, text, open)) = self.reasoning.as_mut() else {
+            return Vec::new();
+        };
+        if !std::mem::replace(open, false) {
+            return Vec::new();
+        }
+        let (index, text) = (*index, text.clone());
+        vec![
+            self.event(
+                "response.reasoning_text.done",
+                json!({"item_id": frame.reasoning_id, "output_index": index, "content_index": 0,
+                       "text": text}),
+            ),
+            self.event(
+                "response.output_item.done",
+                json!({"output_index": index, "item": frame.reasoning_item(&text, "completed")}),
             ),
         ]
     }
 
-    /// One `response.output_text.delta`.
-    pub fn delta(&mut self, frame: &ResponseFrame, text: &str) -> Event {
-        self.event(
-            "response.output_text.delta",
-            json!({"item_id": frame.item_id, "output_index": 0, "content_index": 0,
-                   "delta": text, "logprobs": []}),
-        )
-    }
-
-    /// The closing events: text, part and item done, then `response.completed` (or
+    /// The closing events: the message (announced now if it had no text and there were no
+    /// calls) with its text, part and item done, then `response.completed` (or
     /// `response.incomplete` when the token limit ended it).
     pub fn closing(
         &mut self,
         frame: &ResponseFrame,
-        text: &str,
         reason: FinishReason,
         usage: &Usage,
     ) -> Vec<Event> {
-        let calls = std::mem::take(&mut self.1);
+        let mut events = self.close_reasoning(frame);
+        if self.calls.is_empty() {
+            events.extend(self.announce_message(frame));
+        }
+        let calls = std::mem::take(&mut self.calls);
+        let reasoning = self
+            .reasoning
+            .take()
+            .map(|(_, text, _)| text)
+            .unwrap_or_default();
+        let message = self.message.take();
+        let text = message.as_ref().map_or("", |(_, text)| text.as_str());
         let whole = frame.object(Some(Outcome {
+            reasoning: &reasoning,
             text,
             reason,
             usage,
             calls: &calls,
-            announced: true,
+            announced: message.is_some(),
         }));
         let status = whole["status"].as_str().unwrap_or("completed").to_string();
         let last = if status == "completed" {
@@ -595,23 +733,26 @@ impl EventSequence {
         } else {
             "response.incomplete"
         };
-        vec![
-            self.event(
-                "response.output_text.done",
-                json!({"item_id": frame.item_id, "output_index": 0, "content_index": 0,
-                       "text": text, "logprobs": []}),
-            ),
-            self.event(
-                "response.content_part.done",
-                json!({"item_id": frame.item_id, "output_index": 0, "content_index": 0,
-                       "part": {"type": "output_text", "text": text, "annotations": []}}),
-            ),
-            self.event(
-                "response.output_item.done",
-                json!({"output_index": 0, "item": frame.message(text, &status)}),
-            ),
-            self.event(last, json!({"response": whole})),
-        ]
+        if let Some((index, text)) = &message {
+            events.extend([
+                self.event(
+                    "response.output_text.done",
+                    json!({"item_id": frame.item_id, "output_index": index, "content_index": 0,
+                           "text": text, "logprobs": []}),
+                ),
+                self.event(
+                    "response.content_part.done",
+                    json!({"item_id": frame.item_id, "output_index": index, "content_index": 0,
+                           "part": {"type": "output_text", "text": text, "annotations": []}}),
+                ),
+                self.event(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": frame.message(text, &status)}),
+                ),
+            ]);
+        }
+        events.push(self.event(last, json!({"response": whole})));
+        events
     }
 
     /// An `error` event.

@@ -248,7 +248,7 @@ fn chat_template_kwargs_and_reasoning_effort_reach_the_request() {
     .unwrap();
     assert_eq!(
         Value::Object(request.chat_template_kwargs),
-        json!({"enable_thinking": false, "reasoning_effort": "high"})
+        json!({"enable_thinking": false, "reasoning_effort": "high", "thinking": true})
     );
     for (body, param) in [
         (
@@ -276,5 +276,68 @@ fn chat_template_kwargs_and_reasoning_effort_reach_the_request() {
     assert_eq!(
         conversation(&request)[1].reasoning.as_deref(),
         Some("A greeting.")
+    );
+}
+
+#[test]
+fn reasoning_switches_and_budgets_are_the_same_in_every_dialect() {
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let kwargs = |r: GenerationRequest| Value::Object(r.chat_template_kwargs);
+    let off = json!({"enable_thinking": false, "thinking": false, "reasoning_effort": "none"});
+    assert_eq!(
+        kwargs(chat(json!({"messages": user, "reasoning_effort": "none"})).unwrap()),
+        off
+    );
+    assert_eq!(
+        kwargs(responses(json!({"input": "hi", "reasoning": {"effort": "none"}})).unwrap()),
+        off
+    );
+    let anthropic = messages(json!({"messages": user, "thinking": {"type": "disabled"}}));
+    assert_eq!(
+        kwargs(anthropic.unwrap()),
+        json!({"enable_thinking": false, "thinking": false})
+    );
+    let budgeted = messages(json!({
+        "messages": user, "max_tokens": 64, "thinking": {"type": "enabled", "budget_tokens": 32}
+    }))
+    .unwrap();
+    assert_eq!(budgeted.reasoning_budget, Some(32));
+    assert_eq!(
+        budgeted.chat_template_kwargs["enable_thinking"],
+        json!(true)
+    );
+    for (result, param) in [
+        (
+            responses(json!({"input": "hi", "reasoning": {"effort": "extreme"}})),
+            "reasoning.effort",
+        ),
+        (
+            messages(
+                json!({"messages": user, "thinking": {"type": "enabled", "budget_tokens": 99}}),
+            ),
+            "thinking.budget_tokens",
+        ),
+        (
+            messages(json!({"messages": user, "thinking": {"type": "sometimes"}})),
+            "thinking.type",
+        ),
+    ] {
+        let (message, at) = refused(result);
+        assert_eq!(at.as_deref(), Some(param), "{message}");
+    }
+    // Earlier thinking comes back as the assistant turn's reasoning.
+    let history = json!([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "A greeting.", "signature": ""},
+            {"type": "text", "text": "Hello."}
+        ]},
+        {"role": "user", "content": "bye"}
+    ]);
+    let request = messages(json!({"messages": history})).unwrap();
+    let turn = &conversation(&request)[1];
+    assert_eq!(
+        (turn.content.as_str(), turn.reasoning.as_deref()),
+        ("Hello.", Some("A greeting."))
     );
 }

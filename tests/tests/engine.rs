@@ -50,6 +50,7 @@ async fn stream_deltas(request: GenerationRequest) -> (Vec<String>, FinishReason
             StreamEvent::Delta { text: d, .. } => deltas.push(d),
             StreamEvent::Done { finish_reason, .. } => return (deltas, finish_reason),
             StreamEvent::ToolCall { call, .. } => panic!("no tools were offered: {call:?}"),
+            StreamEvent::Reasoning { text, .. } => panic!("SmolLM2 does not reason: {text:?}"),
         }
     }
     panic!("stream ended without Done");

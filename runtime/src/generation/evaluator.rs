@@ -3,6 +3,8 @@
 //! its vocabulary. Everything else (sequences, sampling, scheduling) is the core's.
 
 use std::any::Any;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
@@ -82,6 +84,8 @@ pub struct Vocabulary {
     pieces: Vec<Vec<u8>>,
     end_of_generation: Vec<bool>,
     strip_first_space: bool,
+    /// Control tokens written as text (see [`Vocabulary::keep_markup`]).
+    markup: OnceLock<HashMap<u32, Vec<u8>>>,
 }
 
 impl Vocabulary {
@@ -103,7 +107,19 @@ impl Vocabulary {
             pieces,
             end_of_generation: eog,
             strip_first_space,
+            markup: OnceLock::new(),
         }
+    }
+
+    /// Write these control tokens as the given text from now on (markup the model's chat format
+    /// needs parsed, e.g. Harmony's `<|channel|>`): other control tokens stay without text. Set
+    /// once, before the first request; later calls change nothing.
+    pub fn keep_markup(&self, tokens: impl IntoIterator<Item = (u32, Vec<u8>)>) {
+        let markup = tokens
+            .into_iter()
+            .filter(|(id, _)| self.pieces.get(*id as usize).is_some_and(Vec::is_empty))
+            .collect();
+        let _ = self.markup.set(markup);
     }
 
     /// Number of token ids.
@@ -120,6 +136,11 @@ impl Vocabulary {
     pub fn piece(&self, id: u32, first: bool) -> &[u8] {
         let bytes = self.pieces.get(id as usize).map_or(&[][..], Vec::as_slice);
         match bytes {
+            [] => self
+                .markup
+                .get()
+                .and_then(|m| m.get(&id))
+                .map_or(&[][..], Vec::as_slice),
             [b' ', rest @ ..] if first && self.strip_first_space => rest,
             _ => bytes,
         }

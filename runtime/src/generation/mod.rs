@@ -145,6 +145,12 @@ impl Generator {
         self.vocab.len()
     }
 
+    /// Write these control tokens as text in answers from now on (set once, before the first
+    /// request; see [`Vocabulary::keep_markup`]).
+    pub fn keep_markup(&self, tokens: impl IntoIterator<Item = (u32, Vec<u8>)>) {
+        self.vocab.keep_markup(tokens);
+    }
+
     /// Bytes the prompt store holds now (within [`Limits::prompt_store_bytes`]).
     pub fn prompt_store_bytes(&self) -> usize {
         self.store_bytes.load(Ordering::Relaxed)

@@ -204,6 +204,7 @@ impl Sequence {
             cached_tokens: self.cached,
             accepted_prediction_tokens: self.accepted,
             rejected_prediction_tokens: self.drafted - self.accepted,
+            reasoning_tokens: 0,
         };
         let done = StreamEvent::Done {
             choice: self.choice,

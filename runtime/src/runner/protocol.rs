@@ -201,6 +201,7 @@ mod tests {
                 cached_tokens: 1,
                 accepted_prediction_tokens: 3,
                 rejected_prediction_tokens: 4,
+                reasoning_tokens: 1,
             },
             stop_sequence: Some("\n\n".into()),
         };

@@ -10,6 +10,7 @@ use minijinja::{Environment, ErrorKind, Value};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::reasoning::ReasoningFormat;
 use crate::request::{ChatMessage, Role, Tool, ToolCall};
 use crate::tools::{self, ToolFormat};
 
@@ -26,6 +27,7 @@ pub struct ChatTemplate {
     eos_token: String,
     takes_tools: bool,
     tool_format: ToolFormat,
+    reasoning_format: ReasoningFormat,
     /// The template refuses a system message: it goes at the head of the first user message.
     folds_system: bool,
     /// The template writes tool-call arguments as text (it refuses them as objects).
@@ -73,6 +75,7 @@ impl ChatTemplate {
             eos_token: eos_token.to_string(),
             takes_tools: tools::template_takes_tools(source),
             tool_format: ToolFormat::of_template(source),
+            reasoning_format: ReasoningFormat::of_template(source),
             folds_system: false,
             string_arguments: false,
         };
@@ -147,6 +150,11 @@ impl ChatTemplate {
     /// How the model writes tool calls.
     pub fn tool_format(&self) -> ToolFormat {
         self.tool_format
+    }
+
+    /// How the model marks its reasoning.
+    pub fn reasoning_format(&self) -> &ReasoningFormat {
+        &self.reasoning_format
     }
 
     /// Render `messages` (offering `tools`), ending with the assistant's turn when

@@ -213,6 +213,8 @@ async fn stream_answer(
         Some(i) => i,
         None => &mut never,
     };
+    // Reasoning is shown as Ollama's `run` shows it, framed apart from the answer.
+    let mut thinking = false;
     loop {
         let event = tokio::select! {
             event = stream.next() => event,
@@ -223,8 +225,20 @@ async fn stream_answer(
         };
         let Some(event) = event else { break };
         match event? {
+            StreamEvent::Reasoning { text, .. } => {
+                answer.first_token.get_or_insert_with(|| started.elapsed());
+                if !thinking {
+                    thinking = true;
+                    writeln!(stdout, "Thinking...").map_err(write_err)?;
+                }
+                stdout.write_all(text.as_bytes()).map_err(write_err)?;
+                stdout.flush().map_err(write_err)?;
+            }
             StreamEvent::Delta { text, .. } => {
                 answer.first_token.get_or_insert_with(|| started.elapsed());
+                if std::mem::take(&mut thinking) {
+                    writeln!(stdout, "\n...done thinking.\n").map_err(write_err)?;
+                }
                 stdout.write_all(text.as_bytes()).map_err(write_err)?;
                 stdout.flush().map_err(write_err)?;
                 answer.text.push_str(&text);
