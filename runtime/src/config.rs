@@ -166,6 +166,9 @@ pub struct ModelConfig {
     /// its layers with the local device (llama engine).
     #[serde(default)]
     pub rpc: Vec<String>,
+    /// A Jinja chat template file used instead of the model's own (e.g. one of a model family
+    /// whose format the model was tuned on).
+    pub chat_template: Option<PathBuf>,
     /// Where its engine runs (overrides the global `isolation`).
     pub isolation: Option<Isolation>,
     /// Seconds it stays loaded when idle (overrides the global `keep_alive`).
@@ -231,6 +234,7 @@ impl ModelConfig {
             kv_cache_type: None,
             prompt_cache_size: None,
             rpc: Vec::new(),
+            chat_template: None,
             isolation: None,
             keep_alive: None,
             pinned: false,

@@ -89,19 +89,115 @@ impl ReasoningFormat {
                 .collect(),
         }
     }
+}
+
+/// Where a rendered chat leaves the model's reasoning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// The prompt opened the block: the answer starts inside it.
+    Opened,
+    /// The prompt ends with an empty block (thinking switched off by the template).
+    Closed,
+    /// The model may start reasoning, or not.
+    Free,
+}
+
+/// How an answer that reasons first is made in two parts (a thinking budget, a constraint on
+/// the answer only): the reasoning up to `stop` (or the budget), then the answer after
+/// `answer_prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasoningFirst {
+    /// Text the reasoning is made to begin with (empty: the prompt opened it).
+    pub forced_start: String,
+    /// Where the reasoning ends, written by the model (its closing markup).
+    pub stop: String,
+    /// Text that closes the reasoning and opens the answer, when the model did not get there
+    /// itself (the budget) or did (the stop string is not part of the text).
+    pub answer_prefix: String,
+}
+
+/// A string as a Lark literal.
+fn lark_literal(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+impl ReasoningFirst {
+    /// The grammar that makes the reasoning begin with [`Self::forced_start`] (none when it is
+    /// empty): any text may follow, up to the stop string or the budget.
+    pub fn start_grammar(&self) -> Option<String> {
+        (!self.forced_start.is_empty()).then(|| {
+            format!(
+                "start: {} REST\nREST: /(.|\\n)*/",
+                lark_literal(&self.forced_start)
+            )
+        })
+    }
+}
+
+impl ReasoningFormat {
+    /// Where the chat rendered as `prompt` leaves the reasoning.
+    pub fn opening(&self, prompt: &str) -> Opening {
+        match self {
+            ReasoningFormat::None => Opening::Closed,
+            ReasoningFormat::Harmony => Opening::Free,
+            ReasoningFormat::Tags { open, close } => {
+                if prompt.trim_end().ends_with(close.as_str()) {
+                    return Opening::Closed;
+                }
+                match (prompt.rfind(open.as_str()), prompt.rfind(close.as_str())) {
+                    (Some(o), c) if c.is_none_or(|c| c < o) => Opening::Opened,
+                    _ => Opening::Free,
+                }
+            }
+        }
+    }
+
+    /// How to reason first and then answer, for a chat rendered as `prompt`: `None` where the
+    /// model will not reason (no format, thinking switched off). `certain`: the reasoning is
+    /// made to happen where the model may skip it (a budget was asked for); otherwise only
+    /// where the prompt opened it or the format always reasons first (Harmony). `constrained`:
+    /// the answer must be the final one (Harmony's tool calls are not possible after it).
+    pub fn reasoning_first(
+        &self,
+        prompt: &str,
+        certain: bool,
+        constrained: bool,
+    ) -> Option<ReasoningFirst> {
+        let opening = self.opening(prompt);
+        match self {
+            ReasoningFormat::None => None,
+            ReasoningFormat::Tags { open, close } => {
+                let forced_start = match opening {
+                    Opening::Closed => return None,
+                    Opening::Free if !certain => return None,
+                    Opening::Free => open.clone(),
+                    Opening::Opened => String::new(),
+                };
+                Some(ReasoningFirst {
+                    forced_start,
+                    stop: close.clone(),
+                    answer_prefix: format!("{close}\n\n"),
+                })
+            }
+            ReasoningFormat::Harmony => Some(ReasoningFirst {
+                forced_start: format!("{CHANNEL}analysis{MESSAGE}"),
+                stop: ENDS[0].into(),
+                answer_prefix: match constrained {
+                    true => format!("{}{START}assistant{CHANNEL}final{MESSAGE}", ENDS[0]),
+                    false => format!("{}{START}assistant", ENDS[0]),
+                },
+            }),
+        }
+    }
 
     /// The splitter for one answer to `prompt` (the rendered chat): a prompt whose last turn
     /// opens the block (templates that start the model thinking) starts inside it.
     pub fn splitter(&self, prompt: &str) -> Splitter {
-        let state = match self {
-            ReasoningFormat::None => State::Content,
-            ReasoningFormat::Tags { open, close } => {
-                match (prompt.rfind(open.as_str()), prompt.rfind(close.as_str())) {
-                    (Some(o), c) if c.is_none_or(|c| c < o) => State::Reasoning,
-                    _ => State::Start,
-                }
-            }
-            ReasoningFormat::Harmony => State::Header,
+        let state = match (self, self.opening(prompt)) {
+            (ReasoningFormat::None, _) => State::Content,
+            (ReasoningFormat::Harmony, _) => State::Header,
+            (_, Opening::Opened) => State::Reasoning,
+            (_, _) => State::Start,
         };
         Splitter {
             format: self.clone(),

@@ -47,6 +47,21 @@ impl Usage {
         self.prompt_tokens + self.completion_tokens
     }
 
+    /// One choice's usage when `later` continued this generation (the same prompt, more tokens
+    /// generated).
+    pub fn followed_by(&self, later: &Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens + later.completion_tokens,
+            cached_tokens: self.cached_tokens,
+            accepted_prediction_tokens: self.accepted_prediction_tokens
+                + later.accepted_prediction_tokens,
+            rejected_prediction_tokens: self.rejected_prediction_tokens
+                + later.rejected_prediction_tokens,
+            reasoning_tokens: self.reasoning_tokens + later.reasoning_tokens,
+        }
+    }
+
     /// The usage of a request with these per-choice usages: the shared prompt once, every
     /// choice's completion.
     pub fn of_choices<'a>(choices: impl IntoIterator<Item = &'a Usage>) -> Usage {

@@ -293,11 +293,11 @@ impl Runtime {
         tracing::info!(model = %spec.id, engine = engine.name(), path = %spec.path.display(), ?isolation, "loading model");
         let (model, local): (Arc<dyn LoadedModel>, _) = match (isolation, &self.runners) {
             (Isolation::None, _) => {
-                let model = Arc::new(EngineModel::new(
-                    &spec.id,
-                    engine.name(),
-                    engine.load_model(&spec).await?,
-                ));
+                let mut parts = engine.load_model(&spec).await?;
+                if let Some(path) = &entry.config.chat_template {
+                    parts = parts.chat_template_file(path)?;
+                }
+                let model = Arc::new(EngineModel::new(&spec.id, engine.name(), parts));
                 if let Some(DraftSource::Model(reference)) = &entry.config.draft {
                     self.attach_draft(&model, &entry, reference)
                         .await

@@ -463,6 +463,8 @@ pub struct ChatRequest {
     parallel_tool_calls: Option<bool>,
     chat_template_kwargs: Option<serde_json::Map<String, Value>>,
     reasoning_effort: Option<String>,
+    #[serde(alias = "max_thinking_tokens")]
+    thinking_budget: Option<u32>,
 }
 
 impl ChatRequest {
@@ -476,6 +478,8 @@ impl ChatRequest {
         "parallel_tool_calls",
         "chat_template_kwargs",
         "reasoning_effort",
+        "thinking_budget",
+        "max_thinking_tokens",
     ];
 
     fn tools(&self) -> Result<(Vec<Tool>, ToolChoice), ApiError> {
@@ -607,6 +611,7 @@ impl ChatRequest {
         if let Some(effort) = &self.reasoning_effort {
             convert::reasoning_effort(effort, "reasoning_effort", &mut request)?;
         }
+        request.reasoning_budget = self.thinking_budget;
         request.logprobs = match (self.logprobs, self.top_logprobs) {
             (Some(true), top) => Some(top.unwrap_or(0)),
             (_, Some(_)) => {

@@ -50,6 +50,9 @@ pub struct ResponsesRequest {
     tool_choice: Option<Value>,
     parallel_tool_calls: Option<bool>,
     reasoning: Option<ReasoningOptions>,
+    /// Most tokens of reasoning (as chat completions' `thinking_budget`).
+    #[serde(alias = "max_thinking_tokens")]
+    thinking_budget: Option<u32>,
 }
 
 /// `reasoning`: the effort (`summary` is accepted; the reasoning itself is returned, not a
@@ -147,6 +150,8 @@ impl ResponsesRequest {
         "tool_choice",
         "parallel_tool_calls",
         "reasoning",
+        "thinking_budget",
+        "max_thinking_tokens",
     ];
 
     /// Parse a body, naming unknown or unsupported fields.
@@ -203,6 +208,7 @@ impl ResponsesRequest {
         if let Some(effort) = self.reasoning.as_ref().and_then(|r| r.effort.as_deref()) {
             convert::reasoning_effort(effort, "reasoning.effort", &mut request)?;
         }
+        request.reasoning_budget = self.thinking_budget;
         Ok(request)
     }
 

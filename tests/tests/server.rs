@@ -4,7 +4,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use minerva_tests::{minerva, smollm2_gguf, spawn_server, venv_python, workspace_root};
+use minerva_tests::{
+    minerva, smollm2_gguf, smollm2_mlx, spawn_server, venv_python, workspace_root,
+};
 
 const MODEL_ID: &str = "SmolLM2-135M-Instruct.Q4_1";
 
@@ -154,4 +156,32 @@ fn anthropic_messages_openai_responses_and_tool_calls() {
     let server = Server::start("context_size = 4096\n", &[]);
     server.checks("apis", &[]);
     server.checks("tools", &[]);
+}
+
+/// Reasoning kept apart on every dialect, with SmolLM2 (and its MLX twin) served under three
+/// reasoning models' real templates (Qwen3, DeepSeek R1, gpt-oss's Harmony) through the `openai`
+/// and `anthropic` clients; a grammar makes the small model write each format's markup.
+#[test]
+fn reasoning_is_kept_apart_under_real_reasoning_templates() {
+    let templates = workspace_root().join("models/templates");
+    let model = |id: &str, path: &std::path::Path, template: &str| {
+        format!(
+            "[[models]]\nid = \"{id}\"\npath = \"{}\"\nchat_template = \"{}\"\n",
+            path.display(),
+            templates.join(format!("{template}.jinja")).display()
+        )
+    };
+    let config = [
+        "context_size = 2048\n".to_string(),
+        model("qwen3", &smollm2_gguf(), "Qwen-Qwen3-0.6B"),
+        model(
+            "r1",
+            &smollm2_gguf(),
+            "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B",
+        ),
+        model("harmony", &smollm2_mlx(), "openai-gpt-oss-120b"),
+    ]
+    .concat();
+    let server = Server::start(&config, &[]);
+    server.checks("reasoning", &[]);
 }

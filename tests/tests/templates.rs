@@ -227,3 +227,92 @@ fn templates_that_refuse_system_messages_get_them_in_the_first_user_turn() {
         "{text}"
     );
 }
+
+/// The corpus's templates, by name.
+fn corpus() -> Vec<(String, ChatTemplate)> {
+    let dir = minerva_tests::workspace_root().join("models/templates");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/fetch-test-models", dir.display()))
+        .filter_map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_stem()?.to_str()?.to_string();
+            path.extension()
+                .is_some_and(|e| e == "jinja")
+                .then_some(name)
+        })
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let template = corpus_template(&name);
+            (name, template)
+        })
+        .collect()
+}
+
+/// Each template's reasoning format, and the round trip: an assistant turn with reasoning as
+/// the template writes it, read back as if the model had generated it, gives back the same
+/// reasoning and answer (for every template that writes the reasoning of that turn).
+#[test]
+fn reasoning_written_by_each_template_reads_back_the_same() {
+    use minerva_runtime::reasoning::{Piece, ReasoningFormat};
+    const THOUGHT: &str = "The user asks for a capital.";
+    let mut thought = ChatMessage::new(Role::Assistant, "Paris.");
+    thought.reasoning = Some(THOUGHT.into());
+    let ask = [user("Capital of France?")];
+    let (mut formats, mut checked, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, template) in corpus() {
+        let format = template.reasoning_format().clone();
+        let label = match &format {
+            ReasoningFormat::None => continue,
+            ReasoningFormat::Tags { open, .. } => open.clone(),
+            ReasoningFormat::Harmony => "harmony".into(),
+        };
+        formats.push(format!("{name} ({label})"));
+        let whole = template.render(&[ask[0].clone(), thought.clone()], &[], false);
+        let Ok(whole) = whole else { continue };
+        if !whole.contains(THOUGHT) {
+            continue;
+        }
+        // The turn is what follows the text shared with the prompt that asks for it.
+        let prompt = template.render(&ask, &[], true).unwrap();
+        let shared = prompt
+            .char_indices()
+            .zip(whole.chars())
+            .find(|((_, a), b)| a != b)
+            .map_or(prompt.len().min(whole.len()), |((at, _), _)| at);
+        // Never inside a tag: back to the end of the last line or markup shared.
+        let shared = whole[..shared].rfind(['\n', '>']).map_or(0, |at| at + 1);
+        let mut splitter = format.splitter(&whole[..shared]);
+        let mut pieces = splitter.push(&whole[shared..]);
+        pieces.extend(splitter.finish());
+        let (mut reasoning, mut content) = (String::new(), String::new());
+        for piece in pieces {
+            match piece {
+                Piece::Reasoning(text) => reasoning.push_str(&text),
+                Piece::Content(text) => content.push_str(&text),
+                Piece::Call(call) => failures.push(format!("{name}: a call {call:?}")),
+            }
+        }
+        if reasoning.trim() != THOUGHT || !content.contains("Paris.") || content.contains(THOUGHT) {
+            failures.push(format!(
+                "{name}: turn {:?} read as reasoning {reasoning:?}, content {content:?}",
+                &whole[shared..]
+            ));
+        }
+        checked.push(name);
+    }
+    println!(
+        "{} templates mark reasoning: {}",
+        formats.len(),
+        formats.join(", ")
+    );
+    println!(
+        "{} write it in the last turn and read back: {}",
+        checked.len(),
+        checked.join(", ")
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(checked.len() >= 19, "only {} round trips", checked.len());
+}

@@ -118,6 +118,21 @@ impl ChatTemplate {
         }
     }
 
+    /// The template in the file `path` (a model's configured `chat_template`), over the same
+    /// special tokens as this one; errors name the file.
+    pub fn replaced_by_file(&self, path: &Path) -> Result<Self> {
+        ChatTemplate::from_file(path, &self.bos_token, &self.eos_token)
+    }
+
+    /// The template in the file `path`; errors name the file.
+    pub fn from_file(path: &Path, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let named = |e: &dyn std::fmt::Display| {
+            Error::Template(format!("chat template {}: {e}", path.display()))
+        };
+        let source = std::fs::read_to_string(path).map_err(|e| named(&e))?;
+        ChatTemplate::new(&source, bos_token, eos_token).map_err(|e| named(&e))
+    }
+
     /// Read the template of a Hugging Face / MLX model directory: `chat_template.jinja`, or the
     /// `chat_template` field of `tokenizer_config.json` (`None` if the model has none).
     pub fn source_from_dir(dir: &Path) -> Result<Option<String>> {
