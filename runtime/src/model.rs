@@ -113,12 +113,21 @@ impl EngineModel {
             .map(|t| t.reasoning_format().clone())
             .unwrap_or_default();
         // Markup the model writes as control tokens must reach the reasoning splitter as text.
-        let markup = reasoning_format.markers().into_iter().filter_map(|marker| {
-            match tokenizer.encode(marker, false).ok()?.as_slice() {
-                [id] => Some((*id, marker.as_bytes().to_vec())),
-                _ => None,
-            }
-        });
+        let tool_format = template
+            .as_ref()
+            .map(ChatTemplate::tool_format)
+            .unwrap_or_default();
+        let markers = reasoning_format
+            .markers()
+            .into_iter()
+            .chain(tool_format.markers());
+        let markup =
+            markers.filter_map(
+                |marker| match tokenizer.encode(marker, false).ok()?.as_slice() {
+                    [id] => Some((*id, marker.as_bytes().to_vec())),
+                    _ => None,
+                },
+            );
         generator.keep_markup(markup);
         EngineModel {
             descriptor: ModelDescriptor {
@@ -127,10 +136,7 @@ impl EngineModel {
                 context_size: u32::try_from(generator.limits().kv_cells).unwrap_or(u32::MAX),
                 vocab_size: u32::try_from(generator.vocab_size()).unwrap_or(u32::MAX),
                 has_chat_template: template.is_some(),
-                tool_format: template
-                    .as_ref()
-                    .map(ChatTemplate::tool_format)
-                    .unwrap_or_default(),
+                tool_format,
                 reasoning_format,
                 placement,
             },

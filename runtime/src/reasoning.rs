@@ -519,18 +519,18 @@ impl Splitter {
     /// <|constrain|>json`) makes of its message.
     fn read_header(&mut self, header: &str) -> Body {
         let header = header.trim_start_matches(START);
-        let recipient = header
-            .split_whitespace()
-            .chain(header.split(CHANNEL))
-            .find_map(|word| {
-                let word = word.split(CONSTRAIN).next().unwrap_or(word).trim();
-                word.strip_prefix("to=").map(str::to_string)
-            });
+        // The recipient may come before the channel (`assistant to=functions.f<|channel|>...`)
+        // or after it; it ends at whitespace or the next marker.
+        let recipient = header.split("to=").nth(1).map(|rest| {
+            let end = rest
+                .find(|c: char| c.is_whitespace() || c == '<')
+                .unwrap_or(rest.len());
+            rest[..end].to_string()
+        });
         let channel = header
             .split(CHANNEL)
             .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(|c| c.split(CONSTRAIN).next().unwrap_or(c));
+            .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '<').next());
         match (recipient, channel) {
             (Some(to), _) => {
                 self.recipient = Some(to.strip_prefix("functions.").unwrap_or(&to).into());

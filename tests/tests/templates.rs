@@ -316,3 +316,106 @@ fn reasoning_written_by_each_template_reads_back_the_same() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked.len() >= 19, "only {} round trips", checked.len());
 }
+
+/// End-of-turn tokens of the corpus's families (end-of-generation tokens: a model's text
+/// never holds them).
+const END_OF_TURN: [&str; 14] = [
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|im_end|>",
+    "</s>",
+    "<|end|>",
+    "<|call|>",
+    "<｜end▁of▁sentence｜>",
+    "<|END_OF_TURN_TOKEN|>",
+    "<end_of_turn>",
+    "<turn|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<seed:eos>",
+    "<|role_end|>",
+];
+
+/// An answer's text run through what the model object and the model handle do to a chat
+/// answer of a model with `template` (reasoning split, then tool calls parsed), collected.
+fn read_answer(template: &ChatTemplate, prompt: &str, text: &str) -> minerva_runtime::Choice {
+    use minerva_runtime::{reasoning, tools, FinishReason, StreamEvent, Usage};
+    let events = vec![
+        Ok(StreamEvent::Delta {
+            choice: 0,
+            text: text.to_string(),
+            logprobs: Vec::new(),
+        }),
+        Ok(StreamEvent::Done {
+            choice: 0,
+            finish_reason: FinishReason::Stop,
+            usage: Usage::default(),
+            stop_sequence: None,
+        }),
+    ];
+    let stream: minerva_runtime::TokenStream = Box::pin(futures::stream::iter(events));
+    let count = std::sync::Arc::new(|_: &str| 0);
+    let stream = reasoning::split_reasoning(stream, template.reasoning_format(), prompt, count);
+    let stream = tools::parse_tool_calls(stream, template.tool_format());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let completion = runtime
+        .block_on(minerva_runtime::backend::collect(stream))
+        .unwrap();
+    completion.choices.into_iter().next().unwrap()
+}
+
+/// Tool calls as each template writes them in an assistant turn, read back as if the model had
+/// generated that text: the same function and arguments must come out, and no markup in the
+/// content. Prints which templates round-trip and which formats are not read yet.
+#[test]
+fn tool_calls_written_by_each_template_read_back_the_same() {
+    let call = ToolCall {
+        id: "call_0001".into(),
+        name: "get_weather".into(),
+        arguments: r#"{"city": "Paris"}"#.into(),
+    };
+    let mut calling = ChatMessage::new(Role::Assistant, "");
+    calling.tool_calls = vec![call];
+    let ask = [user("Weather in Paris?")];
+    let tools = [weather_tool()];
+    let (mut read, mut unread) = (Vec::new(), Vec::new());
+    for (name, template) in corpus() {
+        let whole = template.render(&[ask[0].clone(), calling.clone()], &tools, false);
+        let Ok(whole) = whole else { continue };
+        if !whole.contains("get_weather") || !whole.contains("Paris") {
+            continue;
+        }
+        let prompt = template.render(&ask, &tools, true).unwrap();
+        let shared = prompt
+            .char_indices()
+            .zip(whole.chars())
+            .find(|((_, a), b)| a != b)
+            .map_or(prompt.len().min(whole.len()), |((at, _), _)| at);
+        let shared = whole[..shared].rfind(['\n', '>']).map_or(0, |at| at + 1);
+        // A generation ends at the model's end-of-turn token, which is not part of its text.
+        let turn = &whole[shared..];
+        let turn = END_OF_TURN
+            .iter()
+            .filter_map(|end| turn.find(end))
+            .min()
+            .map_or(turn, |at| &turn[..at]);
+        let choice = read_answer(&template, &whole[..shared], turn);
+        let args: Option<Value> = choice
+            .tool_calls
+            .first()
+            .and_then(|c| serde_json::from_str(&c.arguments).ok());
+        let same = choice.tool_calls.len() == 1
+            && choice.tool_calls[0].name == "get_weather"
+            && args == Some(json!({"city": "Paris"}))
+            && !choice.text.contains("get_weather");
+        match same {
+            true => read.push(name),
+            false => unread.push(format!("{name}: {turn:?}")),
+        }
+    }
+    println!("{} read back: {}", read.len(), read.join(", "));
+    println!("{} not read yet:\n{}", unread.len(), unread.join("\n"));
+    assert!(read.len() >= 54, "only {} round trips", read.len());
+}
