@@ -8,7 +8,7 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use minerva_runtime::{
     ChatMessage, Completion, FinishReason, GenerationRequest, Input, Role, SamplingParams,
-    ToolCall, ToolChoice, Usage,
+    TokenLogprob, ToolCall, ToolChoice, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::convert;
 use crate::error::ApiError;
 use crate::openai::{checked_body, typed, Fields};
+use crate::stream::StreamDialect;
 
 /// Fields Anthropic defines that this server does not honour yet.
 const UNSUPPORTED_FIELDS: &[&str] = &["container", "mcp_servers"];
@@ -444,7 +445,7 @@ fn event(kind: &str, data: Value) -> Event {
 }
 
 /// The events before the first block: `message_start`, `ping`.
-pub fn opening_events(id: &str, model: &str) -> Vec<Event> {
+fn opening_events(id: &str, model: &str) -> Vec<Event> {
     vec![
         event(
             "message_start",
@@ -465,37 +466,90 @@ enum Open {
     Text,
 }
 
-/// Where a streamed message is: the block open now (thinking or text), and the next block's
-/// index.
-pub struct Blocks {
+/// A streamed message: its events, and where it is (the block open now, thinking or text, and
+/// the next block's index).
+pub struct MessageStream {
+    id: String,
+    model: String,
+    /// Whether thinking is shown (unless the request turned it off).
+    show_thinking: bool,
     open: Option<Open>,
     next: u32,
 }
 
-impl Blocks {
-    /// No block yet.
-    pub fn new() -> Self {
-        Blocks {
+impl StreamDialect for MessageStream {
+    fn endpoint(&self) -> &'static str {
+        "messages"
+    }
+
+    fn opening(&mut self) -> Vec<Event> {
+        opening_events(&self.id, &self.model)
+    }
+
+    fn reasoning(&mut self, _choice: u32, text: &str) -> Vec<Event> {
+        match self.show_thinking {
+            true => self.thinking(text),
+            false => Vec::new(),
+        }
+    }
+
+    fn delta(&mut self, _choice: u32, text: &str, _logprobs: &[TokenLogprob]) -> Vec<Event> {
+        match text.is_empty() {
+            true => Vec::new(),
+            false => self.text(text),
+        }
+    }
+
+    fn tool_call(&mut self, _choice: u32, call: ToolCall) -> Vec<Event> {
+        self.tool_use(&call)
+    }
+
+    fn choice_done(
+        &mut self,
+        _choice: u32,
+        reason: FinishReason,
+        stop_sequence: Option<&str>,
+        usage: &Usage,
+    ) -> Vec<Event> {
+        self.finish_message(reason, stop_sequence, usage)
+    }
+
+    fn closing(&mut self, _usage: &Usage) -> Vec<Event> {
+        Vec::new()
+    }
+
+    fn error(&mut self, error: &ApiError) -> Vec<Event> {
+        vec![event("error", error.anthropic_body())]
+    }
+}
+
+impl MessageStream {
+    /// Message `id` of `model`, no block yet.
+    pub fn new(id: &str, model: &str, show_thinking: bool) -> Self {
+        MessageStream {
+            id: id.to_string(),
+            model: model.to_string(),
+            show_thinking,
             open: None,
             next: 0,
         }
     }
 
     /// More reasoning: a `thinking_delta` in the thinking block (opened first if needed).
-    pub fn thinking(&mut self, text: &str) -> Vec<Event> {
+    fn thinking(&mut self, text: &str) -> Vec<Event> {
         let mut events = self.switch_to(Open::Thinking);
-        events.push(self.delta(json!({"type": "thinking_delta", "thinking": text})));
+        events.push(self.block_delta(json!({"type": "thinking_delta", "thinking": text})));
         events
     }
 
     /// More answer: a `text_delta` in the text block (opened first if needed).
-    pub fn text(&mut self, text: &str) -> Vec<Event> {
+    fn text(&mut self, text: &str) -> Vec<Event> {
         let mut events = self.switch_to(Open::Text);
-        events.push(self.delta(json!({"type": "text_delta", "text": text})));
+        events.push(self.block_delta(json!({"type": "text_delta", "text": text})));
         events
     }
 
-    fn delta(&self, delta: Value) -> Event {
+    fn block_delta(&self, delta: Value) -> Event {
         event(
             "content_block_delta",
             json!({"type": "content_block_delta", "index": self.next - 1, "delta": delta}),
@@ -533,7 +587,7 @@ impl Blocks {
     }
 
     /// A tool call as its own block: start, its input as one `input_json_delta`, stop.
-    pub fn tool_use(&mut self, call: &ToolCall) -> Vec<Event> {
+    fn tool_use(&mut self, call: &ToolCall) -> Vec<Event> {
         let mut events = self.close();
         let index = self.next;
         self.next += 1;
@@ -555,7 +609,7 @@ impl Blocks {
 
     /// The closing events: the open block's stop (an empty text block when the message had
     /// none), `message_delta` (stop reason, usage), `message_stop`.
-    pub fn closing(
+    fn finish_message(
         &mut self,
         reason: FinishReason,
         stop_sequence: Option<&str>,
@@ -576,11 +630,6 @@ impl Blocks {
         events.push(event("message_stop", json!({"type": "message_stop"})));
         events
     }
-}
-
-/// An `error` event in a stream.
-pub fn error_event(error: &ApiError) -> Event {
-    event("error", error.anthropic_body())
 }
 
 /// An [`ApiError`] answered in Anthropic's shape.

@@ -1,18 +1,16 @@
 //! Route handlers: translate HTTP to runtime calls and back. No inference logic lives here.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::{Stream, StreamExt};
 use minerva_runtime::{
-    GenerationRequest, ModelStatus, StreamEvent, TokenLogprob, TokenStream, ToolCall, Usage,
+    FinishReason, GenerationRequest, ModelStatus, TokenLogprob, ToolCall, Usage,
 };
 use serde_json::{json, Value};
 
@@ -21,7 +19,8 @@ use crate::error::ApiError;
 use crate::openai::{
     self, ChatRequest, CompletionRequest, EmbeddingRequest, ModelEntry, TokenizeRequest,
 };
-use crate::responses::{self, EventSequence, ResponseFrame, ResponsesRequest};
+use crate::responses::{self, ResponseFrame, ResponsesRequest};
+use crate::stream::{self, finished, StreamDialect};
 use crate::AppState;
 
 fn now() -> u64 {
@@ -306,51 +305,8 @@ pub async fn messages(
         .into_response());
     }
     let (_, tokens) = state.pool.stream(&model, request).await?;
-    let opening = anthropic::opening_events(&id, &model);
-    let progress = (tokens, anthropic::Blocks::new(), None);
-    let body = futures::stream::unfold(Some(progress), move |progress| {
-        let (state, model) = (Arc::clone(&state), model.clone());
-        async move {
-            let (mut tokens, mut blocks, mut first_token) = progress?;
-            let events = match tokens.next().await? {
-                Ok(StreamEvent::Delta { text, .. }) => {
-                    first_token.get_or_insert_with(|| started.elapsed());
-                    let events = match text.is_empty() {
-                        true => Vec::new(),
-                        false => blocks.text(&text),
-                    };
-                    return Some((events, Some((tokens, blocks, first_token))));
-                }
-                Ok(StreamEvent::Reasoning { text, .. }) => {
-                    first_token.get_or_insert_with(|| started.elapsed());
-                    let events = match show_thinking {
-                        true => blocks.thinking(&text),
-                        false => Vec::new(),
-                    };
-                    return Some((events, Some((tokens, blocks, first_token))));
-                }
-                Ok(StreamEvent::ToolCall { call, .. }) => {
-                    first_token.get_or_insert_with(|| started.elapsed());
-                    let events = blocks.tool_use(&call);
-                    return Some((events, Some((tokens, blocks, first_token))));
-                }
-                Ok(StreamEvent::Done {
-                    finish_reason,
-                    usage,
-                    stop_sequence,
-                    ..
-                }) => {
-                    finished(&state, "messages", &model, &usage, first_token, started);
-                    blocks.closing(finish_reason, stop_sequence.as_deref(), &usage)
-                }
-                Err(e) => vec![anthropic::error_event(&ApiError::from(e))],
-            };
-            Some((events, None))
-        }
-    });
-    Ok(sse(
-        futures::stream::iter(opening).chain(body.flat_map(futures::stream::iter))
-    ))
+    let dialect = anthropic::MessageStream::new(&id, &model, show_thinking);
+    Ok(stream::sse_response(state, tokens, dialect, model, started))
 }
 
 /// `POST /v1/responses` (OpenAI Responses, stateless).
@@ -377,66 +333,22 @@ pub async fn responses(
         return Ok(Json(responses::response(&frame, &completion)).into_response());
     }
     let (_, tokens) = state.pool.stream(&model, request).await?;
-    let mut numbering = EventSequence::new();
-    let opening = numbering.opening(&frame);
-    let progress = (tokens, numbering, frame, None);
-    let body = futures::stream::unfold(Some(progress), move |progress| {
-        let (state, model) = (Arc::clone(&state), model.clone());
-        async move {
-            let (mut tokens, mut numbering, frame, mut first_token) = progress?;
-            let events = match tokens.next().await? {
-                Ok(StreamEvent::Delta { text, .. }) => {
-                    first_token.get_or_insert_with(|| started.elapsed());
-                    let events = match text.is_empty() {
-                        true => Vec::new(),
-                        false => numbering.delta(&frame, &text),
-                    };
-                    return Some((events, Some((tokens, numbering, frame, first_token))));
-                }
-                Ok(StreamEvent::Reasoning { text, .. }) => {
-                    first_token.get_or_insert_with(|| started.elapsed());
-                    let events = numbering.reasoning(&frame, &text);
-                    return Some((events, Some((tokens, numbering, frame, first_token))));
-                }
-                Ok(StreamEvent::ToolCall { call, .. }) => {
-                    first_token.get_or_insert_with(|| started.elapsed());
-                    let events = numbering.tool_call(&frame, call);
-                    return Some((events, Some((tokens, numbering, frame, first_token))));
-                }
-                Ok(StreamEvent::Done {
-                    finish_reason,
-                    usage,
-                    ..
-                }) => {
-                    finished(&state, "responses", &model, &usage, first_token, started);
-                    numbering.closing(&frame, finish_reason, &usage)
-                }
-                Err(e) => vec![numbering.error(&ApiError::from(e))],
-            };
-            Some((events, None))
-        }
-    });
-    Ok(sse(
-        futures::stream::iter(opening).chain(body.flat_map(futures::stream::iter))
-    ))
+    let dialect = responses::ResponseStream::new(frame);
+    Ok(stream::sse_response(state, tokens, dialect, model, started))
 }
 
 /// Start `request` on the pool and answer with its SSE stream.
 async fn stream_response(
     state: Arc<AppState>,
     request: GenerationRequest,
-    chunks: Chunks,
+    mut chunks: Chunks,
     include_usage: bool,
     started: Instant,
 ) -> Result<Response, ApiError> {
-    let (_, stream) = state.pool.stream(&chunks.model, request).await?;
-    Ok(sse(sse_events(
-        state,
-        stream,
-        chunks,
-        include_usage,
-        started,
-    )))
+    let (_, tokens) = state.pool.stream(&chunks.model, request).await?;
+    chunks.include_usage = include_usage;
+    let model = chunks.model.clone();
+    Ok(stream::sse_response(state, tokens, chunks, model, started))
 }
 
 /// Builds the stream chunks of one response, chat or text completion.
@@ -453,6 +365,8 @@ struct Chunks {
     offsets: Vec<usize>,
     /// Tool calls of each choice so far.
     calls: Vec<usize>,
+    /// Whether the stream ends with a usage chunk.
+    include_usage: bool,
 }
 
 impl Chunks {
@@ -466,6 +380,7 @@ impl Chunks {
             logprobs: request.logprobs.is_some(),
             offsets: vec![0; request.n as usize],
             calls: vec![0; request.n as usize],
+            include_usage: false,
         }
     }
 
@@ -515,7 +430,7 @@ impl Chunks {
         }
     }
 
-    fn delta(&mut self, choice: u32, text: &str, logprobs: &[TokenLogprob]) -> Value {
+    fn delta_chunk(&mut self, choice: u32, text: &str, logprobs: &[TokenLogprob]) -> Value {
         let logprobs = match (self.logprobs, self.chat) {
             (false, _) => Value::Null,
             (true, true) => openai::chat_logprobs(logprobs),
@@ -529,7 +444,7 @@ impl Chunks {
 
     /// A chunk with reasoning text, under both names clients read (`reasoning_content`, as
     /// DeepSeek's API and llama-server send it, and `reasoning`, as vLLM and OpenRouter do).
-    fn reasoning(&self, choice: u32, text: &str) -> Value {
+    fn reasoning_chunk(&self, choice: u32, text: &str) -> Value {
         let delta = json!({"reasoning_content": text, "reasoning": text});
         self.wrap(
             json!([{"index": choice, "delta": delta, "logprobs": null, "finish_reason": null}]),
@@ -537,7 +452,7 @@ impl Chunks {
     }
 
     /// A chunk with one complete tool call (its arguments in one piece).
-    fn tool_call(&mut self, choice: u32, call: &ToolCall) -> Value {
+    fn tool_call_chunk(&mut self, choice: u32, call: &ToolCall) -> Value {
         let i = choice as usize;
         if self.calls.len() <= i {
             self.calls.resize(i + 1, 0);
@@ -572,148 +487,74 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     ApiError::status(status, rejection.body_text(), code)
 }
 
-fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
-    Sse::new(events.map(Ok::<_, Infallible>))
-        .keep_alive(KeepAlive::default())
-        .into_response()
-}
-
-/// Turn a token stream into SSE events: the opening chunks, one chunk per delta, a finish chunk
-/// per choice, the usage chunk if asked, then `[DONE]`. An engine error mid-stream becomes an
-/// error event. The events are made as the HTTP body polls for them (no task in between), and
-/// dropping the returned stream (client gone) drops the token stream, which cancels the
-/// generation and frees the model's queue slot.
-fn sse_events(
-    state: Arc<AppState>,
-    tokens: TokenStream,
-    chunks: Chunks,
-    include_usage: bool,
-    started: Instant,
-) -> impl Stream<Item = Event> + Send + 'static {
-    let opening: Vec<Event> = chunks.first().into_iter().map(data).collect();
-    let progress = SseProgress {
-        state,
-        tokens,
-        chunks,
-        include_usage,
-        started,
-        first_token: None,
-        done: Vec::new(),
-    };
-    let body = futures::stream::unfold(Some(progress), |progress| async move {
-        let mut progress = progress?;
-        let (events, more) = progress.next_events().await;
-        Some((events, more.then_some(progress)))
-    });
-    futures::stream::iter(opening).chain(body.flat_map(futures::stream::iter))
-}
-
 /// One SSE data event.
 fn data(v: Value) -> Event {
     Event::default().data(v.to_string())
 }
 
-/// Where a streamed response stands.
-struct SseProgress {
-    state: Arc<AppState>,
-    tokens: TokenStream,
-    chunks: Chunks,
-    include_usage: bool,
-    started: Instant,
-    first_token: Option<std::time::Duration>,
-    /// Usage of the choices that have ended.
-    done: Vec<Usage>,
+/// The end of an OpenAI stream.
+fn done_event() -> Event {
+    Event::default().data("[DONE]")
 }
 
-impl SseProgress {
-    /// The events for the next token event, and whether more follow.
-    async fn next_events(&mut self) -> (Vec<Event>, bool) {
-        let done_event = || Event::default().data("[DONE]");
-        match self.tokens.next().await {
-            Some(Ok(StreamEvent::Delta {
-                choice,
-                text,
-                logprobs,
-            })) => {
-                self.first_token
-                    .get_or_insert_with(|| self.started.elapsed());
-                (
-                    vec![data(self.chunks.delta(choice, &text, &logprobs))],
-                    true,
-                )
-            }
-            Some(Ok(StreamEvent::Reasoning { choice, text })) => {
-                self.first_token
-                    .get_or_insert_with(|| self.started.elapsed());
-                // A text completion has no place for reasoning (it is never split there).
-                let events = match self.chunks.chat {
-                    true => vec![data(self.chunks.reasoning(choice, &text))],
-                    false => Vec::new(),
-                };
-                (events, true)
-            }
-            Some(Ok(StreamEvent::ToolCall { choice, call })) => {
-                self.first_token
-                    .get_or_insert_with(|| self.started.elapsed());
-                (vec![data(self.chunks.tool_call(choice, &call))], true)
-            }
-            Some(Ok(StreamEvent::Done {
-                choice,
-                finish_reason,
-                usage,
-                ..
-            })) => {
-                let reason = openai::finish_reason(finish_reason);
-                let mut events = vec![data(self.chunks.finish(choice, reason))];
-                self.done.push(usage);
-                if self.done.len() < self.chunks.n as usize {
-                    return (events, true);
-                }
-                let usage = Usage::of_choices(&self.done);
-                if self.include_usage {
-                    events.push(data(self.chunks.usage(openai::usage(&usage))));
-                }
-                let endpoint = if self.chunks.chat {
-                    "chat"
-                } else {
-                    "completion"
-                };
-                finished(
-                    &self.state,
-                    endpoint,
-                    &self.chunks.model,
-                    &usage,
-                    self.first_token,
-                    self.started,
-                );
-                events.push(done_event());
-                (events, false)
-            }
-            Some(Err(e)) => (vec![data(ApiError::from(e).body()), done_event()], false),
-            None => (vec![done_event()], false),
+/// Chat and text completions: a chunk per delta, a finish chunk per choice, the usage chunk if
+/// asked, then `[DONE]`; an error mid-stream is an error chunk.
+impl StreamDialect for Chunks {
+    fn endpoint(&self) -> &'static str {
+        match self.chat {
+            true => "chat",
+            false => "completion",
         }
     }
-}
 
-/// Log one line for a finished generation and record its metrics.
-fn finished(
-    state: &AppState,
-    endpoint: &str,
-    model: &str,
-    usage: &minerva_runtime::Usage,
-    ttft: Option<std::time::Duration>,
-    started: Instant,
-) {
-    tracing::info!(
-        endpoint,
-        model,
-        prompt_tokens = usage.prompt_tokens,
-        completion_tokens = usage.completion_tokens,
-        ttft_ms = ttft.map(|t| t.as_millis() as u64),
-        duration_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
-    state
-        .metrics
-        .generation(model, usage, ttft, started.elapsed());
+    fn choices(&self) -> u32 {
+        self.n
+    }
+
+    fn opening(&mut self) -> Vec<Event> {
+        self.first().into_iter().map(data).collect()
+    }
+
+    fn reasoning(&mut self, choice: u32, text: &str) -> Vec<Event> {
+        // A text completion has no place for reasoning (it is never split there).
+        match self.chat {
+            true => vec![data(self.reasoning_chunk(choice, text))],
+            false => Vec::new(),
+        }
+    }
+
+    fn delta(&mut self, choice: u32, text: &str, logprobs: &[TokenLogprob]) -> Vec<Event> {
+        vec![data(self.delta_chunk(choice, text, logprobs))]
+    }
+
+    fn tool_call(&mut self, choice: u32, call: ToolCall) -> Vec<Event> {
+        vec![data(self.tool_call_chunk(choice, &call))]
+    }
+
+    fn choice_done(
+        &mut self,
+        choice: u32,
+        reason: FinishReason,
+        _stop_sequence: Option<&str>,
+        _usage: &Usage,
+    ) -> Vec<Event> {
+        vec![data(self.finish(choice, openai::finish_reason(reason)))]
+    }
+
+    fn closing(&mut self, usage: &Usage) -> Vec<Event> {
+        let mut events = Vec::new();
+        if self.include_usage {
+            events.push(data(self.usage(openai::usage(usage))));
+        }
+        events.push(done_event());
+        events
+    }
+
+    fn error(&mut self, error: &ApiError) -> Vec<Event> {
+        vec![data(error.body()), done_event()]
+    }
+
+    fn cut_short(&mut self) -> Vec<Event> {
+        vec![done_event()]
+    }
 }

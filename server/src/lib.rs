@@ -8,6 +8,7 @@ mod handlers;
 mod metrics;
 mod openai;
 mod responses;
+mod stream;
 #[cfg(test)]
 mod tests;
 

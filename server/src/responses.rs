@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use axum::response::sse::Event;
 use minerva_runtime::{
     ChatMessage, Completion, Constraint, FinishReason, GenerationRequest, Input, Role,
-    SamplingParams, Tool, ToolCall, ToolChoice, Usage,
+    SamplingParams, TokenLogprob, Tool, ToolCall, ToolChoice, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::convert;
 use crate::error::ApiError;
 use crate::openai::{checked_body, tool_choice_mode, typed, Fields};
+use crate::stream::StreamDialect;
 
 /// Fields OpenAI defines that this server does not honour yet.
 const UNSUPPORTED_FIELDS: &[&str] = &["conversation", "top_logprobs", "prompt", "background"];
@@ -529,6 +530,65 @@ fn function_call(call: &ToolCall, status: &str) -> Value {
         "arguments": call.arguments,
         "status": status,
     })
+}
+
+/// A streamed response: its frame and its events.
+pub struct ResponseStream {
+    frame: ResponseFrame,
+    events: EventSequence,
+}
+
+impl ResponseStream {
+    /// The stream of the response `frame` describes.
+    pub fn new(frame: ResponseFrame) -> Self {
+        ResponseStream {
+            frame,
+            events: EventSequence::new(),
+        }
+    }
+}
+
+impl StreamDialect for ResponseStream {
+    fn endpoint(&self) -> &'static str {
+        "responses"
+    }
+
+    fn opening(&mut self) -> Vec<Event> {
+        self.events.opening(&self.frame)
+    }
+
+    fn reasoning(&mut self, _choice: u32, text: &str) -> Vec<Event> {
+        self.events.reasoning(&self.frame, text)
+    }
+
+    fn delta(&mut self, _choice: u32, text: &str, _logprobs: &[TokenLogprob]) -> Vec<Event> {
+        match text.is_empty() {
+            true => Vec::new(),
+            false => self.events.delta(&self.frame, text),
+        }
+    }
+
+    fn tool_call(&mut self, _choice: u32, call: ToolCall) -> Vec<Event> {
+        self.events.tool_call(&self.frame, call)
+    }
+
+    fn choice_done(
+        &mut self,
+        _choice: u32,
+        reason: FinishReason,
+        _stop_sequence: Option<&str>,
+        usage: &Usage,
+    ) -> Vec<Event> {
+        self.events.closing(&self.frame, reason, usage)
+    }
+
+    fn closing(&mut self, _usage: &Usage) -> Vec<Event> {
+        Vec::new()
+    }
+
+    fn error(&mut self, error: &ApiError) -> Vec<Event> {
+        vec![self.events.error(error)]
+    }
 }
 
 /// A stream's events: numbered, with output items announced as they begin (the reasoning,
