@@ -4,14 +4,14 @@
 //! content and (for Harmony) tool calls, so that no markup ever reaches the content, whatever
 //! way the text is split into tokens.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::request::ToolCall;
-use crate::response::{FinishReason, StreamEvent, TokenLogprob, TokenStream};
+use crate::response::{
+    filter_choices, ChoiceFilter, FinishReason, StreamEvent, TokenLogprob, TokenStream, Usage,
+};
 
 /// Harmony's markers (gpt-oss): a message is `<|start|>{role}<|channel|>{channel}
 /// [ to={recipient}][<|constrain|>{type}]<|message|>{body}<|end|>`; `<|call|>` ends a tool call
@@ -222,60 +222,13 @@ pub fn split_reasoning(
     prompt: &str,
     count: TokenCounter,
 ) -> TokenStream {
-    let fresh = format.splitter(prompt);
-    let choices: HashMap<u32, ChoiceSplit> = HashMap::new();
-    let events = stream
-        .scan(choices, move |choices, event| {
-            let out = match event {
-                Ok(StreamEvent::Delta {
-                    choice,
-                    text,
-                    logprobs,
-                }) => {
-                    let split = choices.entry(choice).or_insert_with(|| ChoiceSplit {
-                        splitter: fresh.clone(),
-                        reasoning: String::new(),
-                        logprobs: Vec::new(),
-                    });
-                    split.logprobs.extend(logprobs);
-                    let pieces = split.splitter.push(&text);
-                    split.events(choice, pieces)
-                }
-                Ok(StreamEvent::Done {
-                    choice,
-                    finish_reason,
-                    mut usage,
-                    stop_sequence,
-                }) => {
-                    let mut split = choices.remove(&choice).unwrap_or_else(|| ChoiceSplit {
-                        splitter: fresh.clone(),
-                        reasoning: String::new(),
-                        logprobs: Vec::new(),
-                    });
-                    let pieces = split.splitter.finish();
-                    let mut out = split.events(choice, pieces);
-                    if !split.reasoning.is_empty() {
-                        usage.reasoning_tokens =
-                            count(&split.reasoning).min(usage.completion_tokens);
-                    }
-                    let finish_reason = match finish_reason {
-                        FinishReason::Stop if split.splitter.calls() > 0 => FinishReason::ToolCalls,
-                        other => other,
-                    };
-                    out.push(Ok(StreamEvent::Done {
-                        choice,
-                        finish_reason,
-                        usage,
-                        stop_sequence,
-                    }));
-                    out
-                }
-                other => vec![other],
-            };
-            futures::future::ready(Some(futures::stream::iter(out)))
-        })
-        .flatten();
-    Box::pin(events)
+    let splitter = format.splitter(prompt);
+    filter_choices(stream, move || ChoiceSplit {
+        splitter: splitter.clone(),
+        reasoning: String::new(),
+        logprobs: Vec::new(),
+        count: Arc::clone(&count),
+    })
 }
 
 /// One choice's split so far.
@@ -285,31 +238,60 @@ struct ChoiceSplit {
     reasoning: String,
     /// Log-probabilities not yet sent with content.
     logprobs: Vec<TokenLogprob>,
+    count: TokenCounter,
+}
+
+impl ChoiceFilter for ChoiceSplit {
+    fn delta(
+        &mut self,
+        choice: u32,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    ) -> Vec<StreamEvent> {
+        self.logprobs.extend(logprobs);
+        let pieces = self.splitter.push(&text);
+        self.events(choice, pieces)
+    }
+
+    fn finish(
+        &mut self,
+        choice: u32,
+        reason: &mut FinishReason,
+        usage: &mut Usage,
+    ) -> Vec<StreamEvent> {
+        let pieces = self.splitter.finish();
+        let events = self.events(choice, pieces);
+        if !self.reasoning.is_empty() {
+            usage.reasoning_tokens = (self.count)(&self.reasoning).min(usage.completion_tokens);
+        }
+        if *reason == FinishReason::Stop && self.splitter.calls() > 0 {
+            *reason = FinishReason::ToolCalls;
+        }
+        events
+    }
 }
 
 impl ChoiceSplit {
     /// The events of `pieces`: content carries the log-probabilities gathered so far; a
     /// delta that was all reasoning drops its own.
-    fn events(&mut self, choice: u32, pieces: Vec<Piece>) -> Vec<crate::Result<StreamEvent>> {
+    fn events(&mut self, choice: u32, pieces: Vec<Piece>) -> Vec<StreamEvent> {
         let has_content = pieces.iter().any(|p| matches!(p, Piece::Content(_)));
         if !has_content && pieces.iter().any(|p| matches!(p, Piece::Reasoning(_))) {
             self.logprobs.clear();
         }
         pieces
             .into_iter()
-            .map(|piece| {
-                Ok(match piece {
-                    Piece::Reasoning(text) => {
-                        self.reasoning.push_str(&text);
-                        StreamEvent::Reasoning { choice, text }
-                    }
-                    Piece::Content(text) => StreamEvent::Delta {
-                        choice,
-                        text,
-                        logprobs: std::mem::take(&mut self.logprobs),
-                    },
-                    Piece::Call(call) => StreamEvent::ToolCall { choice, call },
-                })
+            .map(|piece| match piece {
+                Piece::Reasoning(text) => {
+                    self.reasoning.push_str(&text);
+                    StreamEvent::Reasoning { choice, text }
+                }
+                Piece::Content(text) => StreamEvent::Delta {
+                    choice,
+                    text,
+                    logprobs: std::mem::take(&mut self.logprobs),
+                },
+                Piece::Call(call) => StreamEvent::ToolCall { choice, call },
             })
             .collect()
     }

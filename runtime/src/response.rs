@@ -190,3 +190,66 @@ pub enum StreamEvent {
 
 /// A stream of generation events; dropping it cancels the generation.
 pub type TokenStream = Pin<Box<dyn Stream<Item = Result<StreamEvent>> + Send>>;
+
+/// A rewrite of each choice's text into events, as the reasoning splitter and the tool-call
+/// parser make (one value per choice, made fresh when the choice first speaks).
+pub(crate) trait ChoiceFilter: Send + 'static {
+    /// The events a delta of the choice becomes.
+    fn delta(&mut self, choice: u32, text: String, logprobs: Vec<TokenLogprob>)
+        -> Vec<StreamEvent>;
+
+    /// The choice ended (`usage` and `reason` as it ended, for the filter to amend): the
+    /// events before its final one.
+    fn finish(
+        &mut self,
+        choice: u32,
+        reason: &mut FinishReason,
+        usage: &mut Usage,
+    ) -> Vec<StreamEvent>;
+}
+
+/// `stream` with each choice's deltas and end rewritten by its own filter from `fresh`; other
+/// events and errors pass as they are.
+pub(crate) fn filter_choices<F: ChoiceFilter>(
+    stream: TokenStream,
+    fresh: impl Fn() -> F + Send + 'static,
+) -> TokenStream {
+    use futures::StreamExt;
+    let filters: std::collections::HashMap<u32, F> = std::collections::HashMap::new();
+    let events = stream
+        .scan(filters, move |filters, event| {
+            let out: Vec<Result<StreamEvent>> = match event {
+                Ok(StreamEvent::Delta {
+                    choice,
+                    text,
+                    logprobs,
+                }) => filters
+                    .entry(choice)
+                    .or_insert_with(&fresh)
+                    .delta(choice, text, logprobs)
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
+                Ok(StreamEvent::Done {
+                    choice,
+                    mut finish_reason,
+                    mut usage,
+                    stop_sequence,
+                }) => {
+                    let mut filter = filters.remove(&choice).unwrap_or_else(&fresh);
+                    let mut out = filter.finish(choice, &mut finish_reason, &mut usage);
+                    out.push(StreamEvent::Done {
+                        choice,
+                        finish_reason,
+                        usage,
+                        stop_sequence,
+                    });
+                    out.into_iter().map(Ok).collect()
+                }
+                other => vec![other],
+            };
+            futures::future::ready(Some(futures::stream::iter(out)))
+        })
+        .flatten();
+    Box::pin(events)
+}

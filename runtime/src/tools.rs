@@ -3,14 +3,13 @@
 //! call when one is required, and the streaming parser that turns call markup in the generated
 //! text into [`StreamEvent::ToolCall`]s, so that no markup ever reaches the content.
 
-use std::collections::HashMap;
-
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::request::{ChatMessage, Constraint, Role, Tool, ToolCall, ToolChoice};
-use crate::response::{FinishReason, StreamEvent, TokenStream};
+use crate::response::{
+    filter_choices, ChoiceFilter, FinishReason, StreamEvent, TokenLogprob, TokenStream, Usage,
+};
 
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
@@ -250,76 +249,58 @@ pub fn call_constraint(tools: &[Tool], choice: &ToolChoice, parallel: bool) -> O
 /// only the text outside calls, each complete call becomes a [`StreamEvent::ToolCall`], and a
 /// choice that made calls ends with [`FinishReason::ToolCalls`].
 pub fn parse_tool_calls(stream: TokenStream, format: ToolFormat) -> TokenStream {
-    let parsers: HashMap<u32, CallParser> = HashMap::new();
-    let events = stream
-        .scan(parsers, move |parsers, event| {
-            let out = match event {
-                Ok(StreamEvent::Delta {
-                    choice,
-                    text,
-                    logprobs,
-                }) => {
-                    let parser = parsers
-                        .entry(choice)
-                        .or_insert_with(|| CallParser::new(format));
-                    let (content, calls) = parser.push(&text);
-                    let mut out = Vec::new();
-                    if !content.is_empty() || !logprobs.is_empty() {
-                        out.push(Ok(StreamEvent::Delta {
-                            choice,
-                            text: content,
-                            logprobs,
-                        }));
-                    }
-                    out.extend(
-                        calls
-                            .into_iter()
-                            .map(|call| Ok(StreamEvent::ToolCall { choice, call })),
-                    );
-                    out
-                }
-                Ok(StreamEvent::Done {
-                    choice,
-                    finish_reason,
-                    usage,
-                    stop_sequence,
-                }) => {
-                    let mut parser = parsers
-                        .remove(&choice)
-                        .unwrap_or_else(|| CallParser::new(format));
-                    let (content, calls) = parser.finish();
-                    let mut out = Vec::new();
-                    if !content.is_empty() {
-                        out.push(Ok(StreamEvent::Delta {
-                            choice,
-                            text: content,
-                            logprobs: Vec::new(),
-                        }));
-                    }
-                    out.extend(
-                        calls
-                            .into_iter()
-                            .map(|call| Ok(StreamEvent::ToolCall { choice, call })),
-                    );
-                    let finish_reason = if parser.calls > 0 && finish_reason == FinishReason::Stop {
-                        FinishReason::ToolCalls
-                    } else {
-                        finish_reason
-                    };
-                    out.push(Ok(StreamEvent::Done {
-                        choice,
-                        finish_reason,
-                        usage,
-                        stop_sequence,
-                    }));
-                    out
-                }
-                other => vec![other],
-            };
-            futures::future::ready(Some(futures::stream::iter(out)))
-        })
-        .flatten();
-    Box::pin(events)
+    filter_choices(stream, move || CallParser::new(format))
+}
+
+impl ChoiceFilter for CallParser {
+    fn delta(
+        &mut self,
+        choice: u32,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    ) -> Vec<StreamEvent> {
+        let (content, calls) = self.push(&text);
+        let mut out = Vec::new();
+        if !content.is_empty() || !logprobs.is_empty() {
+            out.push(StreamEvent::Delta {
+                choice,
+                text: content,
+                logprobs,
+            });
+        }
+        out.extend(
+            calls
+                .into_iter()
+                .map(|call| StreamEvent::ToolCall { choice, call }),
+        );
+        out
+    }
+
+    fn finish(
+        &mut self,
+        choice: u32,
+        reason: &mut FinishReason,
+        _usage: &mut Usage,
+    ) -> Vec<StreamEvent> {
+        let (content, calls) = CallParser::finish(self);
+        let mut out = Vec::new();
+        if !content.is_empty() {
+            out.push(StreamEvent::Delta {
+                choice,
+                text: content,
+                logprobs: Vec::new(),
+            });
+        }
+        out.extend(
+            calls
+                .into_iter()
+                .map(|call| StreamEvent::ToolCall { choice, call }),
+        );
+        if self.calls > 0 && *reason == FinishReason::Stop {
+            *reason = FinishReason::ToolCalls;
+        }
+        out
+    }
 }
 
 /// Where a choice's parser is.
