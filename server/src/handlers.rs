@@ -10,7 +10,7 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use minerva_runtime::{
-    FinishReason, GenerationRequest, ModelStatus, TokenLogprob, ToolCall, Usage,
+    FinishReason, GenerationRequest, ModelHandle, ModelStatus, TokenLogprob, ToolCall, Usage,
 };
 use serde_json::{json, Value};
 
@@ -156,7 +156,8 @@ pub async fn chat_completions(
     let chunks = Chunks::new("chatcmpl", &options.model, true, &request);
     let started = Instant::now();
     if !options.stream {
-        let (_, completion) = state.pool.generate(&chunks.model, request).await?;
+        let budget = request.reasoning_budget.is_some();
+        let (handle, completion) = state.pool.generate(&chunks.model, request).await?;
         finished(
             &state,
             "chat",
@@ -165,14 +166,14 @@ pub async fn chat_completions(
             None,
             started,
         );
-        return Ok(Json(openai::chat_response(
+        let response = Json(openai::chat_response(
             &chunks.id,
             chunks.created,
             &chunks.model,
             &completion,
             chunks.logprobs,
-        ))
-        .into_response());
+        ));
+        return Ok(budget_warning(response.into_response(), budget, &handle));
     }
     stream_response(state, request, chunks, options.include_usage(), started).await
 }
@@ -293,20 +294,22 @@ pub async fn messages(
     let show_thinking = req.shows_thinking();
     let model = req.model;
     let started = Instant::now();
+    let budget = request.reasoning_budget.is_some();
     if !req.stream {
-        let (_, completion) = state.pool.generate(&model, request).await?;
+        let (handle, completion) = state.pool.generate(&model, request).await?;
         finished(&state, "messages", &model, &completion.usage, None, started);
-        return Ok(Json(anthropic::message_response(
+        let response = Json(anthropic::message_response(
             &id,
             &model,
             &completion,
             show_thinking,
-        ))
-        .into_response());
+        ));
+        return Ok(budget_warning(response.into_response(), budget, &handle));
     }
-    let (_, tokens) = state.pool.stream(&model, request).await?;
+    let (handle, tokens) = state.pool.stream(&model, request).await?;
     let dialect = anthropic::MessageStream::new(&id, &model, show_thinking);
-    Ok(stream::sse_response(state, tokens, dialect, model, started))
+    let response = stream::sse_response(state, tokens, dialect, model, started);
+    Ok(budget_warning(response, budget, &handle))
 }
 
 /// `POST /v1/responses` (OpenAI Responses, stateless).
@@ -320,8 +323,9 @@ pub async fn responses(
     let frame = ResponseFrame::new(&req, now());
     let model = req.model;
     let started = Instant::now();
+    let budget = request.reasoning_budget.is_some();
     if !req.stream {
-        let (_, completion) = state.pool.generate(&model, request).await?;
+        let (handle, completion) = state.pool.generate(&model, request).await?;
         finished(
             &state,
             "responses",
@@ -330,11 +334,13 @@ pub async fn responses(
             None,
             started,
         );
-        return Ok(Json(responses::response(&frame, &completion)).into_response());
+        let response = Json(responses::response(&frame, &completion)).into_response();
+        return Ok(budget_warning(response, budget, &handle));
     }
-    let (_, tokens) = state.pool.stream(&model, request).await?;
+    let (handle, tokens) = state.pool.stream(&model, request).await?;
     let dialect = responses::ResponseStream::new(frame);
-    Ok(stream::sse_response(state, tokens, dialect, model, started))
+    let response = stream::sse_response(state, tokens, dialect, model, started);
+    Ok(budget_warning(response, budget, &handle))
 }
 
 /// Start `request` on the pool and answer with its SSE stream.
@@ -345,10 +351,30 @@ async fn stream_response(
     include_usage: bool,
     started: Instant,
 ) -> Result<Response, ApiError> {
-    let (_, tokens) = state.pool.stream(&chunks.model, request).await?;
+    let budget = request.reasoning_budget.is_some();
+    let (handle, tokens) = state.pool.stream(&chunks.model, request).await?;
     chunks.include_usage = include_usage;
     let model = chunks.model.clone();
-    Ok(stream::sse_response(state, tokens, chunks, model, started))
+    let response = stream::sse_response(state, tokens, chunks, model, started);
+    Ok(budget_warning(response, budget, &handle))
+}
+
+/// The response, with an `x-minerva-warning` header when the request set a thinking budget and
+/// the model does not reason (its template marks no reasoning): the budget changed nothing, the
+/// same on every dialect.
+fn budget_warning(mut response: Response, budget: bool, handle: &ModelHandle) -> Response {
+    let descriptor = handle.model().descriptor();
+    if budget && !descriptor.reasoning_format.is_some() {
+        let warning = format!(
+            "thinking budget ignored: model `{}` does not reason (its chat template marks no \
+             reasoning)",
+            descriptor.id
+        );
+        if let Ok(value) = axum::http::HeaderValue::from_str(&warning) {
+            response.headers_mut().insert("x-minerva-warning", value);
+        }
+    }
+    response
 }
 
 /// Builds the stream chunks of one response, chat or text completion.

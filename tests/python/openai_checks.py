@@ -1302,6 +1302,27 @@ def responses_reasoning_items_before_the_message():
 
 
 @check("reasoning")
+def a_budget_on_a_model_that_does_not_reason_is_a_warning_on_every_dialect():
+    # args.model: SmolLM2 under its own template, which marks no reasoning.
+    chat = {"model": args.model, "messages": MESSAGES, "max_tokens": 8, "temperature": 0}
+    for stream in (False, True):
+        r = raw("POST", "/v1/chat/completions", json={**chat, "stream": stream, "thinking_budget": 4})
+        assert r.status_code == 200 and "does not reason" in r.headers.get("x-minerva-warning", ""), r.headers
+    r = raw("POST", "/v1/messages", json={"model": args.model, "max_tokens": 8, "messages": MESSAGES[1:],
+                                          "thinking": {"type": "enabled", "budget_tokens": 4}})
+    assert r.status_code == 200 and "does not reason" in r.headers["x-minerva-warning"], r.headers
+    assert [b["type"] for b in r.json()["content"]] == ["text"], r.json()
+    r = raw("POST", "/v1/responses", json={"model": args.model, "input": FRANCE, "max_output_tokens": 8,
+                                           "thinking_budget": 4})
+    assert r.status_code == 200 and "does not reason" in r.headers["x-minerva-warning"], r.headers
+    # No budget, no warning; the same budget on a reasoning model, no warning.
+    r = raw("POST", "/v1/chat/completions", json=chat)
+    assert "x-minerva-warning" not in r.headers, r.headers
+    r = raw("POST", "/v1/chat/completions", json={**chat, "model": "qwen3", "thinking_budget": 4})
+    assert "x-minerva-warning" not in r.headers, r.headers
+
+
+@check("reasoning")
 def bad_reasoning_options_are_400s_naming_them():
     body = {"model": "qwen3", "messages": MESSAGES}
     assert_error(raw("POST", "/v1/chat/completions", json={**body, "reasoning_effort": 7}), 400,
