@@ -478,6 +478,8 @@ pub struct MessageStream {
 }
 
 impl StreamDialect for MessageStream {
+    type Frame = Event;
+
     fn endpoint(&self) -> &'static str {
         "messages"
     }

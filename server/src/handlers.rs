@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::anthropic::{self, AnthropicError, MessagesRequest};
 use crate::error::ApiError;
+use crate::ollama::{self, OllamaError};
 use crate::openai::{
     self, ChatRequest, CompletionRequest, EmbeddingRequest, ModelEntry, TokenizeRequest,
 };
@@ -526,6 +527,8 @@ fn done_event() -> Event {
 /// Chat and text completions: a chunk per delta, a finish chunk per choice, the usage chunk if
 /// asked, then `[DONE]`; an error mid-stream is an error chunk.
 impl StreamDialect for Chunks {
+    type Frame = Event;
+
     fn endpoint(&self) -> &'static str {
         match self.chat {
             true => "chat",
@@ -583,4 +586,203 @@ impl StreamDialect for Chunks {
     fn cut_short(&mut self) -> Vec<Event> {
         vec![done_event()]
     }
+}
+
+/// `POST /api/chat` (Ollama).
+pub async fn ollama_chat(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    let body = body.map_err(body_error)?;
+    let req: ollama::ChatRequest = ollama::parse(&body)?;
+    let request = req.to_request()?;
+    let (show, streams) = (req.shows_thinking(), req.streams());
+    ollama_answer(state, req.model, request, true, streams, show).await
+}
+
+/// `POST /api/generate` (Ollama).
+pub async fn ollama_generate(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    let body = body.map_err(body_error)?;
+    let req: ollama::GenerateRequest = ollama::parse(&body)?;
+    let request = req.to_request()?;
+    let (show, streams) = (req.shows_thinking(), req.streams());
+    ollama_answer(state, req.model, request, false, streams, show).await
+}
+
+/// An Ollama answer, streamed as JSON lines or whole.
+async fn ollama_answer(
+    state: Arc<AppState>,
+    model: String,
+    request: GenerationRequest,
+    chat: bool,
+    streams: bool,
+    show_thinking: bool,
+) -> Result<Response, OllamaError> {
+    let started = Instant::now();
+    let dialect = ollama::OllamaStream::new(&model, chat, show_thinking, started);
+    if !streams {
+        // Collected here rather than generated whole, for the first token's time (Ollama
+        // reports prompt and generation durations apart).
+        let (_, tokens) = state.pool.stream(&model, request).await?;
+        let first = Arc::new(std::sync::OnceLock::new());
+        let seen = Arc::clone(&first);
+        let tokens = Box::pin(futures::StreamExt::inspect(tokens, move |_| {
+            let _ = seen.set(started.elapsed());
+        }));
+        let completion = minerva_runtime::backend::collect(tokens).await?;
+        let first = first.get().copied();
+        finished(
+            &state,
+            dialect.endpoint(),
+            &model,
+            &completion.usage,
+            first,
+            started,
+        );
+        let answer = ollama::response(&model, &completion, chat, show_thinking, started, first);
+        return Ok(Json(answer).into_response());
+    }
+    let (_, tokens) = state.pool.stream(&model, request).await?;
+    Ok(stream::ndjson_response(
+        state, tokens, dialect, model, started,
+    ))
+}
+
+/// `POST /api/embed` (Ollama): `{"embeddings": [[...]]}`; `/api/embeddings` (its older form):
+/// `{"embedding": [...]}` of one `prompt`.
+pub async fn ollama_embed(
+    State(state): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    let body = body.map_err(body_error)?;
+    let req: ollama::EmbedRequest = ollama::parse(&body)?;
+    let started = Instant::now();
+    let embeddings = state.pool.embed(&req.model, req.inputs()?).await?;
+    let answer = match uri.path() {
+        "/api/embeddings" => json!({"embedding": embeddings.vectors.first()}),
+        _ => json!({
+            "model": req.model,
+            "embeddings": embeddings.vectors,
+            "total_duration": started.elapsed().as_nanos() as u64,
+            "load_duration": 0,
+            "prompt_eval_count": embeddings.prompt_tokens,
+        }),
+    };
+    Ok(Json(answer).into_response())
+}
+
+/// `GET /api/version` (Ollama).
+pub async fn ollama_version() -> Json<Value> {
+    Json(json!({"version": ollama::VERSION}))
+}
+
+/// What Ollama says of a model (`details`), from what detection found.
+fn ollama_details(info: &minerva_runtime::ModelInfo) -> Value {
+    let family = info.architecture.clone().unwrap_or_default();
+    json!({
+        "parent_model": "",
+        "format": info.format.to_string(),
+        "family": family,
+        "families": [family],
+        "parameter_size": format!("{:.1}M", info.parameter_count as f64 / 1e6),
+        "quantization_level": info.quantization.clone().unwrap_or_default(),
+    })
+}
+
+/// `GET /api/tags` (Ollama): the configured models (`ps`: the loaded ones, `/api/ps`).
+pub async fn ollama_models(
+    State(state): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+) -> Json<Value> {
+    let loaded_only = uri.path() == "/api/ps";
+    let statuses = state.pool.statuses();
+    let models: Vec<Value> = state
+        .pool
+        .runtime()
+        .catalog()
+        .into_iter()
+        .filter_map(|m| {
+            let status = statuses.get(&m.id);
+            let loaded = status.is_some_and(|s| s.loaded);
+            if loaded_only && !loaded {
+                return None;
+            }
+            let info = m.inspection.ok()?;
+            let size = info.memory_estimate.total();
+            let mut entry = json!({
+                "name": m.id, "model": m.id,
+                "modified_at": "1970-01-01T00:00:00Z",
+                "size": info.info.weight_bytes,
+                "digest": format!("{:x}", info.info.weight_bytes),
+                "details": ollama_details(&info.info),
+            });
+            if loaded_only {
+                let expires = status.and_then(|s| s.expires_in_s).map_or_else(
+                    || "0001-01-01T00:00:00Z".to_string(),
+                    |s| {
+                        (chrono::Utc::now() + chrono::Duration::seconds(s as i64))
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    },
+                );
+                entry["size"] = json!(size);
+                entry["size_vram"] = json!(0);
+                entry["expires_at"] = json!(expires);
+            }
+            Some(entry)
+        })
+        .collect();
+    Json(json!({"models": models}))
+}
+
+/// `POST /api/show` (Ollama): details, capabilities, template and parameters of a model.
+pub async fn ollama_show(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OllamaError> {
+    let body = body.map_err(body_error)?;
+    let req: ollama::ShowRequest = ollama::parse(&body)?;
+    let handle = state.pool.get(&req.model).await?;
+    let entry = state
+        .pool
+        .runtime()
+        .catalog()
+        .into_iter()
+        .find(|m| m.id == req.model);
+    let info = entry.and_then(|m| m.inspection.ok());
+    let descriptor = handle.model().descriptor();
+    let mut capabilities = vec!["completion"];
+    if descriptor.has_chat_template {
+        capabilities.push("tools");
+    }
+    if descriptor.reasoning_format.is_some() {
+        capabilities.push("thinking");
+    }
+    let details = info.as_ref().map(|i| ollama_details(&i.info));
+    Ok(Json(json!({
+        "modelfile": "",
+        "parameters": "",
+        "template": "",
+        "details": details,
+        "model_info": {
+            "general.architecture": info.as_ref().and_then(|i| i.info.architecture.clone()),
+            "general.parameter_count": info.as_ref().map(|i| i.info.parameter_count),
+            "context_length": descriptor.context_size,
+        },
+        "capabilities": capabilities,
+    }))
+    .into_response())
+}
+
+/// Ollama's other routes (model management: `pull`, `delete`, `copy`, `create`, `push`) are not
+/// served yet: 501 naming them.
+pub async fn ollama_unsupported(Path(route): Path<String>) -> OllamaError {
+    OllamaError(ApiError::status(
+        axum::http::StatusCode::NOT_IMPLEMENTED,
+        format!("/api/{route} is not supported by this server yet"),
+        "not_implemented",
+    ))
 }

@@ -6,6 +6,7 @@ mod convert;
 mod error;
 mod handlers;
 mod metrics;
+mod ollama;
 mod openai;
 mod responses;
 mod stream;
@@ -51,6 +52,18 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
         .route("/v1/messages/count_tokens", post(handlers::count_tokens))
         .route("/tokenize", post(handlers::tokenize))
         .route("/v1/responses", post(handlers::responses))
+        .route("/api/chat", post(handlers::ollama_chat))
+        .route("/api/generate", post(handlers::ollama_generate))
+        .route("/api/version", get(handlers::ollama_version))
+        .route("/api/show", post(handlers::ollama_show))
+        .route("/api/embed", post(handlers::ollama_embed))
+        .route("/api/embeddings", post(handlers::ollama_embed))
+        .route("/api/tags", get(handlers::ollama_models))
+        .route("/api/ps", get(handlers::ollama_models))
+        .route(
+            "/api/{route}",
+            post(handlers::ollama_unsupported).delete(handlers::ollama_unsupported),
+        )
         .route("/metrics", get(handlers::metrics))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -549,6 +549,8 @@ impl ResponseStream {
 }
 
 impl StreamDialect for ResponseStream {
+    type Frame = Event;
+
     fn endpoint(&self) -> &'static str {
         "responses"
     }

@@ -17,8 +17,11 @@ use minerva_runtime::{FinishReason, StreamEvent, TokenLogprob, TokenStream, Tool
 use crate::error::ApiError;
 use crate::AppState;
 
-/// What a dialect sends for each event of a generation.
+/// What a dialect sends for each event of a generation (its frames: SSE events, or JSON lines).
 pub trait StreamDialect: Send + 'static {
+    /// One unit of the response body.
+    type Frame: Send + 'static;
+
     /// The endpoint's name in logs and metrics.
     fn endpoint(&self) -> &'static str;
 
@@ -28,16 +31,16 @@ pub trait StreamDialect: Send + 'static {
     }
 
     /// The events before any text.
-    fn opening(&mut self) -> Vec<Event>;
+    fn opening(&mut self) -> Vec<Self::Frame>;
 
     /// More of a choice's reasoning.
-    fn reasoning(&mut self, choice: u32, text: &str) -> Vec<Event>;
+    fn reasoning(&mut self, choice: u32, text: &str) -> Vec<Self::Frame>;
 
     /// More of a choice's answer (never empty), with the log-probabilities of its tokens.
-    fn delta(&mut self, choice: u32, text: &str, logprobs: &[TokenLogprob]) -> Vec<Event>;
+    fn delta(&mut self, choice: u32, text: &str, logprobs: &[TokenLogprob]) -> Vec<Self::Frame>;
 
     /// A choice's complete tool call.
-    fn tool_call(&mut self, choice: u32, call: ToolCall) -> Vec<Event>;
+    fn tool_call(&mut self, choice: u32, call: ToolCall) -> Vec<Self::Frame>;
 
     /// A choice ended: why, at which stop string, with its own usage.
     fn choice_done(
@@ -46,16 +49,16 @@ pub trait StreamDialect: Send + 'static {
         reason: FinishReason,
         stop_sequence: Option<&str>,
         usage: &Usage,
-    ) -> Vec<Event>;
+    ) -> Vec<Self::Frame>;
 
     /// Every choice ended; `usage` is the request's.
-    fn closing(&mut self, usage: &Usage) -> Vec<Event>;
+    fn closing(&mut self, usage: &Usage) -> Vec<Self::Frame>;
 
     /// The generation failed mid-stream.
-    fn error(&mut self, error: &ApiError) -> Vec<Event>;
+    fn error(&mut self, error: &ApiError) -> Vec<Self::Frame>;
 
     /// The generation stopped without ending every choice (the engine went away).
-    fn cut_short(&mut self) -> Vec<Event> {
+    fn cut_short(&mut self) -> Vec<Self::Frame> {
         Vec::new()
     }
 }
@@ -64,10 +67,38 @@ pub trait StreamDialect: Send + 'static {
 pub fn sse_response(
     state: Arc<AppState>,
     tokens: TokenStream,
-    mut dialect: impl StreamDialect,
+    dialect: impl StreamDialect<Frame = Event>,
     model: String,
     started: Instant,
 ) -> Response {
+    sse(frames(state, tokens, dialect, model, started))
+}
+
+/// The newline-delimited JSON response of `tokens` in `dialect`'s objects (Ollama's streams).
+pub fn ndjson_response(
+    state: Arc<AppState>,
+    tokens: TokenStream,
+    dialect: impl StreamDialect<Frame = serde_json::Value>,
+    model: String,
+    started: Instant,
+) -> Response {
+    let lines = frames(state, tokens, dialect, model, started)
+        .map(|line| Ok::<_, Infallible>(format!("{line}\n")));
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+/// The frames of `tokens` in `dialect`.
+fn frames<D: StreamDialect>(
+    state: Arc<AppState>,
+    tokens: TokenStream,
+    mut dialect: D,
+    model: String,
+    started: Instant,
+) -> impl Stream<Item = D::Frame> + Send + 'static {
     let opening = dialect.opening();
     let progress = Progress {
         state,
@@ -83,7 +114,7 @@ pub fn sse_response(
         let (events, more) = progress.next_events().await;
         Some((events, more.then_some(progress)))
     });
-    sse(futures::stream::iter(opening).chain(body.flat_map(futures::stream::iter)))
+    futures::stream::iter(opening).chain(body.flat_map(futures::stream::iter))
 }
 
 /// An SSE response of `events`, kept alive while the model thinks.
@@ -107,7 +138,7 @@ struct Progress<D> {
 
 impl<D: StreamDialect> Progress<D> {
     /// The events for the next token event, and whether more follow.
-    async fn next_events(&mut self) -> (Vec<Event>, bool) {
+    async fn next_events(&mut self) -> (Vec<D::Frame>, bool) {
         let event = match self.tokens.next().await {
             Some(Ok(event)) => event,
             Some(Err(e)) => return (self.dialect.error(&ApiError::from(e)), false),

@@ -1323,6 +1323,20 @@ def a_budget_on_a_model_that_does_not_reason_is_a_warning_on_every_dialect():
 
 
 @check("reasoning")
+def ollama_think_gives_the_thinking_field():
+    import ollama
+    o = ollama.Client(host=args.base_url)
+    r = o.chat(model="r1", messages=MESSAGES, think=True, options={"temperature": 0, "num_predict": 12})
+    assert r.message.thinking and "<think>" not in (r.message.content or ""), r.message
+    parts = list(o.chat(model="r1", messages=MESSAGES, think=True, stream=True,
+                        options={"temperature": 0, "num_predict": 12}))
+    assert "".join(p.message.thinking or "" for p in parts) == r.message.thinking, parts
+    assert "thinking" in o.show("r1").capabilities and "thinking" not in o.show(args.model).capabilities
+    r = o.generate(model="r1", prompt=FRANCE, think=False, options={"temperature": 0, "num_predict": 12})
+    assert not r.thinking, r
+
+
+@check("reasoning")
 def bad_reasoning_options_are_400s_naming_them():
     body = {"model": "qwen3", "messages": MESSAGES}
     assert_error(raw("POST", "/v1/chat/completions", json={**body, "reasoning_effort": 7}), 400,
@@ -1335,13 +1349,100 @@ def bad_reasoning_options_are_400s_naming_them():
 
 
 
+# --- ollama: Ollama's API through its official client (tests/tests/server.rs) -----------------
+def ollama_client():
+    import ollama
+    return ollama.Client(host=args.base_url)
+
+
+@check("ollama")
+def ollama_chat_streamed_and_not_answers_like_chat_completions():
+    o = ollama_client()
+    r = o.chat(model=args.model, messages=MESSAGES, options={"temperature": 0, "num_predict": 24}, stream=False)
+    reference = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=24)
+    assert r.message.content == reference.choices[0].message.content, (r.message, reference)
+    assert r.done and r.done_reason in ("stop", "length"), r
+    assert r.eval_count == reference.usage.completion_tokens and r.prompt_eval_count > 0, r
+    assert r.total_duration >= r.eval_duration > 0, r
+    parts = list(o.chat(model=args.model, messages=MESSAGES, options={"temperature": 0, "num_predict": 24},
+                        stream=True))
+    assert "".join(p.message.content for p in parts) == r.message.content, parts
+    assert parts[-1].done and not any(p.done for p in parts[:-1]), parts
+    # generate: the prompt through the template, or raw.
+    g = o.generate(model=args.model, prompt=FRANCE, system=SYSTEM, options={"temperature": 0, "num_predict": 24})
+    assert g.response == r.message.content, (g, r)
+    g = o.generate(model=args.model, prompt="The year is", raw=True, options={"temperature": 0, "num_predict": 4})
+    assert g.response and g.eval_count == 4, g
+
+
+@check("ollama")
+def ollama_structured_output_tools_and_options():
+    o = ollama_client()
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+              "required": ["city"], "additionalProperties": False}
+    r = o.chat(model=args.model, messages=MESSAGES, format=schema, options={"temperature": 0})
+    assert set(json.loads(r.message.content)) == {"city"}, r.message
+    r = o.chat(model=args.model, messages=MESSAGES, format="json", options={"num_predict": 40, "seed": 1})
+    assert r.message.content.startswith("{"), r.message
+    tool = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                           "required": ["city"]}}}
+    # SmolLM2 calls the tool when asked in the tagged format it was shown; stop strings and
+    # seeds reach the core.
+    ask = [{"role": "user", "content": "What is the weather in Paris? Call get_weather."}]
+    r = o.chat(model=args.model, messages=ask, tools=[tool], options={"temperature": 0, "num_predict": 60})
+    for call in r.message.tool_calls or []:
+        assert call.function.name == "get_weather" and isinstance(call.function.arguments, dict), call
+    # A call and its result in the history, as Ollama's clients send them (no call ids).
+    called = {"role": "assistant", "content": "",
+              "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}
+    history = ask + [called, {"role": "tool", "content": "18 degrees and sunny", "tool_name": "get_weather"}]
+    follow = o.chat(model=args.model, messages=history, tools=[tool], options={"temperature": 0, "num_predict": 30})
+    assert follow.message.content and "<tool_call>" not in follow.message.content, follow
+    rendered = raw("POST", "/tokenize", json={"model": args.model, "content": "x"})
+    assert rendered.status_code == 200, rendered.text
+    r = o.chat(model=args.model, messages=MESSAGES, options={"temperature": 0, "stop": ["Paris"]})
+    assert "Paris" not in r.message.content, r.message
+    a = o.chat(model=args.model, messages=MESSAGES, options={"temperature": 0.9, "seed": 7, "num_predict": 12})
+    b = o.chat(model=args.model, messages=MESSAGES, options={"temperature": 0.9, "seed": 7, "num_predict": 12})
+    assert a.message.content == b.message.content, (a.message, b.message)
+
+
+@check("ollama")
+def ollama_models_show_embeddings_and_errors():
+    import ollama
+    o = ollama_client()
+    names = [m.model for m in o.list().models]
+    assert args.model in names, names
+    loaded = [m.model for m in o.ps().models]
+    assert args.model in loaded, loaded
+    shown = o.show(args.model)
+    assert "completion" in shown.capabilities and shown.details.format == "gguf", shown
+    e = o.embed(model=args.model, input=["a cat", "a dog"])
+    assert len(e.embeddings) == 2 and len(e.embeddings[0]) > 0, e
+    one = o.embeddings(model=args.model, prompt="a cat")
+    assert abs(sum(x * y for x, y in zip(one.embedding, e.embeddings[0])) - 1) < 1e-3, one
+    assert raw("GET", "/api/version").json()["version"], "version"
+    for call, status in [(lambda: o.chat(model="nope", messages=MESSAGES), 404),
+                         (lambda: o.chat(model=args.model, messages=[{"role": "user", "content": "x",
+                                                                       "images": ["aGVsbG8="]}]), 400),
+                         (lambda: o.pull("x/y"), 501)]:
+        try:
+            call()
+            raise AssertionError("expected an error")
+        except ollama.ResponseError as err:
+            assert err.status_code == status and err.error, (err.status_code, err.error)
+    r = raw("POST", "/api/chat", json={"model": args.model, "messages": MESSAGES, "options": {"top_k": "many"}})
+    assert r.status_code == 400 and "options.top_k" in r.json()["error"], r.text
+
+
 def main():
     global args
     p = argparse.ArgumentParser()
     p.add_argument("--base-url", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--api-key")
-    p.add_argument("--suite", required=True, choices=["main", "toy", "limits", "queue", "auth", "runners", "structured", "apis", "tools", "lifecycle", "budget", "speculative", "rpc", "ring", "reasoning"])
+    p.add_argument("--suite", required=True, choices=["main", "toy", "limits", "queue", "auth", "runners", "structured", "apis", "tools", "lifecycle", "budget", "speculative", "rpc", "ring", "reasoning", "ollama"])
     p.add_argument("--victim", help="runners: a model whose file the checks truncate")
     p.add_argument("--victim-path", help="runners: that model's file")
     p.add_argument("--twin", help="runners: the MLX twin of --model")

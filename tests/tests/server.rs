@@ -152,6 +152,12 @@ fn structured_output_on_both_engines() {
 }
 
 #[test]
+fn ollama_api_through_its_official_client() {
+    let server = Server::start("context_size = 2048\n", &[]);
+    server.checks("ollama", &[]);
+}
+
+#[test]
 fn anthropic_messages_openai_responses_and_tool_calls() {
     let server = Server::start("context_size = 4096\n", &[]);
     server.checks("apis", &[]);
