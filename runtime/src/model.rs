@@ -7,17 +7,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use crate::backend::{Embeddings, EngineMemory, LoadedModel, ModelDescriptor, ModelPart};
 use crate::error::{Error, Result};
 use crate::generation::{Generator, Tokenizer};
 use crate::reasoning::{self, ReasoningFirst, ReasoningFormat};
-use crate::request::{Constraint, ToolChoice};
-use crate::request::{GenerationRequest, Input, Tool};
-use crate::response::TokenStream;
-use crate::response::{FinishReason, StreamEvent, Usage};
+use crate::request::{Constraint, GenerationRequest, Input, Tool, ToolChoice};
+use crate::response::{FinishReason, StreamEvent, TokenStream, Usage};
 use crate::template::ChatTemplate;
-use futures::StreamExt;
 
 /// An engine's report on a model it keeps (memory, health), asked when the runtime needs it.
 type Report<T> = Box<dyn Fn() -> Option<T> + Send + Sync>;
@@ -112,7 +110,8 @@ impl EngineModel {
             .as_ref()
             .map(|t| t.reasoning_format().clone())
             .unwrap_or_default();
-        // Markup the model writes as control tokens must reach the reasoning splitter as text.
+        // Markup the model writes as control tokens must reach the reasoning splitter and the
+        // tool-call parser as text.
         let tool_format = template
             .as_ref()
             .map(ChatTemplate::tool_format)

@@ -284,19 +284,20 @@ impl ChatRequest {
         let mut last_call_ids: Vec<(String, String)> = Vec::new();
         for (i, m) in self.messages.iter().enumerate() {
             refuse_images(&m.images, &format!("messages[{i}].images"))?;
-            let role =
-                match m.role.as_str() {
-                    "system" => Role::System,
-                    "user" => Role::User,
-                    "assistant" => Role::Assistant,
-                    "tool" => Role::Tool,
-                    other => return Err(ApiError::invalid(
+            let role = match m.role.as_str() {
+                "system" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
+                other => {
+                    return Err(ApiError::invalid(
                         format!(
                             "messages[{i}].role `{other}` must be system, user, assistant or tool"
                         ),
                         Some(&format!("messages[{i}].role")),
-                    )),
-                };
+                    ))
+                }
+            };
             let mut message = ChatMessage::new(role, m.content.clone());
             message.reasoning = m.thinking.clone();
             for (k, call) in m.tool_calls.iter().enumerate() {
