@@ -688,9 +688,21 @@ fn ollama_details(info: &minerva_runtime::ModelInfo) -> Value {
         "format": info.format.to_string(),
         "family": family,
         "families": [family],
-        "parameter_size": format!("{:.1}M", info.parameter_count as f64 / 1e6),
+        "parameter_size": match info.parameter_count {
+            n if n >= 1_000_000_000 => format!("{:.1}B", n as f64 / 1e9),
+            n => format!("{:.1}M", n as f64 / 1e6),
+        },
         "quantization_level": info.quantization.clone().unwrap_or_default(),
     })
+}
+
+/// When a model's file or directory last changed (RFC 3339), as Ollama lists it.
+fn modified_at(path: &std::path::Path) -> String {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified());
+    modified.map_or_else(
+        |_| "1970-01-01T00:00:00Z".to_string(),
+        |time| chrono::DateTime::<chrono::Utc>::from(time).to_rfc3339(),
+    )
 }
 
 /// `GET /api/tags` (Ollama): the configured models (`ps`: the loaded ones, `/api/ps`).
@@ -715,7 +727,7 @@ pub async fn ollama_models(
             let size = info.memory_estimate.total();
             let mut entry = json!({
                 "name": m.id, "model": m.id,
-                "modified_at": "1970-01-01T00:00:00Z",
+                "modified_at": modified_at(&info.info.path),
                 "size": info.info.weight_bytes,
                 "digest": format!("{:x}", info.info.weight_bytes),
                 "details": ollama_details(&info.info),

@@ -251,6 +251,18 @@ fn corpus() -> Vec<(String, ChatTemplate)> {
         .collect()
 }
 
+/// Where an assistant turn begins in `whole` (a conversation rendered with it): after the text
+/// it shares with `prompt` (the same conversation asking for that turn), backed off to the end
+/// of a line or of markup, so that no tag is cut.
+fn shared_prefix(prompt: &str, whole: &str) -> usize {
+    let shared = prompt
+        .char_indices()
+        .zip(whole.chars())
+        .find(|((_, a), b)| a != b)
+        .map_or(prompt.len().min(whole.len()), |((at, _), _)| at);
+    whole[..shared].rfind(['\n', '>']).map_or(0, |at| at + 1)
+}
+
 /// Each template's reasoning format, and the round trip: an assistant turn with reasoning as
 /// the template writes it, read back as if the model had generated it, gives back the same
 /// reasoning and answer (for every template that writes the reasoning of that turn).
@@ -275,15 +287,7 @@ fn reasoning_written_by_each_template_reads_back_the_same() {
         if !whole.contains(THOUGHT) {
             continue;
         }
-        // The turn is what follows the text shared with the prompt that asks for it.
-        let prompt = template.render(&ask, &[], true).unwrap();
-        let shared = prompt
-            .char_indices()
-            .zip(whole.chars())
-            .find(|((_, a), b)| a != b)
-            .map_or(prompt.len().min(whole.len()), |((at, _), _)| at);
-        // Never inside a tag: back to the end of the last line or markup shared.
-        let shared = whole[..shared].rfind(['\n', '>']).map_or(0, |at| at + 1);
+        let shared = shared_prefix(&template.render(&ask, &[], true).unwrap(), &whole);
         let mut splitter = format.splitter(&whole[..shared]);
         let mut pieces = splitter.push(&whole[shared..]);
         pieces.extend(splitter.finish());
@@ -387,13 +391,7 @@ fn tool_calls_written_by_each_template_read_back_the_same() {
         if !whole.contains("get_weather") || !whole.contains("Paris") {
             continue;
         }
-        let prompt = template.render(&ask, &tools, true).unwrap();
-        let shared = prompt
-            .char_indices()
-            .zip(whole.chars())
-            .find(|((_, a), b)| a != b)
-            .map_or(prompt.len().min(whole.len()), |((at, _), _)| at);
-        let shared = whole[..shared].rfind(['\n', '>']).map_or(0, |at| at + 1);
+        let shared = shared_prefix(&template.render(&ask, &tools, true).unwrap(), &whole);
         // A generation ends at the model's end-of-turn token, which is not part of its text.
         let turn = &whole[shared..];
         let turn = END_OF_TURN
