@@ -1,10 +1,14 @@
 //! GGUF quantized blocks -> MLX affine quantization, value for value.
 //!
-//! MLX stores `w = scale * q + bias` per group with `q` packed little-endian into `u32` words
-//! (element `i` of a word at bits `bits * i`). ggml's Q4_1 block (32 values: f16 `d`, f16 `m`,
+//! MLX stores `w = scale * q + bias` per group with the `q` of a row packed as one little-endian
+//! bit stream in `u32` words (value `i` at bit `bits * i`; 3, 5 and 6 bits straddle words). ggml's Q4_1 block (32 values: f16 `d`, f16 `m`,
 //! 16 bytes where byte `j` holds value `j` in its low nibble and value `j + 16` in its high one)
 //! is exactly MLX 4-bit with group 32, scale `d`, bias `m`. ggml's Q8_0 block (f16 `d`, 32 signed
-//! bytes) is MLX 8-bit with group 32, `q + 128`, scale `d`, bias `-128 d`.
+//! bytes) is MLX 8-bit with group 32, `q + 128`, scale `d`, bias `-128 d`. ggml's Q4_K super-block
+//! (256 values: f16 `d` and `dmin`, eight 6-bit scales `sc` and mins `m`, 128 bytes of nibbles)
+//! is eight MLX 4-bit groups of 32 with scale `d sc` and bias `-dmin m`. ggml's Q5_0 block (f16
+//! `d`, 32 high bits, 16 bytes of low nibbles as in Q4_1) is MLX 5-bit with group 32, scale `d`,
+//! bias `-16 d`. Every product and sum here is exact in f32 (an f16 times a small integer).
 
 /// One row of MLX-quantized weights.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -33,13 +37,26 @@ pub fn q4_1_row(row: &[u8]) -> MlxRow {
             values[j] = byte & 0x0F;
             values[j + 16] = byte >> 4;
         }
-        for eight in values.chunks_exact(8) {
-            let word = eight
-                .iter()
-                .enumerate()
-                .fold(0u32, |w, (i, &q)| w | (u32::from(q) << (4 * i)));
-            out.words.push(word);
+        out.words.extend(pack(&values, 4));
+    }
+    out
+}
+
+/// Convert one row of Q5_0 blocks (`row.len()` a multiple of 22 bytes).
+pub fn q5_0_row(row: &[u8]) -> MlxRow {
+    let mut out = MlxRow::default();
+    for block in row.chunks_exact(22) {
+        let d = f16_at(block, 0);
+        out.scales.push(d);
+        out.biases.push(-16.0 * d);
+        let high = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+        let mut values = [0u8; 32];
+        for (j, byte) in block[6..22].iter().enumerate() {
+            let bit = |k: usize| (((high >> k) & 1) as u8) << 4;
+            values[j] = (byte & 0x0F) | bit(j);
+            values[j + 16] = (byte >> 4) | bit(j + 16);
         }
+        out.words.extend(pack(&values, 5));
     }
     out
 }
@@ -51,21 +68,80 @@ pub fn q8_0_row(row: &[u8]) -> MlxRow {
         let d = f16_at(block, 0);
         out.scales.push(d);
         out.biases.push(-128.0 * d);
-        for four in block[2..34].chunks_exact(4) {
-            let word = four.iter().enumerate().fold(0u32, |w, (i, &q)| {
-                w | (u32::from((q as i8 as i16 + 128) as u8) << (8 * i))
-            });
-            out.words.push(word);
+        let values: Vec<u8> = block[2..34]
+            .iter()
+            .map(|&q| (q as i8 as i16 + 128) as u8)
+            .collect();
+        out.words.extend(pack(&values, 8));
+    }
+    out
+}
+
+/// Bytes of one Q4_K super-block.
+pub const Q4_K_BLOCK: usize = 144;
+
+/// Convert one row of Q4_K super-blocks (`row.len()` a multiple of [`Q4_K_BLOCK`]).
+pub fn q4_k_row(row: &[u8]) -> MlxRow {
+    let mut out = MlxRow::default();
+    for block in row.chunks_exact(Q4_K_BLOCK) {
+        let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
+        let packed = &block[4..16];
+        let qs = &block[16..144];
+        // Each 32 bytes of nibbles hold two groups: low nibbles, then high ones.
+        for (pair, bytes) in qs.chunks_exact(32).enumerate() {
+            for (half, shift) in [(0, 0), (1, 4)] {
+                let (sc, m) = q4_k_scale_min(2 * pair + half, packed);
+                out.scales.push(d * f32::from(sc));
+                out.biases.push(-(dmin * f32::from(m)));
+                let values: Vec<u8> = bytes.iter().map(|b| (b >> shift) & 0x0F).collect();
+                out.words.extend(pack(&values, 4));
+            }
         }
     }
     out
+}
+
+/// The 6-bit scale and min of group `j` (0..8) of a Q4_K super-block's 12 packed bytes.
+fn q4_k_scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Pack `values` (each below `2^bits`; a whole number of words' worth) as MLX's bit stream.
+fn pack(values: &[u8], bits: u32) -> Vec<u32> {
+    let mut words = vec![0u32; values.len() * bits as usize / 32];
+    for (i, &v) in values.iter().enumerate() {
+        let at = i * bits as usize;
+        let (word, shift) = (at / 32, at % 32);
+        words[word] |= u32::from(v) << shift;
+        if shift + bits as usize > 32 {
+            words[word + 1] |= u32::from(v) >> (32 - shift);
+        }
+    }
+    words
+}
+
+/// The values of MLX's bit stream `words`, `bits` each.
+fn unpack(words: &[u32], bits: u32) -> impl Iterator<Item = u32> + '_ {
+    let mask = (1u64 << bits) - 1;
+    (0..words.len() * 32 / bits as usize).map(move |i| {
+        let at = i * bits as usize;
+        let (word, shift) = (at / 32, at % 32);
+        let next = words.get(word + 1).map_or(0, |&w| u64::from(w) << 32);
+        (((u64::from(words[word]) | next) >> shift) & mask) as u32
+    })
 }
 
 /// Quantize one row of floats into MLX affine groups: per group, `bias` is the minimum and
 /// `scale` spreads the range over `2^bits - 1` steps (round to nearest).
 pub fn quantize_row(values: &[f32], bits: u32, group: usize) -> MlxRow {
     let levels = ((1u32 << bits) - 1) as f32;
-    let per_word = (32 / bits) as usize;
     let mut out = MlxRow::default();
     let mut q = Vec::with_capacity(values.len());
     for chunk in values.chunks(group) {
@@ -81,35 +157,25 @@ pub fn quantize_row(values: &[f32], bits: u32, group: usize) -> MlxRow {
             if scale == 0.0 {
                 0
             } else {
-                ((v - lo) / scale).round().clamp(0.0, levels) as u32
+                ((v - lo) / scale).round().clamp(0.0, levels) as u8
             }
         }));
     }
-    for word in q.chunks(per_word) {
-        out.words.push(
-            word.iter()
-                .enumerate()
-                .fold(0u32, |w, (i, &v)| w | (v << (bits as usize * i))),
-        );
-    }
+    out.words = pack(&q, bits);
     out
 }
 
 /// Dequantize an MLX row: `bits` per value, groups of `values / scales` values.
 pub fn dequantize(row: &MlxRow, bits: u32) -> Vec<f32> {
-    let per_word = 32 / bits;
-    let mask = (1u32 << bits) - 1;
-    let total = row.words.len() * per_word as usize;
+    let total = row.words.len() * 32 / bits as usize;
     let group_size = total / row.scales.len().max(1);
-    let mut out = Vec::with_capacity(total);
-    for (k, word) in row.words.iter().enumerate() {
-        for i in 0..per_word {
-            let q = ((word >> (bits * i)) & mask) as f32;
-            let group = (k * per_word as usize + i as usize) / group_size;
-            out.push(row.scales[group] * q + row.biases[group]);
-        }
-    }
-    out
+    unpack(&row.words, bits)
+        .enumerate()
+        .map(|(i, q)| {
+            let group = i / group_size;
+            row.scales[group] * q as f32 + row.biases[group]
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -142,7 +208,15 @@ mod tests {
         let values: Vec<f32> = (0..128)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
             .collect();
-        for (bits, group) in [(4, 32), (4, 64), (8, 32), (8, 64)] {
+        for (bits, group) in [
+            (3, 32),
+            (4, 32),
+            (4, 64),
+            (5, 32),
+            (6, 64),
+            (8, 32),
+            (8, 64),
+        ] {
             let row = quantize_row(&values, bits, group);
             let back = dequantize(&row, bits);
             for (g, chunk) in values.chunks(group).enumerate() {
@@ -158,6 +232,22 @@ mod tests {
         // Values on a 4-bit grid come back exactly.
         let grid: Vec<f32> = (0..32).map(|i| 0.25 * (i % 16) as f32 - 1.0).collect();
         assert_eq!(dequantize(&quantize_row(&grid, 4, 32), 4), grid);
+    }
+
+    #[test]
+    fn q5_0_block_dequantizes_like_ggml() {
+        let mut block = f16(0.5).to_vec();
+        let q: Vec<u32> = (0..32).map(|j| (j * 11 + 3) % 32).collect();
+        let high = q
+            .iter()
+            .enumerate()
+            .fold(0u32, |h, (j, v)| h | ((v >> 4) << j));
+        block.extend(high.to_le_bytes());
+        block.extend((0..16).map(|j| (q[j] & 15) as u8 | (((q[j + 16] & 15) as u8) << 4)));
+        let values = dequantize(&q5_0_row(&block), 5);
+        for (v, q) in values.iter().zip(&q) {
+            assert_eq!(*v, 0.5 * (*q as f32 - 16.0));
+        }
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! `minerva convert`: a GGUF file -> an MLX model directory with the same weights. Q4_1 and Q8_0
-//! blocks map exactly onto MLX affine 4- and 8-bit groups of 32 ([`blocks`]); F32/F16 tensors are
-//! copied; llama.cpp's rotary row permutation of `attn_q`/`attn_k` is undone; the tokenizer is
-//! rebuilt from the GGUF vocabulary ([`tokenizer`]). Scales and biases are f32 (MLX's CPU kernels
-//! are ~40x slower with f16 scales).
+//! `minerva convert`: a GGUF file -> an MLX model directory with the same weights. Q4_1, Q8_0 and
+//! Q4_K blocks map exactly onto MLX affine 4- and 8-bit groups of 32 ([`blocks`]); the other
+//! block types (Q5_0, Q6_K, ...) are dequantized by ggml into floats ([`ggml`]); F32/F16 tensors
+//! are copied; what llama.cpp changed in the weights (q/k row order, Gemma's norms) is undone
+//! ([`arch`]); the tokenizer is rebuilt from the GGUF vocabulary ([`tokenizer`]). Scales and
+//! biases are f32 (MLX's CPU kernels are ~40x slower with f16 scales).
 
+pub mod arch;
 pub mod blocks;
+mod ggml;
 pub mod tokenizer;
 
 use std::collections::BTreeMap;
@@ -80,8 +83,8 @@ fn decode_floats(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     })
 }
 
-/// Architectures the converter writes.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+use arch::Arch;
+pub use arch::SUPPORTED as SUPPORTED_ARCHITECTURES;
 
 /// What a conversion wrote.
 #[derive(Debug, Clone)]
@@ -120,19 +123,20 @@ pub fn gguf_to_mlx(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ConvertSummary> {
     let gguf = GgufFile::read(src, Arrays::Keep)?;
-    let arch = gguf.architecture().unwrap_or("unknown").to_string();
-    if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
+    let arch_name = gguf.architecture().unwrap_or("unknown").to_string();
+    let Some(arch) = Arch::of(&arch_name) else {
         return Err(Error::invalid_model(
             src,
             format!(
-                "architecture `{arch}` cannot be converted yet (supported: {})",
+                "architecture `{arch_name}` cannot be converted yet (supported: {})",
                 SUPPORTED_ARCHITECTURES.join(", ")
             ),
         ));
-    }
+    };
     let need = |key: &str| {
-        gguf.arch_u64(key)
-            .ok_or_else(|| Error::invalid_model(src, format!("metadata `{arch}.{key}` is missing")))
+        gguf.arch_u64(key).ok_or_else(|| {
+            Error::invalid_model(src, format!("metadata `{arch_name}.{key}` is missing"))
+        })
     };
     let n_head = need("attention.head_count")? as usize;
     let n_head_kv = gguf
@@ -147,19 +151,32 @@ pub fn gguf_to_mlx(
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(src, e))?;
     let mut written = Written::default();
     for (done, t) in gguf.tensors.iter().enumerate() {
-        let name = hf_name(&t.name).ok_or_else(|| {
+        let name = arch.hf_name(&t.name).ok_or_else(|| {
             Error::invalid_model(src, format!("tensor `{}` has no known MLX name", t.name))
         })?;
         let start = (gguf.data_offset + t.offset) as usize;
         let data = &map[start..start + t.size as usize];
-        let heads = if t.name.ends_with("attn_q.weight") {
+        let heads = if !arch.permutes_qk() {
+            None
+        } else if t.name.ends_with("attn_q.weight") {
             Some(n_head)
         } else if t.name.ends_with("attn_k.weight") {
             Some(n_head_kv)
         } else {
             None
         };
-        convert_tensor(src, t, &name, data, heads, dtype, &mut written)?;
+        let offset = if name.ends_with("norm.weight") {
+            arch.norm_offset()
+        } else {
+            0.0
+        };
+        let tensor = Source {
+            tensor: t,
+            data,
+            heads,
+            offset,
+        };
+        convert_tensor(src, &tensor, &name, dtype, &mut written)?;
         progress(done + 1, gguf.tensors.len());
     }
 
@@ -167,7 +184,7 @@ pub fn gguf_to_mlx(
     let tied = !gguf.tensors.iter().any(|t| t.name == "output.weight");
     let mut config = model_config(
         &gguf,
-        &arch,
+        arch,
         n_head,
         n_head_kv,
         tied,
@@ -346,35 +363,6 @@ fn write_weights(path: &Path, tensors: &BTreeMap<String, Out>) -> Result<u64> {
         .len())
 }
 
-/// GGUF tensor name -> Hugging Face / MLX name (llama layout).
-fn hf_name(gguf: &str) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(name.to_string());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let module = match part {
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{module}"))
-}
-
 /// HF row index -> GGUF row index for llama.cpp's rotary permutation of a q/k weight with
 /// `heads` heads (GGUF interleaves the two rotary halves of each head).
 pub fn gguf_row(hf_row: usize, rows: usize, heads: usize) -> usize {
@@ -385,12 +373,24 @@ pub fn gguf_row(hf_row: usize, rows: usize, heads: usize) -> usize {
     head * head_dim + i * 2 + part
 }
 
+/// One GGUF tensor to convert.
+struct Source<'a> {
+    tensor: &'a GgufTensor,
+    /// Its bytes.
+    data: &'a [u8],
+    /// Heads of a q/k weight whose rows llama.cpp permuted.
+    heads: Option<usize>,
+    /// What llama.cpp added to every value (taken off again).
+    offset: f32,
+}
+
+/// Converts one row of a GGUF block type to MLX groups, value for value.
+type BlockConverter = fn(&[u8]) -> MlxRow;
+
 fn convert_tensor(
     src: &Path,
-    t: &GgufTensor,
+    source: &Source,
     name: &str,
-    data: &[u8],
-    heads: Option<usize>,
     float: Option<FloatType>,
     written: &mut Written,
 ) -> Result<()> {
@@ -398,6 +398,12 @@ fn convert_tensor(
         tensors: out,
         layer_bits,
     } = written;
+    let Source {
+        tensor: t,
+        data,
+        heads,
+        offset,
+    } = *source;
     let cols = t.dims[0] as usize;
     let rows: usize = t.dims[1..].iter().product::<u64>() as usize;
     let row_bytes = data.len() / rows.max(1);
@@ -418,8 +424,15 @@ fn convert_tensor(
     } else {
         vec![rows, cols]
     };
-    match t.ggml_type.name {
-        "F32" | "F16" => {
+    let exact: Option<(u32, BlockConverter)> = match t.ggml_type.name {
+        "Q4_1" => Some((4, blocks::q4_1_row)),
+        "Q8_0" => Some((8, blocks::q8_0_row)),
+        "Q4_K" => Some((4, blocks::q4_k_row)),
+        "Q5_0" => Some((5, blocks::q5_0_row)),
+        _ => None,
+    };
+    match (t.ggml_type.name, exact) {
+        ("F32" | "F16", _) => {
             let mut bytes = Vec::with_capacity(data.len());
             for r in 0..rows.max(1) {
                 bytes.extend_from_slice(if t.dims.len() == 1 {
@@ -433,9 +446,17 @@ fn convert_tensor(
             } else {
                 Dtype::F16
             };
-            let (dtype, bytes) = match float.zip(decode_floats(dtype, &bytes)) {
-                Some((f, values)) => (f.dtype(), f.encode(&values)),
-                None => (dtype, bytes),
+            let (dtype, bytes) = match decode_floats(dtype, &bytes) {
+                Some(values) if float.is_some() || offset != 0.0 => {
+                    let values: Vec<f32> = values.iter().map(|v| v - offset).collect();
+                    let f = float.unwrap_or(if dtype == Dtype::F32 {
+                        FloatType::F32
+                    } else {
+                        FloatType::F16
+                    });
+                    (f.dtype(), f.encode(&values))
+                }
+                _ => (dtype, bytes),
             };
             out.insert(
                 name.to_string(),
@@ -446,27 +467,7 @@ fn convert_tensor(
                 },
             );
         }
-        "Q4_1" | "Q8_0" => {
-            let (bits, convert): (u32, fn(&[u8]) -> MlxRow) = if t.ggml_type.name == "Q4_1" {
-                (4, blocks::q4_1_row)
-            } else {
-                (8, blocks::q8_0_row)
-            };
-            if let Some(f) = float {
-                let mut values = Vec::with_capacity(rows * cols);
-                for r in 0..rows {
-                    values.extend(blocks::dequantize(&convert(source_row(r)), bits));
-                }
-                out.insert(
-                    name.to_string(),
-                    Out {
-                        dtype: f.dtype(),
-                        shape,
-                        data: f.encode(&values),
-                    },
-                );
-                return Ok(());
-            }
+        (_, Some((bits, convert))) if float.is_none() => {
             let (mut words, mut scales, mut biases) = (Vec::new(), Vec::new(), Vec::new());
             for r in 0..rows {
                 let row = convert(source_row(r));
@@ -484,33 +485,49 @@ fn convert_tensor(
                     data: words,
                 },
             );
-            out.insert(
-                format!("{prefix}.scales"),
-                Out {
-                    dtype: Dtype::F32,
-                    shape: vec![rows, cols / 32],
-                    data: scales,
-                },
-            );
-            out.insert(
-                format!("{prefix}.biases"),
-                Out {
-                    dtype: Dtype::F32,
-                    shape: vec![rows, cols / 32],
-                    data: biases,
-                },
-            );
+            for (part, values) in [("scales", scales), ("biases", biases)] {
+                out.insert(
+                    format!("{prefix}.{part}"),
+                    Out {
+                        dtype: Dtype::F32,
+                        shape: vec![rows, cols / 32],
+                        data: values,
+                    },
+                );
+            }
             layer_bits.insert(prefix.to_string(), bits);
         }
-        other => {
-            return Err(Error::invalid_model(
-                src,
-                format!(
-                    "tensor `{}` is {other}: only Q4_1, Q8_0, F16 and F32 map exactly onto MLX; \
-                     re-quantize the GGUF to Q4_1 or Q8_0 first",
-                    t.name
-                ),
-            ))
+        (type_name, exact) => {
+            // Floats: asked for, or a block type MLX has no exact form of (f32 unless asked:
+            // every value ggml computes fits it exactly).
+            let mut values = Vec::with_capacity(rows * cols);
+            for r in 0..rows {
+                let row = match exact {
+                    Some((bits, convert)) => {
+                        Some(blocks::dequantize(&convert(source_row(r)), bits))
+                    }
+                    None => ggml::dequantize_row(t, source_row(r), cols),
+                };
+                let Some(row) = row else {
+                    return Err(Error::invalid_model(
+                        src,
+                        format!(
+                            "tensor `{}` is {type_name}, which ggml cannot dequantize",
+                            t.name
+                        ),
+                    ));
+                };
+                values.extend(row.iter().map(|v| v - offset));
+            }
+            let f = float.unwrap_or(FloatType::F32);
+            out.insert(
+                name.to_string(),
+                Out {
+                    dtype: f.dtype(),
+                    shape,
+                    data: f.encode(&values),
+                },
+            );
         }
     }
     Ok(())
@@ -518,7 +535,7 @@ fn convert_tensor(
 
 fn model_config(
     gguf: &GgufFile,
-    arch: &str,
+    arch: Arch,
     n_head: usize,
     n_head_kv: usize,
     tied: bool,
@@ -526,10 +543,12 @@ fn model_config(
     layer_bits: &BTreeMap<String, u32>,
 ) -> Result<Value> {
     let u = |key: &str| gguf.arch_u64(key);
-    let f = |key: &str| gguf.get(&format!("{arch}.{key}")).and_then(|v| v.as_f64());
+    let arch_name = gguf.architecture().unwrap_or("");
+    let f = |key: &str| {
+        gguf.get(&format!("{arch_name}.{key}"))
+            .and_then(|v| v.as_f64())
+    };
     let mut config = json!({
-        "model_type": arch,
-        "architectures": ["LlamaForCausalLM"],
         "hidden_size": u("embedding_length"),
         "intermediate_size": u("feed_forward_length"),
         "num_hidden_layers": u("block_count"),
@@ -542,13 +561,10 @@ fn model_config(
         "tie_word_embeddings": tied,
         "bos_token_id": tokenizer.bos_id(),
         "eos_token_id": tokenizer.eos_id(),
-        "hidden_act": "silu",
-        "attention_bias": false,
-        "mlp_bias": false,
         "torch_dtype": "float32",
     });
-    if let Some(head_dim) = u("rope.dimension_count") {
-        config["head_dim"] = json!(head_dim);
+    if let (Value::Object(config), Value::Object(own)) = (&mut config, arch.config(gguf, n_head)) {
+        config.extend(own);
     }
     // The most common bit width is the default; other layers get their own entry.
     let mut counts = BTreeMap::<u32, usize>::new();
@@ -585,18 +601,5 @@ mod tests {
         // 2 heads of 4 rows: GGUF order per head is (i0 p0, i0 p1, i1 p0, i1 p1).
         let rows: Vec<usize> = (0..8).map(|r| gguf_row(r, 8, 2)).collect();
         assert_eq!(rows, vec![0, 2, 1, 3, 4, 6, 5, 7]);
-    }
-
-    #[test]
-    fn names_map_to_the_llama_layout() {
-        assert_eq!(
-            hf_name("blk.3.attn_q.weight").unwrap(),
-            "model.layers.3.self_attn.q_proj.weight"
-        );
-        assert_eq!(
-            hf_name("token_embd.weight").unwrap(),
-            "model.embed_tokens.weight"
-        );
-        assert!(hf_name("blk.x.attn_q.weight").is_none());
     }
 }

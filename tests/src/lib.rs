@@ -11,12 +11,22 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The SmolLM2-135M-Instruct Q4_1 GGUF fetched by `scripts/fetch-test-models` (in
-/// `$MINERVA_TEST_MODELS` when set: a test binary carried to another machine, see benches/gpu).
+/// The SmolLM2-135M-Instruct Q4_1 GGUF fetched by `scripts/fetch-test-models`.
 pub fn smollm2_gguf() -> PathBuf {
+    test_model("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// Gemma 3 270M (the pretrained model, Q4_K_M) fetched by `scripts/fetch-test-models`.
+pub fn gemma3_gguf() -> PathBuf {
+    test_model("gemma-3-270m-q4_k_m.gguf")
+}
+
+/// A model fetched by `scripts/fetch-test-models` (into `$MINERVA_TEST_MODELS` when set: a test
+/// binary carried to another machine, see benches/gpu).
+fn test_model(name: &str) -> PathBuf {
     let models = std::env::var_os("MINERVA_TEST_MODELS")
         .map_or_else(|| workspace_root().join("models"), PathBuf::from);
-    let path = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = models.join(name);
     assert!(
         path.is_file(),
         "{} is missing: run scripts/fetch-test-models first",

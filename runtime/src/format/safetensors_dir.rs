@@ -91,9 +91,26 @@ impl SafetensorsDir {
             let bits = q.get("bits").and_then(Value::as_u64);
             let group = q.get("group_size").and_then(Value::as_u64);
             let mode = q.get("mode").and_then(Value::as_str).unwrap_or("affine");
+            // Layers quantized otherwise (a converted K-quant GGUF mixes widths).
+            let mut others: Vec<u64> = q
+                .as_object()
+                .into_iter()
+                .flat_map(|layers| layers.values())
+                .filter_map(|layer| layer.get("bits")?.as_u64())
+                .filter(|b| Some(*b) != bits)
+                .collect();
+            others.sort_unstable();
+            others.dedup();
+            let mixed = match others.as_slice() {
+                [] => String::new(),
+                list => {
+                    let list: Vec<String> = list.iter().map(u64::to_string).collect();
+                    format!(" (some layers {}-bit)", list.join(", "))
+                }
+            };
             return Some(match (bits, group) {
-                (Some(b), Some(g)) => format!("mlx {mode} {b}-bit, group {g}"),
-                _ => format!("mlx {mode}"),
+                (Some(b), Some(g)) => format!("mlx {mode} {b}-bit, group {g}{mixed}"),
+                _ => format!("mlx {mode}{mixed}"),
             });
         }
         if let Some(q) = self.config.get("quantization_config") {
