@@ -164,6 +164,11 @@ pub trait LoadedModel: Send + Sync {
     /// special tokens added as for a request); `Input::Tokens` is checked against the vocabulary.
     fn tokenize(&self, input: &Input) -> Result<Vec<u32>>;
 
+    /// The prompt text a chat request renders to: the model's template over its messages, tools
+    /// and template arguments, the generation prompt added. Refused for a request that is not a
+    /// chat, or a model without a template.
+    fn render(&self, request: &GenerationRequest) -> Result<String>;
+
     /// Start generating. Errors in the request (context overflow, template failure) are returned
     /// here, before any token; dropping the stream cancels the generation.
     async fn stream(&self, request: GenerationRequest) -> Result<TokenStream>;

@@ -13,7 +13,7 @@ use crate::backend::{Embeddings, EngineMemory, LoadedModel, ModelDescriptor, Mod
 use crate::error::{Error, Result};
 use crate::generation::{Generator, Tokenizer};
 use crate::reasoning::{self, ReasoningFirst, ReasoningFormat};
-use crate::request::{Constraint, GenerationRequest, Input, Tool, ToolChoice};
+use crate::request::{ChatMessage, Constraint, GenerationRequest, Input, Tool, ToolChoice};
 use crate::response::{FinishReason, StreamEvent, TokenStream, Usage};
 use crate::template::ChatTemplate;
 
@@ -183,13 +183,7 @@ impl EngineModel {
             }
             Input::Text(text) => self.text(text)?,
             Input::Chat(messages) => {
-                let template = self.template.as_ref().ok_or_else(|| {
-                    Error::InvalidRequest(format!(
-                        "{} has no chat template; send a plain prompt instead",
-                        self.descriptor.id
-                    ))
-                })?;
-                let text = template.render_with(messages, tools, true, kwargs)?;
+                let text = self.render_chat(messages, tools, kwargs)?;
                 let tokens = self.tokenizer.encode(&text, false)?;
                 rendered = Some(text);
                 tokens
@@ -200,6 +194,22 @@ impl EngineModel {
         }
         tracing::debug!(model = %self.descriptor.id, ?tokens, "prompt tokens");
         Ok((tokens, rendered))
+    }
+
+    /// A chat's text through the model's template, the generation prompt added.
+    fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
+        let template = self.template.as_ref().ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "{} has no chat template; send a plain prompt instead",
+                self.descriptor.id
+            ))
+        })?;
+        template.render_with(messages, tools, true, kwargs)
     }
 
     /// Generate in two parts: the reasoning (made to begin as `plan` says, ended by the model's
@@ -429,6 +439,15 @@ impl LoadedModel for EngineModel {
     fn tokenize(&self, input: &Input) -> Result<Vec<u32>> {
         self.prompt(input, &[], &serde_json::Map::new())
             .map(|(tokens, _)| tokens)
+    }
+
+    fn render(&self, request: &GenerationRequest) -> Result<String> {
+        let Input::Chat(messages) = &request.input else {
+            return Err(Error::InvalidRequest(
+                "only a chat (messages) has a template to apply".into(),
+            ));
+        };
+        self.render_chat(messages, &request.tools, &request.chat_template_kwargs)
     }
 
     async fn stream(&self, mut request: GenerationRequest) -> Result<TokenStream> {

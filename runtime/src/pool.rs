@@ -498,6 +498,15 @@ impl ModelPool {
         crate::threads::run_blocking("tokenize", move || loaded.tokenize(&input)).await?
     }
 
+    /// The prompt text model `id`'s template renders for the chat `request` (prepared as for
+    /// generation: `tool_choice: none` drops the tools), loading the model if needed.
+    pub async fn render(&self, id: &str, request: GenerationRequest) -> Result<String> {
+        let (_permit, model) = self.admit(id, None).await?;
+        let request = model.prepare(request)?;
+        let loaded = Arc::clone(model.model());
+        crate::threads::run_blocking("render", move || loaded.render(&request)).await?
+    }
+
     /// Admit, load if needed, and generate a whole completion on model `id`.
     pub async fn generate(
         &self,

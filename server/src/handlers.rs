@@ -256,6 +256,19 @@ pub async fn tokenize(
     Ok(Json(json!({ "tokens": tokens })).into_response())
 }
 
+/// `POST /apply-template` (as llama-server's): a chat completions body; answers
+/// `{"prompt": ...}`, the text the model's template renders for it, nothing generated.
+pub async fn apply_template(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let (req, options) = openai::parse::<ChatRequest>(&body, ChatRequest::FIELDS)?;
+    let request = req.to_request(&options)?;
+    let prompt = state.pool.render(&options.model, request).await?;
+    Ok(Json(json!({ "prompt": prompt })).into_response())
+}
+
 /// `POST /v1/messages/count_tokens` (Anthropic): the prompt tokens a Messages request would
 /// take, its messages and system prompt rendered through the model's template. Tools are not
 /// counted yet, so a body with tools is refused by name rather than undercounted.

@@ -548,6 +548,26 @@ def tokenize_and_count_tokens_agree_with_usage():
 
 
 @check("apis")
+def apply_template_renders_the_prompt_a_chat_is_given():
+    chat = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=1)
+    r = raw("POST", "/apply-template", json={"model": args.model, "messages": MESSAGES})
+    prompt = r.json()["prompt"]
+    assert SYSTEM in prompt and FRANCE in prompt and prompt.index(SYSTEM) < prompt.index(FRANCE), prompt
+    # Exactly the prompt generation reads: its tokens are the chat's prompt tokens.
+    tokens = raw("POST", "/tokenize", json={"model": args.model, "content": prompt}).json()["tokens"]
+    assert len(tokens) == chat.usage.prompt_tokens, (prompt, tokens, chat.usage)
+    # Tools reach the template; `tool_choice: none` drops them, as for generation.
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    body = {"model": args.model, "messages": MESSAGES, "tools": [tool]}
+    assert "get_weather" in raw("POST", "/apply-template", json=body).json()["prompt"]
+    body["tool_choice"] = "none"
+    assert raw("POST", "/apply-template", json=body).json()["prompt"] == prompt
+    assert_error(raw("POST", "/apply-template", json={"model": args.model}), 400)
+    assert_error(raw("POST", "/apply-template", json={"model": args.model, "prompt": "x", "messages": MESSAGES}), 400)
+    assert raw("POST", "/apply-template", json={"model": "nope", "messages": MESSAGES}).status_code == 404
+
+
+@check("apis")
 def anthropic_messages_answer_like_chat_completions():
     chat = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=24)
     a = anthropic_client()
@@ -828,6 +848,10 @@ def both_engines_answer_the_same_through_runners():
                for m in (args.model, args.twin)]
     assert answers[0].choices[0].message.content == answers[1].choices[0].message.content, answers
     assert answers[0].usage == answers[1].usage, answers
+    # The template is applied in the runner too, alike on both engines.
+    prompts = [raw("POST", "/apply-template", json={"model": m, "messages": MESSAGES}).json()["prompt"]
+               for m in (args.model, args.twin)]
+    assert prompts[0] == prompts[1] and FRANCE in prompts[0], prompts
 
 
 @check("runners")

@@ -90,6 +90,12 @@ pub async fn serve_runner(router: impl FnOnce(&Config) -> Result<Router>) -> Res
                     Err(error) => FromRunner::Failed { id, error },
                 });
             }
+            ToRunner::Render { id, request } => {
+                let _ = outbox.send(match model.render(&request) {
+                    Ok(prompt) => FromRunner::Rendered { id, prompt },
+                    Err(error) => FromRunner::Failed { id, error },
+                });
+            }
             ToRunner::Embed { id, inputs } => {
                 let (model, outbox) = (Arc::clone(&model), outbox.clone());
                 tokio::spawn(async move {

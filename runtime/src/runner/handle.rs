@@ -60,6 +60,7 @@ enum Pending {
         events: mpsc::UnboundedSender<Result<StreamEvent>>,
     },
     Tokens(std::sync::mpsc::Sender<Result<Vec<u32>>>),
+    Rendered(std::sync::mpsc::Sender<Result<String>>),
     Embed(oneshot::Sender<Result<Embeddings>>),
 }
 
@@ -212,6 +213,11 @@ impl Link {
                     let _ = answer.send(Ok(tokens));
                 }
             }
+            FromRunner::Rendered { id, prompt } => {
+                if let Some(Pending::Rendered(answer)) = state.pending.remove(&id) {
+                    let _ = answer.send(Ok(prompt));
+                }
+            }
             FromRunner::Embedded {
                 id,
                 vectors,
@@ -265,6 +271,9 @@ impl Pending {
             Pending::Tokens(answer) => {
                 let _ = answer.send(Err(error));
             }
+            Pending::Rendered(answer) => {
+                let _ = answer.send(Err(error));
+            }
             Pending::Embed(answer) => {
                 let _ = answer.send(Err(error));
             }
@@ -314,6 +323,19 @@ impl LoadedModel for RunnerModel {
         self.link.send(ToRunner::Tokenize {
             id,
             input: input.clone(),
+        });
+        answered
+            .recv()
+            .unwrap_or_else(|_| Err(self.link.crashed("closed its socket")))
+    }
+
+    /// A blocking round trip to the runner, as [`RunnerModel::tokenize`].
+    fn render(&self, request: &GenerationRequest) -> Result<String> {
+        let (answer, answered) = std::sync::mpsc::channel();
+        let id = self.link.register(Pending::Rendered(answer))?;
+        self.link.send(ToRunner::Render {
+            id,
+            request: Box::new(request.clone()),
         });
         answered
             .recv()

@@ -45,6 +45,13 @@ pub enum ToRunner {
         /// The input.
         input: Input,
     },
+    /// Render a chat request's prompt text.
+    Render {
+        /// Request id.
+        id: u64,
+        /// The request.
+        request: Box<GenerationRequest>,
+    },
     /// Embed texts.
     Embed {
         /// Request id.
@@ -100,6 +107,13 @@ pub enum FromRunner {
         id: u64,
         /// Token ids.
         tokens: Vec<u32>,
+    },
+    /// The text of a [`ToRunner::Render`].
+    Rendered {
+        /// Request id.
+        id: u64,
+        /// The prompt text.
+        prompt: String,
     },
     /// The vectors of a [`ToRunner::Embed`].
     Embedded {
