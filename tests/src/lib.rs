@@ -1,5 +1,7 @@
 //! Helpers for Minerva's end-to-end tests: the real test models and the built `minerva` binary.
 
+pub mod weights;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

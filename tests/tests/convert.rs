@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use minerva_convert::blocks::{dequantize, MlxRow};
 use minerva_convert::gguf_row;
 use minerva_runtime::format::gguf::{Arrays, GgufFile};
+use minerva_tests::weights::{ggml_values, map, mlx_values};
 use minerva_tests::{minerva, run, smollm2_gguf, venv_python, workspace_root, FRANCE, SYSTEM};
 use safetensors::SafeTensors;
 
@@ -24,65 +24,21 @@ fn convert_into(dir: &Path) -> std::path::PathBuf {
     out
 }
 
+/// A tensor's values split into rows of `cols`.
+fn rows(values: Vec<f32>, cols: usize) -> Vec<Vec<f32>> {
+    values.chunks_exact(cols).map(<[f32]>::to_vec).collect()
+}
+
 /// Rows of a GGUF tensor dequantized by ggml itself.
 fn ggml_rows(gguf: &GgufFile, map: &[u8], name: &str) -> Vec<Vec<f32>> {
     let t = gguf.tensors.iter().find(|t| t.name == name).unwrap();
-    let (cols, rows) = (t.dims[0] as usize, t.dims[1] as usize);
-    let start = (gguf.data_offset + t.offset) as usize;
-    let data = &map[start..start + t.size as usize];
-    let row_bytes = data.len() / rows;
-    // SAFETY: ggml's type traits are static; `to_float` reads `cols` values from one row.
-    let to_float = unsafe { (*llama_cpp_sys_2::ggml_get_type_traits(t.ggml_type.id)).to_float }
-        .expect("ggml can dequantize this type");
-    (0..rows)
-        .map(|r| {
-            let mut out = vec![0f32; cols];
-            unsafe {
-                to_float(
-                    data[r * row_bytes..].as_ptr().cast(),
-                    out.as_mut_ptr(),
-                    cols as i64,
-                )
-            };
-            out
-        })
-        .collect()
+    rows(ggml_values(gguf, map, t), t.dims[0] as usize)
 }
 
 /// Rows of an MLX-quantized tensor, dequantized.
-fn mlx_rows(st: &SafeTensors, prefix: &str, bits: u32) -> Vec<Vec<f32>> {
-    let floats = |name: &str| -> Vec<f32> {
-        st.tensor(name)
-            .unwrap()
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect()
-    };
-    let w = st.tensor(&format!("{prefix}.weight")).unwrap();
-    let (rows, packed) = (w.shape()[0], w.shape()[1]);
-    let words: Vec<u32> = w
-        .data()
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let (scales, biases) = (
-        floats(&format!("{prefix}.scales")),
-        floats(&format!("{prefix}.biases")),
-    );
-    let groups = scales.len() / rows;
-    (0..rows)
-        .map(|r| {
-            dequantize(
-                &MlxRow {
-                    words: words[r * packed..(r + 1) * packed].to_vec(),
-                    scales: scales[r * groups..(r + 1) * groups].to_vec(),
-                    biases: biases[r * groups..(r + 1) * groups].to_vec(),
-                },
-                bits,
-            )
-        })
-        .collect()
+fn mlx_rows(st: &SafeTensors, prefix: &str) -> Vec<Vec<f32>> {
+    let scales = st.tensor(&format!("{prefix}.scales")).unwrap().shape()[1];
+    rows(mlx_values(st, &format!("{prefix}.weight")), scales * 32)
 }
 
 /// Python mlx_lm's greedy answer on `model_dir`: `{"text", "prompt_ids"}`.
@@ -103,13 +59,6 @@ fn mlx_generate(model_dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-/// A read-only memory map of `path`.
-fn map(path: &Path) -> memmap2::Mmap {
-    let file = std::fs::File::open(path).unwrap();
-    // SAFETY: test files are not modified while mapped.
-    unsafe { memmap2::Mmap::map(&file) }.unwrap()
-}
-
 #[test]
 fn converted_weights_equal_the_gguf_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,21 +68,21 @@ fn converted_weights_equal_the_gguf_bit_for_bit() {
     let st_map = map(&out.join("model.safetensors"));
     let st = SafeTensors::deserialize(&st_map).unwrap();
 
-    for (gguf_name, mlx_prefix, bits) in [
-        ("blk.0.attn_v.weight", "model.layers.0.self_attn.v_proj", 4),
-        ("blk.7.ffn_down.weight", "model.layers.7.mlp.down_proj", 4),
-        ("token_embd.weight", "model.embed_tokens", 8),
+    for (gguf_name, mlx_prefix) in [
+        ("blk.0.attn_v.weight", "model.layers.0.self_attn.v_proj"),
+        ("blk.7.ffn_down.weight", "model.layers.7.mlp.down_proj"),
+        ("token_embd.weight", "model.embed_tokens"),
     ] {
         let (want, got) = (
             ggml_rows(&gguf, &gguf_map, gguf_name),
-            mlx_rows(&st, mlx_prefix, bits),
+            mlx_rows(&st, mlx_prefix),
         );
         assert_eq!(want.len(), got.len(), "{gguf_name}");
         assert!(want == got, "{gguf_name} differs after conversion");
     }
     // attn_q: the same rows, in Hugging Face's rotary order (9 heads in SmolLM2-135M).
     let want = ggml_rows(&gguf, &gguf_map, "blk.3.attn_q.weight");
-    let got = mlx_rows(&st, "model.layers.3.self_attn.q_proj", 4);
+    let got = mlx_rows(&st, "model.layers.3.self_attn.q_proj");
     for (r, row) in got.iter().enumerate() {
         assert!(*row == want[gguf_row(r, want.len(), 9)], "q row {r}");
     }
@@ -210,13 +159,7 @@ fn dequantized_and_requantized_copies_load_and_answer() {
     let gguf_map = map(&smollm2_gguf());
     let st_map = map(&float.join("model.safetensors"));
     let st = SafeTensors::deserialize(&st_map).unwrap();
-    let v = st.tensor("model.layers.0.self_attn.v_proj.weight").unwrap();
-    assert_eq!(v.dtype(), safetensors::Dtype::F32);
-    let got: Vec<f32> = v
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let got = mlx_values(&st, "model.layers.0.self_attn.v_proj.weight");
     let want: Vec<f32> = ggml_rows(&gguf, &gguf_map, "blk.0.attn_v.weight").concat();
     assert!(got == want, "dequantized v_proj differs from ggml");
 
