@@ -1,6 +1,6 @@
-//! `minerva convert`: a GGUF file -> an MLX model directory with the same weights. Q4_1, Q8_0 and
-//! Q4_K blocks map exactly onto MLX affine 4- and 8-bit groups of 32 ([`blocks`]); the other
-//! block types (Q5_0, Q6_K, ...) are dequantized by ggml into floats ([`ggml`]); F32/F16 tensors
+//! `minerva convert`: a GGUF file -> an MLX model directory with the same weights. Q4_1, Q4_K,
+//! Q5_0 and Q8_0 blocks map exactly onto MLX affine 4-, 5- and 8-bit groups of 32 ([`blocks`]);
+//! the other block types (Q6_K, ...) are dequantized by ggml into floats ([`ggml`]); F32/F16 tensors
 //! are copied; what llama.cpp changed in the weights (q/k row order, Gemma's norms) is undone
 //! ([`arch`]); the tokenizer is rebuilt from the GGUF vocabulary ([`tokenizer`]). Scales and
 //! biases are f32 (MLX's CPU kernels are ~40x slower with f16 scales).
