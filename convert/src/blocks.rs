@@ -1,9 +1,9 @@
 //! GGUF quantized blocks -> MLX affine quantization, value for value.
 //!
 //! MLX stores `w = scale * q + bias` per group with the `q` of a row packed as one little-endian
-//! bit stream in `u32` words (value `i` at bit `bits * i`; 3, 5 and 6 bits straddle words). ggml's Q4_1 block (32 values: f16 `d`, f16 `m`,
-//! 16 bytes where byte `j` holds value `j` in its low nibble and value `j + 16` in its high one)
-//! is exactly MLX 4-bit with group 32, scale `d`, bias `m`. ggml's Q8_0 block (f16 `d`, 32 signed
+//! bit stream in `u32` words (value `i` at bit `bits * i`; 3, 5 and 6 bits straddle words).
+//! ggml's Q4_1 block (32 values: f16 `d`, f16 `m`, 16 bytes where byte `j` holds value `j` in its
+//! low nibble and value `j + 16` in its high one) is exactly MLX 4-bit with group 32, scale `d`, bias `m`. ggml's Q8_0 block (f16 `d`, 32 signed
 //! bytes) is MLX 8-bit with group 32, `q + 128`, scale `d`, bias `-128 d`. ggml's Q4_K super-block
 //! (256 values: f16 `d` and `dmin`, eight 6-bit scales `sc` and mins `m`, 128 bytes of nibbles)
 //! is eight MLX 4-bit groups of 32 with scale `d sc` and bias `-dmin m`. ggml's Q5_0 block (f16
@@ -31,15 +31,20 @@ pub fn q4_1_row(row: &[u8]) -> MlxRow {
     for block in row.chunks_exact(20) {
         out.scales.push(f16_at(block, 0));
         out.biases.push(f16_at(block, 2));
-        let qs = &block[4..20];
-        let mut values = [0u8; 32];
-        for (j, byte) in qs.iter().enumerate() {
-            values[j] = byte & 0x0F;
-            values[j + 16] = byte >> 4;
-        }
-        out.words.extend(pack(&values, 4));
+        out.words.extend(pack(&nibbles(&block[4..20]), 4));
     }
     out
+}
+
+/// The 32 values of a Q4_1/Q5_0 block's 16 nibble bytes: byte `j` holds value `j` in its low
+/// nibble and value `j + 16` in its high one.
+fn nibbles(bytes: &[u8]) -> [u8; 32] {
+    let mut values = [0u8; 32];
+    for (j, byte) in bytes.iter().enumerate() {
+        values[j] = byte & 0x0F;
+        values[j + 16] = byte >> 4;
+    }
+    values
 }
 
 /// Convert one row of Q5_0 blocks (`row.len()` a multiple of 22 bytes).
@@ -50,11 +55,9 @@ pub fn q5_0_row(row: &[u8]) -> MlxRow {
         out.scales.push(d);
         out.biases.push(-16.0 * d);
         let high = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
-        let mut values = [0u8; 32];
-        for (j, byte) in block[6..22].iter().enumerate() {
-            let bit = |k: usize| (((high >> k) & 1) as u8) << 4;
-            values[j] = (byte & 0x0F) | bit(j);
-            values[j + 16] = (byte >> 4) | bit(j + 16);
+        let mut values = nibbles(&block[6..22]);
+        for (j, v) in values.iter_mut().enumerate() {
+            *v |= (((high >> j) & 1) as u8) << 4;
         }
         out.words.extend(pack(&values, 5));
     }

@@ -1,5 +1,5 @@
 //! Dequantization of the GGUF block types that do not map exactly onto MLX's affine groups
-//! (Q5_0, Q6_K, Q2_K, IQ4_NL, ...), by ggml's own code: the values llama.cpp computes with.
+//! (Q6_K, Q2_K, Q3_K, IQ4_NL, ...), by ggml's own code: the values llama.cpp computes with.
 
 use minerva_runtime::format::gguf::GgufTensor;
 
