@@ -104,9 +104,10 @@ impl ModelTokenizer {
             Some(source) => Some(ChatTemplate::new(&source, &bos_text, &eos_text)?),
             None => None,
         };
-        // SentencePiece-style vocabularies mark word starts with a space: it is dropped from the
-        // first generated token, as Hugging Face's decoder does at the start of a text.
-        let vocabulary = Vocabulary::new(pieces, eos, !byte_level);
+        // SentencePiece-style vocabularies mark word starts with a space; where the decoder drops
+        // it at the start of a text (Llama 2's, not Gemma's), so does the first generated token.
+        let strip = !byte_level && strips_first_space(raw.get("decoder"));
+        let vocabulary = Vocabulary::new(pieces, eos, strip);
         let tokenizer = ModelTokenizer {
             tokenizer,
             bos_text: Some(bos_text).filter(|text| !text.is_empty()),
@@ -149,6 +150,30 @@ fn uses_byte_level(decoder: Option<&Value>) -> bool {
     }
 }
 
+/// Whether the decoder drops the space that starts a text: a `Strip` of one leading space, or
+/// a `Metaspace` that prefixes one.
+fn strips_first_space(decoder: Option<&Value>) -> bool {
+    let Some(decoder) = decoder else {
+        return false;
+    };
+    match decoder.get("type").and_then(Value::as_str) {
+        Some("Strip") => {
+            decoder.get("content").and_then(Value::as_str) == Some(" ")
+                && decoder.get("start").and_then(Value::as_u64).unwrap_or(0) > 0
+        }
+        Some("Metaspace") => {
+            let scheme = decoder.get("prepend_scheme").and_then(Value::as_str);
+            let legacy = decoder.get("add_prefix_space").and_then(Value::as_bool);
+            scheme.map_or(legacy.unwrap_or(true), |s| s != "never")
+        }
+        Some("Sequence") => decoder
+            .get("decoders")
+            .and_then(Value::as_array)
+            .is_some_and(|list| list.iter().any(|d| strips_first_space(Some(d)))),
+        _ => false,
+    }
+}
+
 /// GPT-2's byte <-> printable character table, inverted: character -> byte.
 fn byte_level_decoding_table() -> HashMap<char, u8> {
     let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
@@ -187,6 +212,22 @@ mod tests {
         assert_eq!(table[&'\u{0120}'], b' ');
         assert_eq!(table[&'\u{010A}'], b'\n');
         assert_eq!(table[&'a'], b'a');
+    }
+
+    #[test]
+    fn first_space_dropped_only_where_the_decoder_drops_it() {
+        let llama2 = serde_json::json!({"type": "Sequence", "decoders": [
+            {"type": "Replace"}, {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]});
+        let gemma = serde_json::json!({"type": "Sequence", "decoders": [
+            {"type": "Replace"}, {"type": "ByteFallback"}, {"type": "Fuse"}]});
+        let metaspace = serde_json::json!({"type": "Metaspace", "prepend_scheme": "always"});
+        let never = serde_json::json!({"type": "Metaspace", "prepend_scheme": "never"});
+        assert!(strips_first_space(Some(&llama2)));
+        assert!(!strips_first_space(Some(&gemma)));
+        assert!(strips_first_space(Some(&metaspace)));
+        assert!(!strips_first_space(Some(&never)));
+        assert!(!strips_first_space(None));
     }
 
     #[test]
