@@ -164,6 +164,10 @@ pub trait LoadedModel: Send + Sync {
     /// special tokens added as for a request); `Input::Tokens` is checked against the vocabulary.
     fn tokenize(&self, input: &Input) -> Result<Vec<u32>>;
 
+    /// The text `tokens` stand for, as an answer spells it (see
+    /// [`Generator::detokenize`](crate::generation::Generator::detokenize)).
+    fn detokenize(&self, tokens: &[u32]) -> Result<String>;
+
     /// The prompt text a chat request renders to: the model's template over its messages, tools
     /// and template arguments, the generation prompt added. Refused for a request that is not a
     /// chat, or a model without a template.

@@ -441,6 +441,10 @@ impl LoadedModel for EngineModel {
             .map(|(tokens, _)| tokens)
     }
 
+    fn detokenize(&self, tokens: &[u32]) -> Result<String> {
+        self.generator.detokenize(tokens)
+    }
+
     fn render(&self, request: &GenerationRequest) -> Result<String> {
         let Input::Chat(messages) = &request.input else {
             return Err(Error::InvalidRequest(

@@ -498,6 +498,14 @@ impl ModelPool {
         crate::threads::run_blocking("tokenize", move || loaded.tokenize(&input)).await?
     }
 
+    /// The text model `id`'s `tokens` stand for (see [`LoadedModel::detokenize`]), loading the
+    /// model if needed.
+    pub async fn detokenize(&self, id: &str, tokens: Vec<u32>) -> Result<String> {
+        let (_permit, model) = self.admit(id, None).await?;
+        let loaded = Arc::clone(model.model());
+        crate::threads::run_blocking("detokenize", move || loaded.detokenize(&tokens)).await?
+    }
+
     /// The prompt text model `id`'s template renders for the chat `request` (prepared as for
     /// generation: `tool_choice: none` drops the tools), loading the model if needed.
     pub async fn render(&self, id: &str, request: GenerationRequest) -> Result<String> {

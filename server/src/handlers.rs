@@ -18,7 +18,8 @@ use crate::anthropic::{self, AnthropicError, MessagesRequest};
 use crate::error::ApiError;
 use crate::ollama::{self, OllamaError};
 use crate::openai::{
-    self, ChatRequest, CompletionRequest, EmbeddingRequest, ModelEntry, TokenizeRequest,
+    self, ChatRequest, CompletionRequest, DetokenizeRequest, EmbeddingRequest, ModelEntry,
+    TokenizeRequest,
 };
 use crate::responses::{self, ResponseFrame, ResponsesRequest};
 use crate::stream::{self, finished, StreamDialect};
@@ -254,6 +255,18 @@ pub async fn tokenize(
         .tokenize(&req.model, minerva_runtime::Input::Text(req.content))
         .await?;
     Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+/// `POST /detokenize`: `{"model", "tokens": [...]}` -> `{"content"}`, the text those ids
+/// stand for, as an answer spells it.
+pub async fn detokenize(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(body_error)?;
+    let req: DetokenizeRequest = openai::parse_strict(&body)?;
+    let content = state.pool.detokenize(&req.model, req.tokens).await?;
+    Ok(Json(json!({ "content": content })).into_response())
 }
 
 /// `POST /apply-template` (as llama-server's): a chat completions body; answers

@@ -51,6 +51,7 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
         .route("/v1/messages", post(handlers::messages))
         .route("/v1/messages/count_tokens", post(handlers::count_tokens))
         .route("/tokenize", post(handlers::tokenize))
+        .route("/detokenize", post(handlers::detokenize))
         .route("/apply-template", post(handlers::apply_template))
         .route("/v1/responses", post(handlers::responses))
         .route("/api/chat", post(handlers::ollama_chat))

@@ -684,6 +684,16 @@ pub struct TokenizeRequest {
     pub content: String,
 }
 
+/// `POST /detokenize` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetokenizeRequest {
+    /// Model id.
+    pub model: String,
+    /// Token ids.
+    pub tokens: Vec<u32>,
+}
+
 /// `POST /v1/embeddings` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

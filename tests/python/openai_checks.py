@@ -548,6 +548,19 @@ def tokenize_and_count_tokens_agree_with_usage():
 
 
 @check("apis")
+def detokenize_gives_back_the_text():
+    text = "The year is 1969; café, 日本 🙂"
+    tokens = raw("POST", "/tokenize", json={"model": args.model, "content": text}).json()["tokens"]
+    r = raw("POST", "/detokenize", json={"model": args.model, "tokens": tokens})
+    assert r.status_code == 200 and r.json() == {"content": text}, r.text
+    assert_error(raw("POST", "/detokenize", json={"model": args.model, "tokens": [10_000_000]}), 400,
+                 contains="outside the vocabulary")
+    assert_error(raw("POST", "/detokenize", json={"model": args.model, "tokens": ["a"]}), 400)
+    assert_error(raw("POST", "/detokenize", json={"model": args.model}), 400)
+    assert raw("POST", "/detokenize", json={"model": "nope", "tokens": [1]}).status_code == 404
+
+
+@check("apis")
 def apply_template_renders_the_prompt_a_chat_is_given():
     chat = client().chat.completions.create(model=args.model, messages=MESSAGES, temperature=0, max_tokens=1)
     r = raw("POST", "/apply-template", json={"model": args.model, "messages": MESSAGES})
@@ -852,6 +865,11 @@ def both_engines_answer_the_same_through_runners():
     prompts = [raw("POST", "/apply-template", json={"model": m, "messages": MESSAGES}).json()["prompt"]
                for m in (args.model, args.twin)]
     assert prompts[0] == prompts[1] and FRANCE in prompts[0], prompts
+    # Token ids back to text, in the runner too.
+    ids = raw("POST", "/tokenize", json={"model": args.model, "content": FRANCE}).json()["tokens"]
+    texts = [raw("POST", "/detokenize", json={"model": m, "tokens": ids}).json()["content"]
+             for m in (args.model, args.twin)]
+    assert texts == [FRANCE, FRANCE], texts
 
 
 @check("runners")

@@ -145,6 +145,24 @@ impl Generator {
         self.vocab.len()
     }
 
+    /// The text `tokens` stand for, spelled as in an answer: control tokens have none (unless
+    /// kept as markup), and a SentencePiece word-start space that a text's decoder drops is
+    /// dropped from the first token. Bytes that are not UTF-8 become U+FFFD.
+    pub fn detokenize(&self, tokens: &[u32]) -> Result<String> {
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= self.vocab.len()) {
+            return Err(Error::InvalidRequest(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                self.vocab.len()
+            )));
+        }
+        let bytes: Vec<u8> = tokens
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &t)| self.vocab.piece(t, i == 0).iter().copied())
+            .collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// Write these control tokens as text in answers from now on (set once, before the first
     /// request; see [`Vocabulary::keep_markup`]).
     pub fn keep_markup(&self, tokens: impl IntoIterator<Item = (u32, Vec<u8>)>) {

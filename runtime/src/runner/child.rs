@@ -92,7 +92,13 @@ pub async fn serve_runner(router: impl FnOnce(&Config) -> Result<Router>) -> Res
             }
             ToRunner::Render { id, request } => {
                 let _ = outbox.send(match model.render(&request) {
-                    Ok(prompt) => FromRunner::Rendered { id, prompt },
+                    Ok(text) => FromRunner::Text { id, text },
+                    Err(error) => FromRunner::Failed { id, error },
+                });
+            }
+            ToRunner::Detokenize { id, tokens } => {
+                let _ = outbox.send(match model.detokenize(&tokens) {
+                    Ok(text) => FromRunner::Text { id, text },
                     Err(error) => FromRunner::Failed { id, error },
                 });
             }

@@ -60,11 +60,21 @@ enum Pending {
         events: mpsc::UnboundedSender<Result<StreamEvent>>,
     },
     Tokens(std::sync::mpsc::Sender<Result<Vec<u32>>>),
-    Rendered(std::sync::mpsc::Sender<Result<String>>),
+    Text(std::sync::mpsc::Sender<Result<String>>),
     Embed(oneshot::Sender<Result<Embeddings>>),
 }
 
 impl RunnerModel {
+    /// Send the message `ask` makes for a request id and wait for the text it answers.
+    fn text(&self, ask: impl FnOnce(u64) -> ToRunner) -> Result<String> {
+        let (answer, answered) = std::sync::mpsc::channel();
+        let id = self.link.register(Pending::Text(answer))?;
+        self.link.send(ask(id));
+        answered
+            .recv()
+            .unwrap_or_else(|_| Err(self.link.crashed("closed its socket")))
+    }
+
     /// Start a runner with `launcher` and load `entry` in it. A runner that dies while loading
     /// gives [`Error::EngineCrashed`]; a load error inside it is returned as the runner saw it.
     pub async fn start(
@@ -213,9 +223,9 @@ impl Link {
                     let _ = answer.send(Ok(tokens));
                 }
             }
-            FromRunner::Rendered { id, prompt } => {
-                if let Some(Pending::Rendered(answer)) = state.pending.remove(&id) {
-                    let _ = answer.send(Ok(prompt));
+            FromRunner::Text { id, text } => {
+                if let Some(Pending::Text(answer)) = state.pending.remove(&id) {
+                    let _ = answer.send(Ok(text));
                 }
             }
             FromRunner::Embedded {
@@ -271,7 +281,7 @@ impl Pending {
             Pending::Tokens(answer) => {
                 let _ = answer.send(Err(error));
             }
-            Pending::Rendered(answer) => {
+            Pending::Text(answer) => {
                 let _ = answer.send(Err(error));
             }
             Pending::Embed(answer) => {
@@ -330,16 +340,15 @@ impl LoadedModel for RunnerModel {
     }
 
     /// A blocking round trip to the runner, as [`RunnerModel::tokenize`].
+    fn detokenize(&self, tokens: &[u32]) -> Result<String> {
+        let tokens = tokens.to_vec();
+        self.text(|id| ToRunner::Detokenize { id, tokens })
+    }
+
+    /// A blocking round trip to the runner, as [`RunnerModel::tokenize`].
     fn render(&self, request: &GenerationRequest) -> Result<String> {
-        let (answer, answered) = std::sync::mpsc::channel();
-        let id = self.link.register(Pending::Rendered(answer))?;
-        self.link.send(ToRunner::Render {
-            id,
-            request: Box::new(request.clone()),
-        });
-        answered
-            .recv()
-            .unwrap_or_else(|_| Err(self.link.crashed("closed its socket")))
+        let request = Box::new(request.clone());
+        self.text(|id| ToRunner::Render { id, request })
     }
 
     async fn stream(&self, request: GenerationRequest) -> Result<TokenStream> {

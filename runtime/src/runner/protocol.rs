@@ -45,6 +45,13 @@ pub enum ToRunner {
         /// The input.
         input: Input,
     },
+    /// The text of token ids.
+    Detokenize {
+        /// Request id.
+        id: u64,
+        /// The token ids.
+        tokens: Vec<u32>,
+    },
     /// Render a chat request's prompt text.
     Render {
         /// Request id.
@@ -108,12 +115,12 @@ pub enum FromRunner {
         /// Token ids.
         tokens: Vec<u32>,
     },
-    /// The text of a [`ToRunner::Render`].
-    Rendered {
+    /// The text of a [`ToRunner::Render`] or a [`ToRunner::Detokenize`].
+    Text {
         /// Request id.
         id: u64,
-        /// The prompt text.
-        prompt: String,
+        /// The text.
+        text: String,
     },
     /// The vectors of a [`ToRunner::Embed`].
     Embedded {
