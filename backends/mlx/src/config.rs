@@ -8,13 +8,27 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The architectures this engine runs, by `model_type`.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma3_text",
+    "gemma3",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+];
 
 /// Transformer hyper-parameters.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelConfig {
-    /// `llama`, `mistral`, `qwen2`, `qwen3`.
+    /// One of [`SUPPORTED_MODEL_TYPES`]; a wrapper's text model's type (`gemma3` -> `gemma3_text`).
     pub model_type: String,
+    /// Where the text model's tensors are named from (`language_model.` in a multimodal
+    /// wrapper's checkpoint, whose other towers are never read).
+    #[serde(skip)]
+    pub weight_prefix: String,
     /// Width of the residual stream.
     pub hidden_size: i32,
     /// Transformer blocks.
@@ -50,6 +64,30 @@ pub struct ModelConfig {
     pub eos_token_id: Option<TokenIds>,
     /// MLX quantization: `{"group_size", "bits"}` plus per-layer overrides.
     pub quantization: Option<Value>,
+    /// Attention scale is this to the power -1/2 rather than the head width's (Gemma).
+    pub query_pre_attn_scalar: Option<f32>,
+    /// Keys a sliding-window layer attends to, its query's position included.
+    pub sliding_window: Option<i32>,
+    /// Every n-th layer attends globally, the others over the window (Gemma 3).
+    pub sliding_window_pattern: Option<usize>,
+    /// Per layer, `sliding_attention` or `full_attention` (newer configs' form of the pattern).
+    pub layer_types: Option<Vec<String>>,
+    /// RoPE base of the sliding-window layers (Gemma 3).
+    pub rope_local_base_freq: Option<f32>,
+    /// Experts of a mixture-of-experts layer (Qwen MoE).
+    pub num_experts: Option<i32>,
+    /// Experts of a mixture-of-experts layer (Mixtral).
+    pub num_local_experts: Option<i32>,
+    /// Experts each token goes through.
+    pub num_experts_per_tok: Option<i32>,
+    /// The chosen experts' weights are renormalised to sum to one (Qwen3 MoE).
+    #[serde(default)]
+    pub norm_topk_prob: bool,
+    /// Every n-th layer is a mixture of experts (Qwen MoE; 1 when absent).
+    pub decoder_sparse_step: Option<usize>,
+    /// Layers with a dense MLP all the same (Qwen MoE).
+    #[serde(default)]
+    pub mlp_only_layers: Vec<usize>,
 }
 
 /// One token id or several.
@@ -80,6 +118,54 @@ fn default_rope_theta() -> f32 {
     10_000.0
 }
 
+/// The text model's configuration, its family's defaults filled in where the file is silent (as
+/// the reference implementation's), and the prefix of its tensors' names. A multimodal wrapper
+/// (`gemma3`) holds its text model's fields in `text_config`.
+fn text_model(value: &Value) -> (Value, &'static str) {
+    let mut merged = serde_json::Map::new();
+    let mut put = |fields: &Value| {
+        if let Some(fields) = fields.as_object() {
+            merged.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    };
+    match value.get("model_type").and_then(Value::as_str) {
+        Some("gemma3") => {
+            put(&gemma3_text_defaults());
+            // The wrapper's own defaults: mlx_lm's `gemma3.ModelArgs`.
+            put(&serde_json::json!({"num_attention_heads": 8, "num_key_value_heads": 4}));
+            let mut outer = value.clone();
+            if let Some(o) = outer.as_object_mut() {
+                o.remove("text_config");
+                o.remove("vision_config");
+            }
+            put(&outer);
+            put(value.get("text_config").unwrap_or(&Value::Null));
+            // The wrapper's vocabulary size (or its default) wins, as in mlx_lm.
+            let vocab = value.get("vocab_size").cloned().unwrap_or(262208.into());
+            merged.insert("vocab_size".into(), vocab);
+            merged.insert("model_type".into(), "gemma3_text".into());
+            (Value::Object(merged), "language_model.")
+        }
+        Some("gemma3_text") => {
+            put(&gemma3_text_defaults());
+            put(value);
+            (Value::Object(merged), "")
+        }
+        _ => (value.clone(), ""),
+    }
+}
+
+/// mlx_lm's `gemma3_text.ModelArgs` defaults (Gemma 3 1B's shape).
+fn gemma3_text_defaults() -> Value {
+    serde_json::json!({
+        "hidden_size": 1152, "num_hidden_layers": 26, "intermediate_size": 6912,
+        "num_attention_heads": 4, "head_dim": 256, "rms_norm_eps": 1e-6, "vocab_size": 262144,
+        "num_key_value_heads": 1, "rope_theta": 1_000_000.0, "rope_local_base_freq": 10_000.0,
+        "query_pre_attn_scalar": 256.0, "sliding_window": 512, "sliding_window_pattern": 6,
+        "max_position_embeddings": 32768,
+    })
+}
+
 impl ModelConfig {
     /// Read the parsed `config.json` (at `path`), refusing architectures this engine does not
     /// implement.
@@ -98,8 +184,10 @@ impl ModelConfig {
                 ))
             }
         }
-        let config: ModelConfig = serde_json::from_value(value.clone())
+        let (value, weight_prefix) = text_model(value);
+        let mut config: ModelConfig = serde_json::from_value(value)
             .map_err(|e| Error::invalid_model(path, format!("unusable config: {e}")))?;
+        config.weight_prefix = weight_prefix.to_string();
         config.validate(path)?;
         Ok(config)
     }

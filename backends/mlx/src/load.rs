@@ -236,7 +236,8 @@ fn build(
             .and_then(|index| index.parse::<usize>().ok())
             .is_none_or(|index| layers.contains(&index))
     };
-    let mut weights = Weights::load(dir, &files.shards, layout, dense_from_rows, &keep)?;
+    let prefix = &config.weight_prefix;
+    let mut weights = Weights::load(dir, &files.shards, layout, dense_from_rows, prefix, &keep)?;
     Transformer::new(config, config_path, &mut weights, layers)
 }
 

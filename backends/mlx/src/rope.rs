@@ -10,6 +10,7 @@ use crate::config::ModelConfig;
 use crate::error::MlxResultExt;
 
 /// RoPE as `mlx_rs::fast::rope` applies it (non-traditional, i.e. rotate-half layout).
+#[derive(Clone)]
 pub struct Rope {
     dims: i32,
     base: Option<f32>,
@@ -18,15 +19,20 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// Unscaled RoPE over `dims` with base `base` (e.g. Gemma 3's sliding-window layers).
+    pub fn plain(dims: i32, base: f32) -> Rope {
+        Rope {
+            dims,
+            base: Some(base),
+            scale: 1.0,
+            freqs: None,
+        }
+    }
+
     /// RoPE for `config`; `config_path` names the file in errors.
     pub fn new(config: &ModelConfig, config_path: &Path) -> Result<Rope> {
         let dims = config.head_dim();
-        let plain = Rope {
-            dims,
-            base: Some(config.rope_theta),
-            scale: 1.0,
-            freqs: None,
-        };
+        let plain = Rope::plain(dims, config.rope_theta);
         let Some(scaling) = config.rope_scaling.as_ref().filter(|v| !v.is_null()) else {
             return Ok(plain);
         };

@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use minerva_runtime::{Error, Result};
-use mlx_rs::ops::dequantize;
+use mlx_rs::ops::{dequantize, stack};
 use mlx_rs::transforms::eval;
 use mlx_rs::{Array, Dtype};
 
 use crate::config::ModelConfig;
 use crate::error::MlxResultExt;
 use crate::layers::{Embedding, Linear, QuantParams, RmsNorm};
+use crate::models::SwitchLinear;
 
 /// How weights are kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,23 +34,29 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Load the tensors of every shard (already validated by the format reader) whose names
-    /// `keep` accepts into MLX arrays; the others are never read (a rank of a split model reads
-    /// only its layers). `dense_from_rows` goes to every quantized layer
+    /// Load the tensors of every shard (already validated by the format reader) named
+    /// `prefix` + a name that `keep` accepts into MLX arrays, by that name; the others are never
+    /// read (a rank of a split model reads only its layers, a multimodal checkpoint's text model
+    /// only its own). `dense_from_rows` goes to every quantized layer
     /// ([`QuantParams::dense_from_rows`]).
     pub fn load(
         dir: &Path,
         shards: &[PathBuf],
         layout: Layout,
         dense_from_rows: Option<i32>,
+        prefix: &str,
         keep: &dyn Fn(&str) -> bool,
     ) -> Result<Weights> {
         let mut tensors = HashMap::new();
         for shard in shards {
-            let mut loaded = Array::load_safetensors(shard)
+            let loaded = Array::load_safetensors(shard)
                 .map_err(|e| Error::invalid_model(shard, format!("MLX could not load it: {e}")))?;
             // MLX loads lazily: a tensor dropped before evaluation is never read.
-            loaded.retain(|name, _| keep(name));
+            let loaded: HashMap<String, Array> = loaded
+                .into_iter()
+                .filter_map(|(name, a)| Some((name.strip_prefix(prefix)?.to_string(), a)))
+                .filter(|(name, _)| keep(name))
+                .collect();
             // Read now, so that load time is load time and a bad shard fails here.
             eval(loaded.values())
                 .map_err(|e| Error::invalid_model(shard, format!("MLX could not read it: {e}")))?;
@@ -117,6 +124,54 @@ impl Weights {
         Ok(Linear::new(weight, bias, quant))
     }
 
+    /// Projection `name` of every expert of the mixture at `prefix`: stored stacked
+    /// (`{prefix}.switch_mlp.{name}`, as mlx_lm saves it) or one tensor per expert
+    /// (`{prefix}.experts.{e}.{per_expert}`, as Hugging Face does), quantized or not.
+    pub fn stacked(
+        &mut self,
+        prefix: &str,
+        name: &str,
+        per_expert: &str,
+        experts: i32,
+        config: &ModelConfig,
+    ) -> Result<SwitchLinear> {
+        let switch = format!("{prefix}.switch_mlp.{name}");
+        let (weight, quant) = if self.has(&format!("{switch}.weight")) {
+            let weight = self.take(&format!("{switch}.weight"))?;
+            (weight, self.quant_params(&switch, config)?)
+        } else {
+            let mut parts: [Vec<Array>; 3] = Default::default();
+            let mut quant = None;
+            for e in 0..experts {
+                let one = format!("{prefix}.experts.{e}.{per_expert}");
+                parts[0].push(self.take(&format!("{one}.weight"))?);
+                if let Some(q) = self.quant_params(&one, config)? {
+                    parts[1].push(q.scales.clone());
+                    parts[2].extend(q.biases.clone());
+                    quant = Some(q);
+                }
+            }
+            let joined = |arrays: &[Array]| -> Result<Array> {
+                let joined = stack(arrays, 0).mlx()?;
+                eval([&joined]).mlx()?;
+                Ok(joined)
+            };
+            let quant = match quant {
+                Some(q) => Some(QuantParams {
+                    scales: joined(&parts[1])?,
+                    biases: (!parts[2].is_empty())
+                        .then(|| joined(&parts[2]))
+                        .transpose()?,
+                    ..q
+                }),
+                None => None,
+            };
+            (joined(&parts[0])?, quant)
+        };
+        let (weight, quant) = self.arrange(weight, quant)?;
+        Ok(SwitchLinear::new(weight, quant))
+    }
+
     /// The token embedding at `prefix`.
     pub fn embedding(&mut self, prefix: &str, config: &ModelConfig) -> Result<Embedding> {
         let weight = self.take(&format!("{prefix}.weight"))?;
@@ -125,9 +180,15 @@ impl Weights {
         Ok(Embedding::new(weight, quant))
     }
 
-    /// The RMSNorm at `prefix`.
-    pub fn rms_norm(&mut self, prefix: &str, eps: f32) -> Result<RmsNorm> {
-        let weight = self.take(&format!("{prefix}.weight"))?;
+    /// The RMSNorm at `prefix`; with `offset`, its stored weight `w` scales by `1 + w` (Gemma),
+    /// added here once in the stored type, as the reference adds it on every call.
+    pub fn rms_norm(&mut self, prefix: &str, eps: f32, offset: bool) -> Result<RmsNorm> {
+        let mut weight = self.take(&format!("{prefix}.weight"))?;
+        if offset {
+            let one = Array::from_f32(1.0).as_dtype(weight.dtype()).mlx()?;
+            weight = one.add(&weight).mlx()?;
+            eval([&weight]).mlx()?;
+        }
         Ok(RmsNorm::new(self.float(weight)?, eps))
     }
 

@@ -9,6 +9,6 @@ pub fn options(config: &ModelConfig) -> ArchOptions {
         qkv_bias: config.attention_bias,
         o_bias: config.attention_bias,
         mlp_bias: config.mlp_bias,
-        qk_norm: false,
+        ..ArchOptions::default()
     }
 }

@@ -1,9 +1,15 @@
 //! Decoder-only transformers. The supported architectures share one implementation
-//! ([`Transformer`]); each module states what its family changes ([`ArchOptions`]).
+//! ([`Transformer`]); each module states what its family changes ([`Family`]).
 
+mod experts;
+mod gemma3;
 mod llama;
+mod mixtral;
 mod qwen2;
 mod qwen3;
+mod qwen_moe;
+
+pub use experts::SwitchLinear;
 
 use std::ops::Range;
 use std::path::Path;
@@ -12,10 +18,11 @@ use minerva_runtime::{Error, Result};
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::ops::{
-    concatenate, dequantize, expand_dims, quantized_matmul, select, sigmoid, softmax_axes,
+    clip, concatenate, dequantize, expand_dims, quantized_matmul, select, sigmoid, softmax_axes,
+    tanh,
 };
 use mlx_rs::transforms::compile::compile;
-use mlx_rs::Array;
+use mlx_rs::{Array, Dtype};
 
 use crate::cache::{KvCache, KvQuantization};
 use crate::config::ModelConfig;
@@ -23,8 +30,9 @@ use crate::error::MlxResultExt;
 use crate::layers::{Embedding, Linear, Projections, RmsNorm};
 use crate::rope::Rope;
 use crate::weights::Weights;
+use experts::{Experts, Routing, SwitchGlu};
 
-/// What an architecture changes in the shared transformer.
+/// What an architecture changes in the shared transformer, the same in every layer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ArchOptions {
     /// Bias on the q, k and v projections.
@@ -33,16 +41,97 @@ pub struct ArchOptions {
     pub o_bias: bool,
     /// Bias on the MLP projections.
     pub mlp_bias: bool,
-    /// RMSNorm of each query and key head before RoPE (Qwen3).
+    /// RMSNorm of each query and key head before RoPE (Qwen3, Gemma 3).
     pub qk_norm: bool,
+    /// Norm weights stored as offsets from one: the scale is `1 + w` (Gemma).
+    pub norm_offset: bool,
+    /// Attention and MLP outputs are normed too before they join the residual stream, the MLP's
+    /// input by a norm of its own (Gemma 2/3: four norms per block).
+    pub sandwich_norms: bool,
+    /// A float16 residual stream is summed in float32 and clipped to float16's range (Gemma).
+    pub clipped_residual: bool,
+    /// The MLP's gate activation.
+    pub activation: Activation,
+    /// Embeddings are multiplied by the square root of the hidden size, rounded to bfloat16
+    /// (Gemma).
+    pub embed_scale: bool,
+    /// Scale of the attention scores; `head_dim^-1/2` when `None`.
+    pub attention_scale: Option<f32>,
+    /// The mixture of experts of the layers that have one.
+    pub moe: Option<Moe>,
 }
 
-/// The options of `config.model_type` (already checked to be supported).
-fn arch_options(config: &ModelConfig, config_path: &Path) -> Result<ArchOptions> {
+/// A family's mixture-of-experts layers.
+#[derive(Debug, Clone, Copy)]
+pub struct Moe {
+    /// Experts in each mixture.
+    pub experts: i32,
+    /// Experts each token goes through.
+    pub top_k: i32,
+    /// How the router's logits weigh them.
+    pub routing: Routing,
+    /// The mixture's tensors are named `{layer}.{path}.*`.
+    pub path: &'static str,
+    /// Hugging Face's names of each expert's gate, up and down projections.
+    pub per_expert: [&'static str; 3],
+    /// Every token also goes through a shared expert, sigmoid-gated (Qwen2 MoE).
+    pub shared_expert: bool,
+}
+
+/// The gate activation of a gated MLP.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Activation {
+    /// `silu(gate) * up` (SwiGLU).
+    #[default]
+    Silu,
+    /// `gelu_tanh(gate) * up` (GeGLU with GELU's tanh approximation).
+    GeluTanh,
+}
+
+/// What differs between one layer and the next.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Layer {
+    /// Keys within this many positions of the query (its own included); all when `None`.
+    pub window: Option<i32>,
+    /// An unscaled RoPE base of its own (Gemma 3's sliding layers); the model's RoPE when
+    /// `None`.
+    pub rope_base: Option<f32>,
+    /// A mixture of experts ([`ArchOptions::moe`]) instead of the dense MLP.
+    pub experts: bool,
+}
+
+/// An architecture: its options and each layer.
+pub struct Family {
+    /// The same in every layer.
+    pub options: ArchOptions,
+    /// One per layer of the model.
+    pub layers: Vec<Layer>,
+}
+
+impl Family {
+    /// Every layer alike: attending to every earlier position with the model's RoPE, and a
+    /// mixture of experts if the options have one.
+    fn uniform(options: ArchOptions, config: &ModelConfig) -> Family {
+        let layer = Layer {
+            experts: options.moe.is_some(),
+            ..Layer::default()
+        };
+        Family {
+            options,
+            layers: vec![layer; config.num_hidden_layers],
+        }
+    }
+}
+
+/// The family of `config.model_type` (already checked to be supported).
+fn family(config: &ModelConfig, config_path: &Path) -> Result<Family> {
     match config.model_type.as_str() {
-        "llama" | "mistral" => Ok(llama::options(config)),
-        "qwen2" => Ok(qwen2::options(config)),
-        "qwen3" => Ok(qwen3::options(config)),
+        "llama" | "mistral" => Ok(Family::uniform(llama::options(config), config)),
+        "qwen2" => Ok(Family::uniform(qwen2::options(config), config)),
+        "qwen3" => Ok(Family::uniform(qwen3::options(config), config)),
+        "gemma3_text" => gemma3::family(config, config_path),
+        "mixtral" => mixtral::family(config, config_path),
+        "qwen2_moe" | "qwen3_moe" => qwen_moe::family(config, config_path),
         other => Err(Error::invalid_model(
             config_path,
             format!("model_type `{other}` is not supported by the MLX engine"),
@@ -60,11 +149,14 @@ struct Attention {
     kv_heads: i32,
     head_dim: i32,
     scale: f32,
+    /// See [`Layer::window`].
+    window: Option<i32>,
+    rope: Rope,
 }
 
 impl Attention {
     /// `x` is `[rows, len, hidden]`, one row per sequence, each after what its cache holds.
-    fn forward(&self, x: &Array, caches: &mut [&mut KvCache], rope: &Rope) -> Result<Array> {
+    fn forward(&self, x: &Array, caches: &mut [&mut KvCache]) -> Result<Array> {
         let (rows, len) = (x.dim(0), x.dim(1));
         let (heads, kv_heads) = (self.heads, self.kv_heads);
         // `[rows, heads + 2 kv_heads, len, head_dim]`, copied once into that layout, so that q, k
@@ -92,7 +184,7 @@ impl Attention {
         let q = normed(q, self.q_norm.as_ref())?;
         let k = normed(k, self.k_norm.as_ref())?;
         let out = match caches {
-            [cache] => self.attend(&q, &k, &v, cache, rope)?,
+            [cache] => self.attend(&q, &k, &v, cache)?,
             // Sequences hold different positions: attention runs per sequence; the projections
             // around it are batched.
             _ => {
@@ -103,7 +195,7 @@ impl Attention {
                 );
                 let mut outs = Vec::with_capacity(rows as usize);
                 for (i, cache) in caches.iter_mut().enumerate() {
-                    outs.push(self.attend(&qs[i], &ks[i], &vs[i], cache, rope)?);
+                    outs.push(self.attend(&qs[i], &ks[i], &vs[i], cache)?);
                 }
                 concatenate(&outs, 0).mlx()?
             }
@@ -117,52 +209,62 @@ impl Attention {
     }
 
     /// Attention of one sequence's `[1, heads, len, head_dim]` queries over its cache.
-    fn attend(
-        &self,
-        q: &Array,
-        k: &Array,
-        v: &Array,
-        cache: &mut KvCache,
-        rope: &Rope,
-    ) -> Result<Array> {
+    fn attend(&self, q: &Array, k: &Array, v: &Array, cache: &mut KvCache) -> Result<Array> {
         let offset = cache.offset();
-        let q = rope.apply(q, offset)?;
-        let k = rope.apply(k, offset)?;
+        let q = self.rope.apply(q, offset)?;
+        let k = self.rope.apply(k, offset)?;
         let (k, v) = cache.update(&k, v)?;
-        match (cache.quantization(), &k[..], &v[..]) {
-            (None, [k], [v]) => {
-                let mask = (q.dim(2) > 1).then_some(ScaledDotProductAttentionMask::Causal);
-                fast::scaled_dot_product_attention(&q, k, v, self.scale, mask, None).mlx()
-            }
-            (Some(quantization), _, _) if !crate::load::quantized_attention_kernels() => {
-                // Dequantized history, float attention: the cache stays packed in memory.
-                let float = |parts: &[Array]| {
-                    let KvQuantization { bits, group_size } = quantization;
-                    dequantize(&parts[0], &parts[1], Some(&parts[2]), group_size, bits).mlx()
-                };
-                let (k, v) = (
-                    float(&k)?.as_dtype(q.dtype()).mlx()?,
-                    float(&v)?.as_dtype(q.dtype()).mlx()?,
-                );
-                let mask = (q.dim(2) > 1).then_some(ScaledDotProductAttentionMask::Causal);
-                fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask, None).mlx()
-            }
-            (Some(quantization), _, _) => {
-                self.quantized_attention(&q, &k, &v, offset, quantization)
-            }
-            _ => unreachable!("a float cache stores one array for keys and one for values"),
+        // Keys before `first` are outside every query's window.
+        let first = self.window.map_or(0, |w| (offset + 1 - w).max(0));
+        let (k, v) = (from_position(k, first)?, from_position(v, first)?);
+        let len = q.dim(2);
+        let quantized = cache.quantization();
+        if let Some(quantization) =
+            quantized.filter(|_| crate::load::quantized_attention_kernels())
+        {
+            let mask = (len > 1)
+                .then(|| visible(offset, len, first, self.window))
+                .transpose()?;
+            return self.quantized_attention(&q, &k, &v, mask.as_ref(), quantization);
         }
+        let (k, v) = match quantized {
+            None => (k[0].clone(), v[0].clone()),
+            // Dequantized history, float attention: the cache stays packed in memory.
+            Some(KvQuantization { bits, group_size }) => {
+                let float = |parts: &[Array]| {
+                    dequantize(&parts[0], &parts[1], Some(&parts[2]), group_size, bits)
+                        .mlx()?
+                        .as_dtype(q.dtype())
+                        .mlx()
+                };
+                (float(&k)?, float(&v)?)
+            }
+        };
+        // One query sees every key kept; a causal mask is aligned to the last key; a window
+        // narrower than the keys needs its own mask.
+        let windowed = self.window.is_some_and(|w| w < offset + len - first);
+        let explicit = match (len, windowed) {
+            (1, _) | (_, false) => None,
+            _ => Some(visible(offset, len, first, self.window)?),
+        };
+        let mask = match (&explicit, len) {
+            (Some(mask), _) => Some(ScaledDotProductAttentionMask::Array(mask)),
+            (None, 1) => None,
+            (None, _) => Some(ScaledDotProductAttentionMask::Causal),
+        };
+        fast::scaled_dot_product_attention(&q, &k, &v, self.scale, mask, None).mlx()
     }
 
     /// Attention over a quantized cache: each group of query heads sharing a KV head is
     /// multiplied with the packed keys and values directly (`quantized_matmul`), never
-    /// dequantizing the history. `q` is `[1, heads, len, head_dim]`, after `offset` positions.
+    /// dequantizing the history. `q` is `[1, heads, len, head_dim]`; `visible` is which keys
+    /// each query sees (all when `None`).
     fn quantized_attention(
         &self,
         q: &Array,
         keys: &[Array],
         values: &[Array],
-        offset: i32,
+        visible: Option<&Array>,
         quantization: KvQuantization,
     ) -> Result<Array> {
         let (len, KvQuantization { bits, group_size }) = (q.dim(2), quantization);
@@ -177,19 +279,11 @@ impl Attention {
         };
         let (k, v) = (grouped(keys)?, grouped(values)?);
         let mut scores = quantized_matmul(&q, &k[0], &k[1], &k[2], true, group_size, bits).mlx()?;
-        if len > 1 {
-            // Query i (at position offset + i) sees keys 0..=offset + i.
-            let total = offset + len;
-            let key_positions = Array::arange::<_, i32>(None, total, None).mlx()?;
-            let query_positions = Array::arange::<_, i32>(offset, total, None)
-                .mlx()?
-                .reshape(&[len, 1])
-                .mlx()?;
-            let visible = key_positions.le(&query_positions).mlx()?;
+        if let Some(visible) = visible {
             let hidden = Array::from_f32(f32::NEG_INFINITY)
                 .as_dtype(scores.dtype())
                 .mlx()?;
-            scores = select(&visible, &scores, &hidden).mlx()?;
+            scores = select(visible, &scores, &hidden).mlx()?;
         }
         let weights = softmax_axes(&scores, &[-1], true).mlx()?;
         quantized_matmul(&weights, &v[0], &v[1], &v[2], false, group_size, bits)
@@ -199,10 +293,41 @@ impl Attention {
     }
 }
 
+/// The positions from `first` on of a cache's keys or values (every part, when quantized).
+fn from_position(parts: Vec<Array>, first: i32) -> Result<Vec<Array>> {
+    if first == 0 {
+        return Ok(parts);
+    }
+    parts
+        .iter()
+        .map(|p| p.try_index((.., .., first.., ..)).mlx())
+        .collect()
+}
+
+/// Which of the keys at `first..offset + len` each of the `len` queries at `offset..` sees,
+/// `[len, keys]`: those at or before its own position and, with a `window`, within it.
+fn visible(offset: i32, len: i32, first: i32, window: Option<i32>) -> Result<Array> {
+    let end = offset + len;
+    let keys = Array::arange::<_, i32>(first, end, None).mlx()?;
+    let queries = Array::arange::<_, i32>(offset, end, None)
+        .mlx()?
+        .reshape(&[len, 1])
+        .mlx()?;
+    let causal = keys.le(&queries).mlx()?;
+    match window {
+        None => Ok(causal),
+        Some(w) => {
+            let near = keys.add(Array::from_int(w)).mlx()?.gt(&queries).mlx()?;
+            causal.logical_and(&near).mlx()
+        }
+    }
+}
+
 struct Mlp {
     /// gate and up.
     gate_up: Projections,
     down_proj: Linear,
+    activation: Activation,
 }
 
 impl Mlp {
@@ -212,7 +337,11 @@ impl Mlp {
             .forward(x)?
             .try_into()
             .map_err(|_| Error::engine(crate::ENGINE_NAME, "gate and up expected"))?;
-        self.down_proj.forward(&swiglu(&gate, &up)?)
+        let hidden = match self.activation {
+            Activation::Silu => swiglu(&gate, &up)?,
+            Activation::GeluTanh => geglu(&gate, &up)?,
+        };
+        self.down_proj.forward(&hidden)
     }
 }
 
@@ -222,22 +351,75 @@ fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
     compile(f, true)((gate, up)).mlx()
 }
 
+/// `gelu_tanh(gate) * up` as one compiled kernel, in the gate's type: MLX's `gelu_approx`,
+/// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`.
+fn geglu(gate: &Array, up: &Array) -> Result<Array> {
+    let f = |(g, u): (&Array, &Array)| {
+        let c = |v: f32| Array::from_f32(v).as_dtype(g.dtype());
+        let cubed = g.multiply(g)?.multiply(g)?;
+        let inner = g.add(cubed.multiply(c(0.044715)?)?)?;
+        let t = tanh(inner.multiply(c((2.0 / std::f32::consts::PI).sqrt())?)?)?;
+        c(0.5)?.multiply(g)?.multiply(c(1.0)?.add(t)?)?.multiply(u)
+    };
+    compile(f, true)((gate, up)).mlx()
+}
+
+/// A block's feed-forward layer.
+enum FeedForward {
+    Dense(Mlp),
+    Experts(Experts),
+}
+
+impl FeedForward {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        match self {
+            FeedForward::Dense(mlp) => mlp.forward(x),
+            FeedForward::Experts(experts) => experts.forward(x),
+        }
+    }
+}
+
 struct Block {
-    input_norm: RmsNorm,
+    attention_norm: RmsNorm,
     attention: Attention,
-    post_attention_norm: RmsNorm,
-    mlp: Mlp,
+    /// Norms the attention's output (sandwich norms).
+    attention_out_norm: Option<RmsNorm>,
+    mlp_norm: RmsNorm,
+    mlp: FeedForward,
+    /// Norms the MLP's output (sandwich norms).
+    mlp_out_norm: Option<RmsNorm>,
+    clipped_residual: bool,
 }
 
 impl Block {
-    fn forward(&self, x: &Array, caches: &mut [&mut KvCache], rope: &Rope) -> Result<Array> {
-        let h = x
-            .add(
-                self.attention
-                    .forward(&self.input_norm.forward(x)?, caches, rope)?,
-            )
+    fn forward(&self, x: &Array, caches: &mut [&mut KvCache]) -> Result<Array> {
+        let out = |y: Array, norm: &Option<RmsNorm>| match norm {
+            Some(n) => n.forward(&y),
+            None => Ok(y),
+        };
+        let r = self
+            .attention
+            .forward(&self.attention_norm.forward(x)?, caches)?;
+        let h = self.residual(x, &out(r, &self.attention_out_norm)?)?;
+        let r = self.mlp.forward(&self.mlp_norm.forward(&h)?)?;
+        self.residual(&h, &out(r, &self.mlp_out_norm)?)
+    }
+
+    /// `x + y`; in float32 and clipped to float16's range for a clipped float16 stream.
+    fn residual(&self, x: &Array, y: &Array) -> Result<Array> {
+        if !self.clipped_residual || x.dtype() != Dtype::Float16 {
+            return x.add(y).mlx();
+        }
+        let sum = x
+            .as_dtype(Dtype::Float32)
+            .mlx()?
+            .add(y.as_dtype(Dtype::Float32).mlx()?)
             .mlx()?;
-        h.add(self.mlp.forward(&self.post_attention_norm.forward(&h)?)?)
+        // float16's largest finite value.
+        let bound = 65504.0f32;
+        clip(&sum, (-bound, bound))
+            .mlx()?
+            .as_dtype(Dtype::Float16)
             .mlx()
     }
 }
@@ -245,10 +427,11 @@ impl Block {
 /// A loaded decoder: embeddings, blocks, final norm and output head.
 pub struct Transformer {
     embed: Embedding,
+    /// Multiplies the embeddings (Gemma).
+    embed_scale: Option<f32>,
     blocks: Vec<Block>,
     norm: RmsNorm,
     lm_head: Option<Linear>,
-    rope: Rope,
 }
 
 impl Transformer {
@@ -260,23 +443,36 @@ impl Transformer {
         weights: &mut Weights,
         layers: Range<usize>,
     ) -> Result<Self> {
-        let arch = arch_options(config, config_path)?;
+        let family = family(config, config_path)?;
+        let arch = family.options;
         let eps = config.rms_norm_eps;
         let head_dim = config.head_dim();
+        let rope = Rope::new(config, config_path)?;
+        let norm = |w: &mut Weights, name: &str| w.rms_norm(name, eps, arch.norm_offset);
         let mut blocks = Vec::with_capacity(layers.len());
         for i in layers {
             let p = format!("model.layers.{i}");
             let a = format!("{p}.self_attn");
             let m = format!("{p}.mlp");
-            let qk_norm = |w: &mut Weights, name: &str| -> Result<Option<RmsNorm>> {
-                arch.qk_norm
-                    .then(|| w.rms_norm(&format!("{a}.{name}"), eps))
+            let layer = family.layers[i];
+            let optional = |w: &mut Weights, on: bool, name: &str| -> Result<Option<RmsNorm>> {
+                on.then(|| w.rms_norm(name, eps, arch.norm_offset))
                     .transpose()
             };
-            let q_norm = qk_norm(weights, "q_norm")?;
-            let k_norm = qk_norm(weights, "k_norm")?;
+            let q_norm = optional(weights, arch.qk_norm, &format!("{a}.q_norm"))?;
+            let k_norm = optional(weights, arch.qk_norm, &format!("{a}.k_norm"))?;
+            let sandwich = arch.sandwich_norms;
+            // Llama's `post_attention_layernorm` is the MLP's input norm; Gemma's norms the
+            // attention's output, and the MLP has a norm of its own.
+            let (attention_out_norm, mlp_norm) = match sandwich {
+                true => (
+                    Some(norm(weights, &format!("{p}.post_attention_layernorm"))?),
+                    norm(weights, &format!("{p}.pre_feedforward_layernorm"))?,
+                ),
+                false => (None, norm(weights, &format!("{p}.post_attention_layernorm"))?),
+            };
             blocks.push(Block {
-                input_norm: weights.rms_norm(&format!("{p}.input_layernorm"), eps)?,
+                attention_norm: norm(weights, &format!("{p}.input_layernorm"))?,
                 attention: Attention {
                     qkv: Projections::new(
                         ["q_proj", "k_proj", "v_proj"]
@@ -290,33 +486,45 @@ impl Transformer {
                     heads: config.num_attention_heads,
                     kv_heads: config.kv_heads(),
                     head_dim,
-                    scale: (head_dim as f32).powf(-0.5),
+                    scale: arch
+                        .attention_scale
+                        .unwrap_or((head_dim as f64).powf(-0.5) as f32),
+                    window: layer.window,
+                    rope: match layer.rope_base {
+                        Some(base) => Rope::plain(head_dim, base),
+                        None => rope.clone(),
+                    },
                 },
-                post_attention_norm: weights
-                    .rms_norm(&format!("{p}.post_attention_layernorm"), eps)?,
-                mlp: Mlp {
-                    gate_up: Projections::new(
-                        ["gate_proj", "up_proj"]
-                            .iter()
-                            .map(|n| weights.linear(&format!("{m}.{n}"), config, arch.mlp_bias))
-                            .collect::<Result<_>>()?,
-                    )?,
-                    down_proj: weights.linear(&format!("{m}.down_proj"), config, arch.mlp_bias)?,
+                attention_out_norm,
+                mlp_norm,
+                mlp: match (arch.moe, layer.experts) {
+                    (Some(moe), true) => FeedForward::Experts(experts(weights, config, &p, moe)?),
+                    _ => FeedForward::Dense(mlp(weights, config, &m, arch)?),
                 },
+                mlp_out_norm: optional(
+                    weights,
+                    sandwich,
+                    &format!("{p}.post_feedforward_layernorm"),
+                )?,
+                clipped_residual: arch.clipped_residual,
             });
         }
-        // A tied head reuses the embedding; some tied checkpoints still ship a copy.
-        let lm_head = if config.tie_word_embeddings && !weights.has("lm_head.weight") {
-            None
-        } else {
-            Some(weights.linear("lm_head", config, false)?)
+        // A tied head reuses the embedding (a copy some tied checkpoints still ship is
+        // dropped); a checkpoint without a head is tied, as the reference reads it.
+        let tied = config.tie_word_embeddings || !weights.has("lm_head.weight");
+        let lm_head = match tied {
+            true => None,
+            false => Some(weights.linear("lm_head", config, false)?),
         };
+        let embed_scale = arch
+            .embed_scale
+            .then(|| bf16_round((config.hidden_size as f32).sqrt()));
         Ok(Transformer {
             embed: weights.embedding("model.embed_tokens", config)?,
+            embed_scale,
             blocks,
-            norm: weights.rms_norm("model.norm", eps)?,
+            norm: norm(weights, "model.norm")?,
             lm_head,
-            rope: Rope::new(config, config_path)?,
         })
     }
 
@@ -357,7 +565,12 @@ impl Transformer {
 
     /// The embedding and every block, before the final norm.
     fn blocks(&self, tokens: &Array, caches: &mut [&mut Vec<KvCache>]) -> Result<Array> {
-        self.layer_states(&self.embed.forward(tokens)?, caches)
+        let mut h = self.embed.forward(tokens)?;
+        if let Some(scale) = self.embed_scale {
+            let scale = Array::from_f32(scale).as_dtype(h.dtype()).mlx()?;
+            h = h.multiply(&scale).mlx()?;
+        }
+        self.layer_states(&h, caches)
     }
 
     /// Hidden states `[rows, n, hidden]` through these blocks (a share of a model split over a
@@ -367,8 +580,87 @@ impl Transformer {
         for (layer, block) in self.blocks.iter().enumerate() {
             let mut layer_caches: Vec<&mut KvCache> =
                 caches.iter_mut().map(|c| &mut c[layer]).collect();
-            h = block.forward(&h, &mut layer_caches, &self.rope)?;
+            h = block.forward(&h, &mut layer_caches)?;
         }
         Ok(h)
+    }
+}
+
+/// The gated MLP at `prefix`.
+fn mlp(weights: &mut Weights, config: &ModelConfig, prefix: &str, arch: ArchOptions) -> Result<Mlp> {
+    let bias = arch.mlp_bias;
+    Ok(Mlp {
+        gate_up: Projections::new(
+            ["gate_proj", "up_proj"]
+                .iter()
+                .map(|n| weights.linear(&format!("{prefix}.{n}"), config, bias))
+                .collect::<Result<_>>()?,
+        )?,
+        down_proj: weights.linear(&format!("{prefix}.down_proj"), config, bias)?,
+        activation: arch.activation,
+    })
+}
+
+/// The mixture of experts of the layer at `layer`.
+fn experts(weights: &mut Weights, config: &ModelConfig, layer: &str, moe: Moe) -> Result<Experts> {
+    let at = format!("{layer}.{}", moe.path);
+    let [gate, up, down] = moe.per_expert;
+    let mut switch = |name: &str, hf: &str| weights.stacked(&at, name, hf, moe.experts, config);
+    let projections = [
+        switch("gate_proj", gate)?,
+        switch("up_proj", up)?,
+        switch("down_proj", down)?,
+    ];
+    let shared = match moe.shared_expert {
+        true => {
+            let options = ArchOptions::default();
+            let expert = mlp(weights, config, &format!("{at}.shared_expert"), options)?;
+            let gate = weights.linear(&format!("{at}.shared_expert_gate"), config, false)?;
+            Some((expert, gate))
+        }
+        false => None,
+    };
+    Ok(Experts {
+        router: weights.linear(&format!("{at}.gate"), config, false)?,
+        experts: SwitchGlu { projections },
+        top_k: moe.top_k,
+        routing: moe.routing,
+        shared,
+    })
+}
+
+/// `x` rounded to the nearest bfloat16 (ties to even), as a float32.
+fn bf16_round(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000;
+    f32::from_bits(rounded)
+}
+
+#[cfg(test)]
+mod tests {
+    use mlx_rs::transforms::eval;
+
+    use super::*;
+
+    #[test]
+    fn bf16_rounding_matches_mlx() {
+        for x in [640f32.sqrt(), 1152f32.sqrt(), 2560f32.sqrt(), 5376f32.sqrt(), 1.0] {
+            let mlx = Array::from_f32(x).as_dtype(Dtype::Bfloat16).unwrap();
+            let mlx = mlx.as_dtype(Dtype::Float32).unwrap();
+            eval([&mlx]).unwrap();
+            assert_eq!(bf16_round(x), mlx.item::<f32>(), "{x}");
+        }
+    }
+
+    #[test]
+    fn a_window_hides_keys_behind_it() {
+        // Queries at 3..5 over keys 1..5, window 3: query 3 sees 1..=3, query 4 sees 2..=4.
+        let mask = visible(3, 2, 1, Some(3)).unwrap();
+        eval([&mask]).unwrap();
+        assert_eq!(mask.shape(), [2, 4]);
+        assert_eq!(mask.as_slice::<bool>(), [true, true, true, false, false, true, true, true]);
+        let causal = visible(1, 2, 0, None).unwrap();
+        eval([&causal]).unwrap();
+        assert_eq!(causal.as_slice::<bool>(), [true, true, false, true, true, true]);
     }
 }

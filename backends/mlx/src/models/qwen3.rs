@@ -10,5 +10,6 @@ pub fn options(config: &ModelConfig) -> ArchOptions {
         o_bias: config.attention_bias,
         mlp_bias: false,
         qk_norm: true,
+        ..ArchOptions::default()
     }
 }
