@@ -5,8 +5,12 @@ pub mod weights;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The workspace root.
+/// The workspace root: `$MINERVA_WORKSPACE` when set (a test binary carried to another machine,
+/// see benches/gpu), else the checkout this crate was built in.
 pub fn workspace_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("MINERVA_WORKSPACE") {
+        return PathBuf::from(root);
+    }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")

@@ -58,7 +58,14 @@ impl SwitchLinear {
                 sorted,
             )
             .mlx(),
-            None => gather_mm(x, self.weight.swap_axes(-1, -2).mlx()?, None, experts, sorted).mlx(),
+            None => gather_mm(
+                x,
+                self.weight.swap_axes(-1, -2).mlx()?,
+                None,
+                experts,
+                sorted,
+            )
+            .mlx(),
         }
     }
 }

@@ -219,8 +219,7 @@ impl Attention {
         let (k, v) = (from_position(k, first)?, from_position(v, first)?);
         let len = q.dim(2);
         let quantized = cache.quantization();
-        if let Some(quantization) =
-            quantized.filter(|_| crate::load::quantized_attention_kernels())
+        if let Some(quantization) = quantized.filter(|_| crate::load::quantized_attention_kernels())
         {
             let mask = (len > 1)
                 .then(|| visible(offset, len, first, self.window))
@@ -367,7 +366,7 @@ fn geglu(gate: &Array, up: &Array) -> Result<Array> {
 /// A block's feed-forward layer.
 enum FeedForward {
     Dense(Mlp),
-    Experts(Experts),
+    Experts(Box<Experts>),
 }
 
 impl FeedForward {
@@ -469,7 +468,10 @@ impl Transformer {
                     Some(norm(weights, &format!("{p}.post_attention_layernorm"))?),
                     norm(weights, &format!("{p}.pre_feedforward_layernorm"))?,
                 ),
-                false => (None, norm(weights, &format!("{p}.post_attention_layernorm"))?),
+                false => (
+                    None,
+                    norm(weights, &format!("{p}.post_attention_layernorm"))?,
+                ),
             };
             blocks.push(Block {
                 attention_norm: norm(weights, &format!("{p}.input_layernorm"))?,
@@ -498,7 +500,9 @@ impl Transformer {
                 attention_out_norm,
                 mlp_norm,
                 mlp: match (arch.moe, layer.experts) {
-                    (Some(moe), true) => FeedForward::Experts(experts(weights, config, &p, moe)?),
+                    (Some(moe), true) => {
+                        FeedForward::Experts(Box::new(experts(weights, config, &p, moe)?))
+                    }
                     _ => FeedForward::Dense(mlp(weights, config, &m, arch)?),
                 },
                 mlp_out_norm: optional(
@@ -587,7 +591,12 @@ impl Transformer {
 }
 
 /// The gated MLP at `prefix`.
-fn mlp(weights: &mut Weights, config: &ModelConfig, prefix: &str, arch: ArchOptions) -> Result<Mlp> {
+fn mlp(
+    weights: &mut Weights,
+    config: &ModelConfig,
+    prefix: &str,
+    arch: ArchOptions,
+) -> Result<Mlp> {
     let bias = arch.mlp_bias;
     Ok(Mlp {
         gate_up: Projections::new(
@@ -644,11 +653,17 @@ mod tests {
 
     #[test]
     fn bf16_rounding_matches_mlx() {
-        for x in [640f32.sqrt(), 1152f32.sqrt(), 2560f32.sqrt(), 5376f32.sqrt(), 1.0] {
+        for x in [
+            640f32.sqrt(),
+            1152f32.sqrt(),
+            2560f32.sqrt(),
+            5376f32.sqrt(),
+            1.0,
+        ] {
             let mlx = Array::from_f32(x).as_dtype(Dtype::Bfloat16).unwrap();
             let mlx = mlx.as_dtype(Dtype::Float32).unwrap();
             eval([&mlx]).unwrap();
-            assert_eq!(bf16_round(x), mlx.item::<f32>(), "{x}");
+            assert_eq!(bf16_round(x), mlx.as_slice::<f32>()[0], "{x}");
         }
     }
 
@@ -658,9 +673,15 @@ mod tests {
         let mask = visible(3, 2, 1, Some(3)).unwrap();
         eval([&mask]).unwrap();
         assert_eq!(mask.shape(), [2, 4]);
-        assert_eq!(mask.as_slice::<bool>(), [true, true, true, false, false, true, true, true]);
+        assert_eq!(
+            mask.as_slice::<bool>(),
+            [true, true, true, false, false, true, true, true]
+        );
         let causal = visible(1, 2, 0, None).unwrap();
         eval([&causal]).unwrap();
-        assert_eq!(causal.as_slice::<bool>(), [true, true, false, true, true, true]);
+        assert_eq!(
+            causal.as_slice::<bool>(),
+            [true, true, false, true, true, true]
+        );
     }
 }
