@@ -8,6 +8,13 @@ from mlx_lm import load
 from mlx_lm.generate import stream_generate
 from mlx_lm.sample_utils import make_sampler
 
+# mlx_lm 0.32.2's quantized experts pass `global_scale=None` to mx.gather_qmm, which mlx 0.32.2
+# rejects; leave it out when it is None (mixture-of-experts models).
+_gather_qmm = mx.gather_qmm
+mx.gather_qmm = lambda *a, global_scale=None, **k: _gather_qmm(
+    *a, **k, **({} if global_scale is None else {"global_scale": global_scale})
+)
+
 # Must stay equal to FILLER in runtime/src/bench/mod.rs.
 FILLER = ("The river wound through the valley, past orchards and stone bridges, "
           "carrying the stories of every village it touched toward the distant sea. ")
