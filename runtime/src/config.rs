@@ -120,6 +120,23 @@ pub struct ServerConfig {
     pub queue_size: usize,
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     pub shutdown_grace_s: u64,
+    /// Whether clients may download models into the cache and delete them (`/v1/models/pull`,
+    /// `DELETE /v1/models/{id}`, Ollama's `/api/pull` and `/api/delete`). Unset: allowed on a
+    /// loopback address only, since anyone who reaches the server could otherwise fill its disk.
+    pub allow_downloads: Option<bool>,
+}
+
+impl ServerConfig {
+    /// [`ServerConfig::allow_downloads`], its default applied.
+    pub fn downloads_allowed(&self) -> bool {
+        self.allow_downloads.unwrap_or_else(|| {
+            let host = self.host.trim_start_matches('[').trim_end_matches(']');
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -132,6 +149,7 @@ impl Default for ServerConfig {
             max_body_bytes: 4 << 20,
             queue_size: 16,
             shutdown_grace_s: 10,
+            allow_downloads: None,
         }
     }
 }

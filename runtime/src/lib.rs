@@ -39,7 +39,7 @@ pub use format::{detect, inspect, Detected, ModelFormat, ModelHeader, ModelInfo}
 pub use memory::{ByteSize, KvCacheType, MemoryEstimate, DEFAULT_CONTEXT_CAP};
 pub use model::{EngineModel, EngineParts};
 pub use pool::{ModelPool, ModelStatus};
-pub use pull::{pull, LoggedProgress, PullProgress, Pulled};
+pub use pull::{pull, LoggedProgress, PullProgress, PullState, Pulled};
 pub use request::{
     ChatMessage, Constraint, Drafting, GenerationRequest, Input, Role, Tool, ToolCall, ToolChoice,
     MAX_CHOICES, MAX_TOP_LOGPROBS,

@@ -123,6 +123,7 @@ pub struct ModelPool {
     runtime: Runtime,
     queue_limit: usize,
     entries: Mutex<HashMap<String, Arc<PoolEntry>>>,
+    pulls: Arc<crate::pull::Pulls>,
 }
 
 impl ModelPool {
@@ -133,6 +134,7 @@ impl ModelPool {
             runtime,
             queue_limit: queue_limit.max(1),
             entries: Mutex::new(HashMap::new()),
+            pulls: Arc::default(),
         }
     }
 
@@ -142,9 +144,15 @@ impl ModelPool {
     }
 
     fn entry(&self, id: &str) -> Result<Arc<PoolEntry>> {
-        if self.runtime.config().model(id).is_none() {
+        // A configured model, or one in the Hugging Face cache by its repo id (pulled, maybe
+        // over HTTP); never an arbitrary path a client names.
+        let cached = || {
+            crate::resolve::parse_repo_reference(id).is_some()
+                && crate::resolve::resolve_model_path(id, None, None).is_ok()
+        };
+        if self.runtime.config().model(id).is_none() && !cached() {
             return Err(Error::ModelNotFound(format!(
-                "no model `{id}` is configured"
+                "no model `{id}` is configured or in the Hugging Face cache"
             )));
         }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -212,6 +220,39 @@ impl ModelPool {
                 Err(e)
             }
         }
+    }
+
+    /// Follow the download of `reference` (`org/name[:QUANT]`) into the Hugging Face cache,
+    /// starting it unless it is running already; the model is then served by that reference.
+    pub fn pull(&self, reference: &str) -> tokio::sync::watch::Receiver<crate::pull::PullState> {
+        self.pulls.follow(reference)
+    }
+
+    /// Unload model `reference` and remove its files from the Hugging Face cache (see
+    /// [`remove_cached`](crate::resolve::remove_cached)); returns the bytes freed. A configured
+    /// model whose files are not the cache's (a local path) is refused.
+    pub fn delete(&self, reference: &str) -> Result<u64> {
+        let configured = self.runtime.config().model(reference);
+        let path = configured.map_or(reference, |m| m.path.as_str());
+        let repo = crate::resolve::parse_repo_reference(path).is_some();
+        if configured.is_none() && !repo {
+            return Err(Error::ModelNotFound(format!(
+                "no model `{reference}` is configured or in the Hugging Face cache"
+            )));
+        }
+        if !repo {
+            return Err(Error::InvalidRequest(format!(
+                "`{reference}` is the local path {path}, not a model in the Hugging Face cache: \
+                 only cached models are deleted"
+            )));
+        }
+        match self.unload(reference) {
+            Ok(_) | Err(Error::ModelNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let freed = crate::resolve::remove_cached(path)?;
+        tracing::info!(model = reference, bytes = freed, "deleted from the cache");
+        Ok(freed)
     }
 
     /// Drop model `id` from the pool: requests in flight finish on it, then its engine is

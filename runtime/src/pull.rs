@@ -189,10 +189,14 @@ async fn list(remote: &ApiRepo, repo_id: &str, revision: &str) -> Result<Listing
             message: e.to_string(),
         })?;
     let status = response.status();
+    if status.as_u16() == 404 {
+        return Err(Error::ModelNotFound(format!(
+            "{repo_id}: no such repo or revision `{revision}` on the hub"
+        )));
+    }
     if !status.is_success() {
         let message = match status.as_u16() {
             401 | 403 => "access denied: the repo is gated or private; set HF_TOKEN".to_string(),
-            404 => format!("no such repo or revision `{revision}` on the hub"),
             code => format!("the hub answered HTTP {code}"),
         };
         return Err(Error::Download {
@@ -558,6 +562,82 @@ fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> Result<()> {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     std::fs::write(&path, commit).map_err(|e| Error::io(&path, e))
+}
+
+/// A pull as its followers see it: each file's size and bytes so far, then how it ended.
+#[derive(Debug, Clone, Default)]
+pub struct PullState {
+    /// `(file, size, bytes so far)`, in the order the files started.
+    pub files: Vec<(String, u64, u64)>,
+    /// How it ended: the model's local path, or the error; `None` while it runs.
+    pub outcome: Option<std::result::Result<PathBuf, Arc<Error>>>,
+}
+
+/// Pulls in flight, by reference: asking for one that is running follows it instead of starting
+/// another (two clients pulling one model download it once).
+#[derive(Default)]
+pub struct Pulls {
+    running: std::sync::Mutex<
+        std::collections::HashMap<String, tokio::sync::watch::Receiver<PullState>>,
+    >,
+}
+
+impl Pulls {
+    /// Follow the pull of `reference` (see [`pull`]), starting it unless one is running; the
+    /// receiver's last state has an `outcome` once it ended.
+    pub fn follow(self: &Arc<Self>, reference: &str) -> tokio::sync::watch::Receiver<PullState> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = running.get(reference) {
+            return state.clone();
+        }
+        let (sender, receiver) = tokio::sync::watch::channel(PullState::default());
+        running.insert(reference.to_string(), receiver.clone());
+        let (pulls, reference) = (Arc::clone(self), reference.to_string());
+        tokio::spawn(async move {
+            let sender = Arc::new(WatchedProgress(sender));
+            let progress: Arc<dyn PullProgress> = sender.clone();
+            let outcome = pull(&reference, None, progress).await;
+            if let Ok(pulled) = &outcome {
+                tracing::info!(model = %reference, bytes = pulled.bytes, "pulled");
+            }
+            // Gone from the running ones before the end is told: a pull asked for after it
+            // sees the outcome starts afresh.
+            let mut running = pulls.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.remove(&reference);
+            sender.0.send_modify(|state| {
+                state.outcome = Some(outcome.map(|p| p.path).map_err(Arc::new));
+            });
+        });
+        receiver
+    }
+}
+
+/// Progress into a [`PullState`] that followers watch.
+struct WatchedProgress(tokio::sync::watch::Sender<PullState>);
+
+impl PullProgress for WatchedProgress {
+    fn planned(&self, _files: &[(String, u64)]) {}
+
+    fn file_started(&self, file: &str, size: u64) {
+        self.0
+            .send_modify(|state| state.files.push((file.to_string(), size, 0)));
+    }
+
+    fn advanced(&self, file: &str, bytes: u64) {
+        self.0.send_modify(|state| {
+            if let Some(entry) = state.files.iter_mut().find(|(f, _, _)| f == file) {
+                entry.2 += bytes;
+            }
+        });
+    }
+
+    fn file_finished(&self, file: &str) {
+        self.0.send_modify(|state| {
+            if let Some(entry) = state.files.iter_mut().find(|(f, _, _)| f == file) {
+                entry.2 = entry.1.max(entry.2);
+            }
+        });
+    }
 }
 
 /// Progress as log lines (for `serve`): each file's start, then every tenth of it, and its end.

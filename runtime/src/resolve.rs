@@ -88,6 +88,126 @@ pub fn resolve_model_path(
     }
 }
 
+/// A model in the Hugging Face cache, by the reference that resolves to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedModel {
+    /// `org/name`, or `org/name:QUANT` for one of several GGUF quantizations.
+    pub reference: String,
+    /// What the reference resolves to.
+    pub path: PathBuf,
+}
+
+/// Every model in the Hugging Face cache at its `main` revision: a snapshot with `config.json`
+/// as `org/name`, a snapshot's GGUF quantizations as `org/name:QUANT` each (`org/name` for a GGUF
+/// whose name tells none). Unreadable entries are skipped.
+pub fn cached_models() -> Vec<CachedModel> {
+    let Ok(cache) = hf_cache() else {
+        return Vec::new();
+    };
+    let Ok(repos) = std::fs::read_dir(cache.path()) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut repos: Vec<PathBuf> = repos.filter_map(|e| Some(e.ok()?.path())).collect();
+    repos.sort();
+    for folder in repos {
+        let Some(repo_id) = folder
+            .file_name()
+            .and_then(|n| n.to_str()?.strip_prefix("models--"))
+            .map(|rest| rest.replacen("--", "/", 1))
+        else {
+            continue;
+        };
+        let repo = Repo::with_revision(repo_id.clone(), RepoType::Model, "main".into());
+        let Some(snapshot) = snapshot_dir(&cache, &repo) else {
+            continue;
+        };
+        if snapshot.join("config.json").is_file() {
+            found.push(CachedModel {
+                reference: repo_id.clone(),
+                path: snapshot.clone(),
+            });
+        }
+        let mut ggufs = gguf_files(&snapshot).unwrap_or_default();
+        ggufs.sort();
+        let mut quants: Vec<(String, PathBuf)> = Vec::new();
+        for path in ggufs {
+            let quant = path
+                .file_name()
+                .and_then(|n| quant_of(&n.to_string_lossy()))
+                .unwrap_or_default();
+            if !quants.iter().any(|(q, _)| *q == quant) {
+                quants.push((quant, path));
+            }
+        }
+        found.extend(quants.into_iter().map(|(quant, path)| CachedModel {
+            reference: match quant.is_empty() {
+                true => repo_id.clone(),
+                false => format!("{repo_id}:{quant}"),
+            },
+            path,
+        }));
+    }
+    found
+}
+
+/// Remove `reference` (`org/name` or `org/name:QUANT`) from the Hugging Face cache: a
+/// quantization's files and the blobs they point to, or the whole repo (also when nothing else
+/// of it is left). Returns the bytes freed.
+pub fn remove_cached(reference: &str) -> Result<u64> {
+    let (repo_id, quant) = parse_repo_reference(reference).ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "{reference} is not a Hugging Face repo id (`org/name` or `org/name:QUANT`)"
+        ))
+    })?;
+    let cache = hf_cache()?;
+    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, "main".into());
+    let base = cache.path().join(repo.folder_name());
+    let missing = || Error::ModelNotFound(format!("{reference} is not in the Hugging Face cache"));
+    let snapshot = snapshot_dir(&cache, &repo).ok_or_else(missing)?;
+    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    if let Some(q) = quant {
+        let files: Vec<PathBuf> = gguf_files(&snapshot)?
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| quant_of(&n.to_string_lossy()))
+                    .is_some_and(|f| f.eq_ignore_ascii_case(q))
+            })
+            .collect();
+        if files.is_empty() {
+            return Err(missing());
+        }
+        let mut freed = 0;
+        for file in &files {
+            // The snapshot holds links into blobs/; the blob is the data.
+            if let Ok(blob) = std::fs::canonicalize(file) {
+                freed += size(&blob);
+                std::fs::remove_file(&blob).map_err(|e| Error::io(&blob, e))?;
+            }
+            std::fs::remove_file(file).map_err(|e| Error::io(file, e))?;
+        }
+        let left = !gguf_files(&snapshot)?.is_empty() || snapshot.join("config.json").is_file();
+        if left {
+            return Ok(freed);
+        }
+    }
+    let freed = folder_bytes(&base.join("blobs"));
+    std::fs::remove_dir_all(&base).map_err(|e| Error::io(&base, e))?;
+    Ok(freed)
+}
+
+/// Bytes of the files directly in `folder` (0 when unreadable).
+fn folder_bytes(folder: &Path) -> u64 {
+    std::fs::read_dir(folder).map_or(0, |entries| {
+        entries
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    })
+}
+
 /// The GGUF files of a snapshot, in its folders too (split quantizations often sit in one).
 fn gguf_files(snapshot: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
@@ -244,6 +364,19 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("not in the Hugging Face cache"), "{err}");
+            let listed: Vec<String> = cached_models().into_iter().map(|m| m.reference).collect();
+            assert_eq!(listed, ["org/name:Q4", "org/name:Q8"]);
+            // A quantization goes with its blob; the last one takes the repo.
+            std::fs::create_dir_all(repo.join("blobs")).unwrap();
+            std::fs::write(repo.join("blobs/q8blob"), b"GGUF-Q8").unwrap();
+            std::fs::remove_file(snap.join("m.Q8.gguf")).unwrap();
+            std::os::unix::fs::symlink(repo.join("blobs/q8blob"), snap.join("m.Q8.gguf")).unwrap();
+            assert_eq!(remove_cached("org/name:Q8").unwrap(), 7);
+            assert!(!repo.join("blobs/q8blob").exists() && snap.join("m.Q4.gguf").exists());
+            assert_eq!(cached_models()[0].reference, "org/name:Q4");
+            assert!(remove_cached("org/name:Q8").is_err());
+            remove_cached("org/name").unwrap();
+            assert!(!repo.exists() && cached_models().is_empty());
             Ok(())
         });
     }

@@ -246,19 +246,31 @@ impl Runtime {
         })
     }
 
-    /// Every configured model with what detection and routing say of it: the one list behind
-    /// `minerva models` and `GET /v1/models`.
+    /// Every configured model, then every other model in the Hugging Face cache (by its repo
+    /// reference), with what detection and routing say of it: the one list behind `minerva
+    /// models`, `GET /v1/models` and Ollama's `/api/tags`.
     pub fn catalog(&self) -> Vec<CatalogEntry> {
-        self.config
+        let configured = self
+            .config
             .models
             .iter()
-            .map(|m| CatalogEntry {
-                id: m.id.clone(),
-                path: m.path.clone(),
+            .map(|m| (m.id.clone(), m.path.clone()));
+        let cached = crate::resolve::cached_models()
+            .into_iter()
+            .filter(|c| {
+                let named = |m: &ModelConfig| m.id == c.reference || m.path == c.reference;
+                !self.config.models.iter().any(named)
+            })
+            .map(|c| (c.reference.clone(), c.reference));
+        configured
+            .chain(cached)
+            .map(|(id, path)| CatalogEntry {
                 inspection: self
-                    .entry(&m.id)
+                    .entry(&id)
                     .and_then(|e| self.inspect(&e))
                     .map_err(|e| e.to_string()),
+                id,
+                path,
             })
             .collect()
     }

@@ -102,8 +102,14 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&Error> for ApiError {
+    fn from(e: &Error) -> Self {
         let message = e.to_string();
-        let (status, kind, param, code) = match &e {
+        let (status, kind, param, code) = match e {
             Error::ModelNotFound(_) => (
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
@@ -168,7 +174,7 @@ impl From<Error> for ApiError {
                 None,
             ),
         };
-        let retry_after = match &e {
+        let retry_after = match e {
             Error::Overloaded { .. } => Some(1),
             Error::ModelUnavailable { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,

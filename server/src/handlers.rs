@@ -530,7 +530,7 @@ impl Chunks {
 }
 
 /// A body that could not be read: too large (413) or broken.
-fn body_error(rejection: BytesRejection) -> ApiError {
+pub(crate) fn body_error(rejection: BytesRejection) -> ApiError {
     let status = rejection.status();
     let code = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         "request_too_large"
@@ -815,12 +815,16 @@ pub async fn ollama_show(
     .into_response())
 }
 
-/// Ollama's other routes (model management: `pull`, `delete`, `copy`, `create`, `push`) are not
-/// served yet: 501 naming them.
+/// Ollama's other routes (`copy`, `create`, `push`, blobs): 501 naming them. Models here are
+/// Hugging Face repos in its cache, named by their reference: there is no registry of our own
+/// to copy, create or push into.
 pub async fn ollama_unsupported(Path(route): Path<String>) -> OllamaError {
     OllamaError(ApiError::status(
         axum::http::StatusCode::NOT_IMPLEMENTED,
-        format!("/api/{route} is not supported by this server yet"),
+        format!(
+            "/api/{route} is not supported: models here are Hugging Face repos in its cache, \
+             named by their reference (`org/name:QUANT`); pull and delete manage them"
+        ),
         "not_implemented",
     ))
 }

@@ -5,6 +5,7 @@ mod auth;
 mod convert;
 mod error;
 mod handlers;
+mod manage;
 mod metrics;
 mod ollama;
 mod openai;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use minerva_runtime::{Error, ModelPool, Result, Runtime};
@@ -45,6 +46,10 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
         .route("/v1/models", get(handlers::models))
         .route("/v1/models/{model}/load", post(handlers::load_model))
         .route("/v1/models/{model}/unload", post(handlers::unload_model))
+        .route("/v1/models/pull", post(manage::pull))
+        // A repo id has a slash, which clients send as is.
+        .route("/v1/models/{model}", delete(manage::delete))
+        .route("/v1/models/{model}/{name}", delete(manage::delete))
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/embeddings", post(handlers::embeddings))
@@ -61,6 +66,8 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
         .route("/api/embed", post(handlers::ollama_embed))
         .route("/api/embeddings", post(handlers::ollama_embed))
         .route("/api/tags", get(handlers::ollama_models))
+        .route("/api/pull", post(manage::ollama_pull))
+        .route("/api/delete", delete(manage::ollama_delete))
         .route("/api/ps", get(handlers::ollama_models))
         .route(
             "/api/{route}",

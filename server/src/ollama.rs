@@ -4,8 +4,9 @@
 //! `{"error": "..."}` shape. `options` map onto the runtime's sampling and limits; `format` is
 //! `"json"` or a JSON schema; `tools` and `tool_calls` go through the runtime's tool calling;
 //! `think` switches the template's thinking and the answer's `thinking` field carries it.
-//! Images are refused by name (no engine here sees them yet); model management over HTTP
-//! (`pull`, `delete`, `copy`, `create`, `push`) is not served yet and answers 501 by name.
+//! Images are refused by name (no engine here sees them yet). `pull` (progress per file) and
+//! `delete` manage models in the Hugging Face cache; `copy`, `create` and `push` answer 501 by
+//! name (there is no registry of our own to copy or push into).
 
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,37 @@ pub struct ShowRequest {
     /// Model id (`name` in older clients).
     #[serde(alias = "name")]
     pub model: String,
+}
+
+/// A `POST /api/pull` or `DELETE /api/delete` body.
+#[derive(Debug, Deserialize)]
+pub struct ModelRequest {
+    /// The model (`org/name[:QUANT]`; `name` in older clients).
+    #[serde(alias = "name")]
+    pub model: String,
+    /// Progress as a stream (the default) or one object at the end. (`insecure` and other
+    /// fields are ignored: the hub is reached as configured.)
+    #[serde(default)]
+    pub stream: Option<bool>,
+}
+
+/// Ollama's progress objects for a pull in `state`: one per file, with its name as the digest;
+/// at the end its closing statuses and `success`, or `{"error"}`.
+pub fn pull_progress(state: &minerva_runtime::PullState) -> Vec<Value> {
+    let files = state.files.iter().map(|(file, total, completed)| {
+        json!({"status": format!("pulling {file}"), "digest": file, "total": total,
+               "completed": completed})
+    });
+    let mut lines: Vec<Value> = files.collect();
+    match &state.outcome {
+        None => {}
+        Some(Ok(_)) => lines.extend(
+            ["verifying sha256 digest", "writing manifest", "success"]
+                .map(|status| json!({"status": status})),
+        ),
+        Some(Err(e)) => lines.push(json!({"error": e.to_string()})),
+    }
+    lines
 }
 
 /// Parse a body; a wrong type or a missing field names it.

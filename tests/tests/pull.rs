@@ -1,7 +1,9 @@
 //! `minerva pull` against a stand-in for the Hugging Face hub on loopback
 //! (tests/python/fake_hub.py) serving the real test models: the cache is filled in the hub's
 //! layout and `run` answers from it, quantizations are picked by name, a checksum mismatch leaves
-//! nothing behind, and an interrupted download resumes.
+//! nothing behind, and an interrupted download resumes. Over HTTP (`minerva serve`, Ollama's
+//! client and our API): pulls with progress, two clients sharing one download, pulled models
+//! listed and served, deletion, and the switch that turns both off.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -306,4 +308,60 @@ fn interrupted_download_resumes() {
         std::fs::read(out.trim()).unwrap() == std::fs::read(smollm2_gguf()).unwrap(),
         "the resumed file differs from the served one"
     );
+}
+
+/// The pull suite of tests/python/openai_checks.py against `minerva serve` with `config`, the
+/// hub's models in the cache `cache`.
+fn pull_checks(hub: &FakeHub, cache: &str, config: &str, suite: &str) {
+    let path = hub.dir.path().join(format!("{suite}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let (mut server, base_url) = minerva_tests::spawn_server(
+        hub.minerva(cache)
+            .arg("--config")
+            .arg(&path)
+            .args(["serve", "--port", "0"])
+            .stderr(Stdio::inherit()),
+    );
+    let output = Command::new(venv_python())
+        .current_dir(workspace_root())
+        .arg("tests/python/openai_checks.py")
+        .args(["--base-url", &base_url, "--suite", suite])
+        .args(["--model", &format!("{GGUF_REPO}:Q4_1"), "--twin", MLX_REPO])
+        .args(["--local", "local", "--cache"])
+        .arg(hub.cache(cache))
+        .output()
+        .expect("python runs");
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "suite {suite} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn models_are_pulled_served_and_deleted_over_http() {
+    // 40 MB/s: each download takes seconds, so the second client joins the first.
+    let hub = FakeHub::start(&["--rate", "40e6"]);
+    let local = format!(
+        "[[models]]\nid = \"local\"\npath = \"{}\"\n",
+        smollm2_gguf().display()
+    );
+    pull_checks(&hub, "served", &local, "pull");
+    // Two clients and a third pull of the model: its file came from the hub once.
+    let fetched = hub
+        .requests()
+        .iter()
+        .filter(|r| {
+            r["event"] == "begin" && r["path"].as_str().is_some_and(|p| p.ends_with(GGUF_NAME))
+        })
+        .count();
+    assert_eq!(fetched, 1, "{:?}", hub.requests());
+    // Switched off: nothing pulled or deleted.
+    let off = format!("[server]\nallow_downloads = false\n\n{local}");
+    pull_checks(&hub, "off", &off, "pull-off");
+    assert!(!hub.cache("off").exists() || files_under(&hub.cache("off")).is_empty());
 }
