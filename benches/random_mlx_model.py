@@ -7,6 +7,7 @@ Usage: random_mlx_model.py SHAPE OUT_DIR --tokenizer DIR   (SHAPE: see SHAPES)
 """
 import argparse
 import contextlib
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -60,6 +61,13 @@ def main():
     p.add_argument("--tokenizer", required=True)
     a = p.parse_args()
     config = dict(SHAPES[a.shape])
+    # Every token the model can pick must have text, or a stream shows no progress while it
+    # generates (timing goes by text): the vocabulary is the tokenizer's. The output head is then
+    # smaller than the real model's (e.g. 49,152 rows instead of Qwen3's 151,936).
+    vocab = json.loads((Path(a.tokenizer) / "tokenizer.json").read_text())
+    config["vocab_size"] = len(vocab["model"]["vocab"]) + sum(
+        t["id"] >= len(vocab["model"]["vocab"]) for t in vocab.get("added_tokens", [])
+    )
     model_class, args_class = _get_classes(config)
     mx.random.seed(0)
     model = model_class(args_class.from_dict(config))
