@@ -3,7 +3,7 @@ saved as `mlx_lm.convert` saves a 4-bit checkpoint (bfloat16, affine 4-bit in gr
 the tokenizer of another directory (its ids must fit the shape's vocabulary). For measuring
 speed only: the text it writes means nothing.
 
-Usage: random_mlx_model.py SHAPE OUT_DIR --tokenizer DIR   (SHAPE: see SHAPES)
+Usage: random_mlx_model.py SHAPE OUT_DIR --tokenizer DIR [--dtype float32]   (SHAPE: see SHAPES)
 """
 import argparse
 import contextlib
@@ -59,6 +59,9 @@ def main():
     p.add_argument("shape", choices=sorted(SHAPES))
     p.add_argument("out")
     p.add_argument("--tokenizer", required=True)
+    # bfloat16 as real checkpoints; float32 for the CPU, where MLX's bfloat16 products have no
+    # BLAS (mlx_lm took over 300 s for pp128 + tg64 on the bfloat16 gemma3-270m here).
+    p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     a = p.parse_args()
     config = dict(SHAPES[a.shape])
     # Every token the model can pick must have text, or a stream shows no progress while it
@@ -74,7 +77,7 @@ def main():
     if config["model_type"] == "gemma3_text":
         model.sanitize({})  # no head of its own: tied to the embedding, as Gemma 3's checkpoints
     # Lazy until saved: each shard is drawn, cast and quantized as it is written.
-    model.set_dtype(mx.bfloat16)
+    model.set_dtype(getattr(mx, a.dtype))
     with contextlib.redirect_stdout(sys.stderr):
         model, config = quantize_model(model, config, group_size=64, bits=4)
     out = Path(a.out)

@@ -167,3 +167,23 @@ pub fn spawn_server(cmd: &mut Command) -> (std::process::Child, String) {
         .to_string();
     (child, url)
 }
+
+/// Run the `suite` checks of tests/python/openai_checks.py, with `args`, against the server at
+/// `base_url`, printing their report; whether they all passed, and their output.
+pub fn openai_checks<S: AsRef<std::ffi::OsStr>>(
+    base_url: &str,
+    suite: &str,
+    args: impl IntoIterator<Item = S>,
+) -> (bool, String) {
+    let output = Command::new(venv_python())
+        .current_dir(workspace_root())
+        .arg("tests/python/openai_checks.py")
+        .args(["--base-url", base_url, "--suite", suite])
+        .args(args)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), format!("{stdout}\n{stderr}"))
+}

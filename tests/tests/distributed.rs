@@ -8,12 +8,10 @@
 //! once the rank is restarted, and unloading it stops the other rank.
 
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use minerva_tests::{
-    minerva, minerva_bin, smollm2_gguf, smollm2_mlx, spawn_server, venv_python, workspace_root,
-};
+use minerva_tests::{minerva, minerva_bin, openai_checks, smollm2_gguf, smollm2_mlx, spawn_server};
 
 /// A worker process, killed when dropped.
 struct Worker(Child);
@@ -94,30 +92,20 @@ fn a_model_split_over_rpc_workers_answers_as_one_process_and_survives_a_lost_wor
             .args(["--log", "info", "serve", "--port", "0"])
             .stderr(Stdio::inherit()),
     );
-    let output = Command::new(venv_python())
-        .current_dir(workspace_root())
-        .arg("tests/python/openai_checks.py")
-        .args(["--base-url", &base_url, "--suite", "rpc"])
-        .args(["--model", "one", "--split", "split", "--twin", "twin"])
-        .arg("--worker-ports")
-        .args(ports.iter().map(u16::to_string))
-        .args(["--worker-pid", &workers[1].0.id().to_string()])
-        .arg("--minerva")
-        .arg(minerva_bin())
-        .args(["--server-pid", &server.id().to_string()])
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
+    let mut args: Vec<String> = ["--model", "one", "--split", "split", "--twin", "twin"]
+        .map(String::from)
+        .to_vec();
+    args.push("--worker-ports".into());
+    args.extend(ports.iter().map(u16::to_string));
+    args.extend(["--worker-pid".into(), workers[1].0.id().to_string()]);
+    args.extend(["--minerva".into(), minerva_bin().display().to_string()]);
+    args.extend(["--server-pid".into(), server.id().to_string()]);
+    let (passed, report) = openai_checks(&base_url, "rpc", args);
     let alive = server.try_wait().unwrap().is_none();
     let _ = server.kill();
     let _ = server.wait();
     drop(workers);
-    assert!(
-        output.status.success(),
-        "rpc checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(passed, "rpc checks failed:\n{report}");
     assert!(alive, "the server died");
 }
 
@@ -169,32 +157,28 @@ fn the_mlx_twin_split_over_a_two_rank_ring_answers_as_one_process() {
             .args(["serve", "--port", "0"])
             .stderr(Stdio::inherit()),
     );
-    let output = Command::new(venv_python())
-        .current_dir(workspace_root())
-        .arg("tests/python/openai_checks.py")
-        .args(["--base-url", &base_url, "--suite", "ring"])
-        .args(["--model", "twin", "--split", "ring"])
-        .args(["--worker-ports", &other.to_string()])
-        .args(["--worker-pid", &rank1.0.id().to_string()])
-        .arg("--minerva")
-        .arg(minerva_bin())
-        .arg("--hostfile")
-        .arg(&hostfile)
-        .arg("--split-path")
-        .arg(&twin)
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
+    let args = [
+        "--model".into(),
+        "twin".into(),
+        "--split".into(),
+        "ring".into(),
+        "--worker-ports".into(),
+        other.to_string(),
+        "--worker-pid".into(),
+        rank1.0.id().to_string(),
+        "--minerva".into(),
+        minerva_bin().display().to_string(),
+        "--hostfile".into(),
+        hostfile.display().to_string(),
+        "--split-path".into(),
+        twin.display().to_string(),
+    ];
+    let (passed, report) = openai_checks(&base_url, "ring", args);
     let alive = server.try_wait().unwrap().is_none();
     let _ = server.kill();
     let _ = server.wait();
     drop(rank1);
-    assert!(
-        output.status.success(),
-        "ring checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(passed, "ring checks failed:\n{report}");
     assert!(alive, "the server died");
 }
 

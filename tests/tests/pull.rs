@@ -11,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use minerva_tests::{
-    minerva, run, smollm2_gguf, smollm2_mlx, venv_python, workspace_root, FRANCE, SYSTEM,
+    minerva, openai_checks, run, smollm2_gguf, smollm2_mlx, venv_python, workspace_root, FRANCE,
+    SYSTEM,
 };
 
 const GGUF_REPO: &str = "test-org/SmolLM2-135M-Instruct-GGUF";
@@ -322,24 +323,17 @@ fn pull_checks(hub: &FakeHub, cache: &str, config: &str, suite: &str) {
             .args(["serve", "--port", "0"])
             .stderr(Stdio::inherit()),
     );
-    let output = Command::new(venv_python())
-        .current_dir(workspace_root())
-        .arg("tests/python/openai_checks.py")
-        .args(["--base-url", &base_url, "--suite", suite])
-        .args(["--model", &format!("{GGUF_REPO}:Q4_1"), "--twin", MLX_REPO])
-        .args(["--local", "local", "--cache"])
-        .arg(hub.cache(cache))
-        .output()
-        .expect("python runs");
+    let model = format!("{GGUF_REPO}:Q4_1");
+    let cache = hub.cache(cache).display().to_string();
+    let args = ["--model", &model, "--twin", MLX_REPO, "--local", "local"];
+    let (passed, report) = openai_checks(
+        &base_url,
+        suite,
+        args.into_iter().chain(["--cache", &cache]),
+    );
     let _ = server.kill();
     let _ = server.wait();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "suite {suite} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(passed, "suite {suite} failed:\n{report}");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 
 use minerva_tests::{
-    minerva, smollm2_gguf, smollm2_mlx, spawn_server, venv_python, workspace_root,
+    minerva, openai_checks, smollm2_gguf, smollm2_mlx, spawn_server, venv_python, workspace_root,
 };
 
 #[test]
@@ -71,23 +71,12 @@ fn serve_and_check(config: &str, suite: &str, checks_args: &[&str]) {
             .args(["serve", "--port", "0"])
             .stderr(Stdio::inherit()),
     );
-    let output = Command::new(venv_python())
-        .current_dir(workspace_root())
-        .arg("tests/python/openai_checks.py")
-        .args(["--base-url", &base_url, "--suite", suite])
-        .args(checks_args)
-        .args(["--server-pid", &server.id().to_string()])
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
+    let pid = server.id().to_string();
+    let args = checks_args.iter().copied().chain(["--server-pid", &pid]);
+    let (passed, report) = openai_checks(&base_url, suite, args);
     let _ = server.kill();
     let _ = server.wait();
-    assert!(
-        output.status.success(),
-        "{suite} checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(passed, "{suite} checks failed:\n{report}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use minerva_tests::{
-    minerva, smollm2_gguf, smollm2_mlx, spawn_server, venv_python, workspace_root,
+    minerva, openai_checks, smollm2_gguf, smollm2_mlx, spawn_server, workspace_root,
 };
 
 const MODEL_ID: &str = "SmolLM2-135M-Instruct.Q4_1";
@@ -58,27 +58,9 @@ impl Server {
     }
 
     fn checks_on(&self, model: &str, suite: &str, extra: &[&str]) {
-        let output = Command::new(venv_python())
-            .current_dir(workspace_root())
-            .arg("tests/python/openai_checks.py")
-            .args([
-                "--base-url",
-                &self.base_url,
-                "--model",
-                model,
-                "--suite",
-                suite,
-            ])
-            .args(extra)
-            .output()
-            .expect("python runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        println!("{stdout}");
-        assert!(
-            output.status.success(),
-            "suite {suite} failed:\n{stdout}\n{stderr}"
-        );
+        let args = ["--model", model].into_iter().chain(extra.iter().copied());
+        let (passed, report) = openai_checks(&self.base_url, suite, args);
+        assert!(passed, "suite {suite} failed:\n{report}");
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
