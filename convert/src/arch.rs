@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use minerva_runtime::format::gguf::GgufFile;
+use minerva_core::format::gguf::GgufFile;
 
 /// GGUF architectures the converter writes.
 pub const SUPPORTED: &[&str] = &["llama", "gemma3"];

@@ -1,7 +1,7 @@
 //! Dequantization of the GGUF block types that do not map exactly onto MLX's affine groups
 //! (Q6_K, Q2_K, Q3_K, IQ4_NL, ...), by ggml's own code: the values llama.cpp computes with.
 
-use minerva_runtime::format::gguf::GgufTensor;
+use minerva_core::format::gguf::GgufTensor;
 
 /// ggml's float values of one row of `tensor` (`cols` values from `row`), or `None` when ggml
 /// has no dequantizer for its type.

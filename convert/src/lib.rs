@@ -18,8 +18,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Map, Value};
 
 use blocks::MlxRow;
-use minerva_runtime::format::gguf::{Arrays, GgufFile, GgufTensor};
-use minerva_runtime::{Error, Result};
+use minerva_core::format::gguf::{Arrays, GgufFile, GgufTensor};
+use minerva_core::{Error, Result};
 
 /// Float type of dequantized output (`--dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +236,7 @@ pub fn quantize_dir(
             "quantization to {bits} bits in groups of {group} is not supported (bits 4|8, group 32|64|128)"
         )));
     }
-    let dir = minerva_runtime::format::safetensors_dir::SafetensorsDir::read(src)?;
+    let dir = minerva_core::format::safetensors_dir::SafetensorsDir::read(src)?;
     if dir.config.get("quantization").is_some() || dir.config.get("quantization_config").is_some() {
         return Err(Error::invalid_model(
             src,

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use minerva_runtime::format::gguf::GgufFile;
-use minerva_runtime::{Error, Result};
+use minerva_core::format::gguf::GgufFile;
+use minerva_core::{Error, Result};
 
 /// GGUF `tokenizer.ggml.pre` values whose pre-tokenization is plain GPT-2 byte-level.
 const BYTE_LEVEL_PRE: &[&str] = &["default", "gpt2", "smollm"];
@@ -89,8 +89,8 @@ impl Tokenizer {
             Some(values) => values
                 .iter()
                 .map(|v| match v {
-                    minerva_runtime::format::gguf::GgufValue::Int(i) => *i,
-                    minerva_runtime::format::gguf::GgufValue::Uint(u) => *u as i64,
+                    minerva_core::format::gguf::GgufValue::Int(i) => *i,
+                    minerva_core::format::gguf::GgufValue::Uint(u) => *u as i64,
                     _ => 1,
                 })
                 .collect(),

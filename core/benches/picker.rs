@@ -3,12 +3,12 @@
 //! alternatives. At 100-300 generated tokens/s a token has 3-10 ms, so these microseconds are
 //! the core's share of sampled or logprob decoding.
 //!
-//! `cargo bench -p minerva-runtime --bench picker`
+//! `cargo bench -p minerva-core --bench picker`
 
 use std::time::Instant;
 
-use minerva_runtime::generation::{PickerOptions, TokenPicker};
-use minerva_runtime::SamplingParams;
+use minerva_core::generation::{PickerOptions, TokenPicker};
+use minerva_core::SamplingParams;
 
 const VOCAB: usize = 49_152;
 

@@ -46,9 +46,6 @@ pub struct LoadOptions {
     /// a tenth of physical memory.
     #[serde(default)]
     pub prompt_cache_size: Option<crate::memory::ByteSize>,
-    /// ggml RPC workers (`host:port`) that hold part of its layers; empty: all local.
-    #[serde(default)]
-    pub rpc: Vec<String>,
     /// The model's `engine_options`, for its engine to validate and read.
     pub engine: EngineOptions,
 }
@@ -130,11 +127,6 @@ pub trait InferenceBackend: Send + Sync {
     /// Where it computes: `cpu`, `metal`, `cuda`, ...
     fn device(&self) -> String {
         "cpu".into()
-    }
-    /// Whether it can place part of a model's layers on ggml RPC workers (`rpc = [...]`); a
-    /// model with workers is refused by name on an engine that cannot.
-    fn splits_over_rpc(&self) -> bool {
-        false
     }
     /// Bytes a loaded model takes in this engine beside its weights and KV cache (compute
     /// buffers, the engine's libraries), for memory estimates.

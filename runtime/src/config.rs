@@ -181,7 +181,8 @@ pub struct ModelConfig {
     /// Its prompt store's size (overrides the global `prompt_cache_size`).
     pub prompt_cache_size: Option<crate::memory::ByteSize>,
     /// ggml RPC workers (`"host:port"`, started with `minerva worker --rpc`) that take part of
-    /// its layers with the local device (llama engine).
+    /// its layers with the local device: a shorthand for the llama engine's
+    /// `engine_options.rpc` (another engine refuses it by name).
     #[serde(default)]
     pub rpc: Vec<String>,
     /// A Jinja chat template file used instead of the model's own (e.g. one of a model family
@@ -221,6 +222,19 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// Its `engine_options`, with the shorthands written beside them folded in (`rpc`; a key set
+    /// in both places keeps the `engine_options` value).
+    pub fn engine_options_with_shorthands(&self) -> EngineOptions {
+        let mut options = self.engine_options.clone();
+        if !self.rpc.is_empty() {
+            options
+                .0
+                .entry("rpc".into())
+                .or_insert_with(|| serde_json::json!(self.rpc));
+        }
+        options
+    }
+
     /// An entry for a model given by path or Hugging Face id rather than configured, named by
     /// the one id rule: the file name without `.gguf` (`models/x.Q4_1.gguf` -> `x.Q4_1`), else
     /// the last path component (a directory or repo name).

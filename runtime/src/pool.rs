@@ -617,7 +617,7 @@ mod tests {
 
     /// A model on the toy evaluator, with a template that writes the messages' contents.
     fn toy_parts() -> EngineParts {
-        let (generator, _) = crate::generation::tests::toy(false, 64, 4);
+        let (generator, _) = minerva_core::testing::toy(false, 64, 4);
         let template =
             crate::ChatTemplate::new("{% for m in messages %}{{ m.content }}{% endfor %}", "", "")
                 .unwrap();
@@ -667,7 +667,7 @@ mod tests {
             "tiny-{}.gguf",
             POOLS.fetch_add(1, Ordering::SeqCst)
         ));
-        crate::format::gguf::tests::write_tiny_gguf(&gguf);
+        minerva_core::testing::write_tiny_gguf(&gguf);
         let path = gguf.display().to_string();
         let mut config = Config {
             models: vec![ModelConfig::new("m", &path), ModelConfig::new("n", &path)],

@@ -200,8 +200,7 @@ impl Runtime {
                 parallel: config.parallel.or(self.config.parallel),
                 kv_cache_type: config.kv_cache_type.or(self.config.kv_cache_type),
                 prompt_cache_size: config.prompt_cache_size.or(self.config.prompt_cache_size),
-                rpc: config.rpc.clone(),
-                engine: config.engine_options.clone(),
+                engine: config.engine_options_with_shorthands(),
             },
             config,
             path,
@@ -287,14 +286,6 @@ impl Runtime {
         let detected = detect(&entry.path)?;
         let info = detected.info.clone();
         let engine = self.router.choose(&info, &entry.config.engine)?;
-        if !entry.load.rpc.is_empty() && !engine.splits_over_rpc() {
-            return Err(crate::Error::Config(format!(
-                "model `{}`: `rpc` workers are ggml's (the llama engine); engine `{}` cannot \
-                 place layers on them",
-                entry.config.id,
-                engine.name()
-            )));
-        }
         let spec = LoadSpec {
             id: entry.config.id.clone(),
             path: entry.path.clone(),

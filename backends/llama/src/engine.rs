@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use llama_cpp_2::context::params::{KvCacheType as LlamaKvType, LlamaContextParams};
 use llama_cpp_2::model::LlamaModel;
-use minerva_runtime::generation::Generator;
-use minerva_runtime::threads::{default_threads, run_blocking};
-use minerva_runtime::{
+use minerva_core::generation::Generator;
+use minerva_core::threads::{default_threads, run_blocking};
+use minerva_core::{
     Capabilities, ChatTemplate, EngineMemory, EngineParts, Error, InferenceBackend, KvCacheType,
     LoadSpec, ModelFormat, ModelHeader, Result, DEFAULT_CONTEXT_CAP,
 };
@@ -29,6 +29,10 @@ const BATCH_SIZE: u32 = 512;
 struct LlamaOptions {
     /// Tokens evaluated per step (llama.cpp's `n_batch` and `n_ubatch`); default 512.
     batch_size: Option<u32>,
+    /// ggml RPC workers (`host:port`, started with `minerva worker --rpc`) that take part of its
+    /// layers with the local device; the config's `rpc` key is a shorthand for this one.
+    #[serde(default)]
+    rpc: Vec<String>,
     /// Layers (the output layer counted) placed on the `rpc` workers' devices and local GPUs
     /// (llama.cpp's `n_gpu_layers`); default: an equal share per device, the CPU keeping the
     /// first one.
@@ -66,10 +70,6 @@ impl InferenceBackend for LlamaEngine {
         Capabilities::all()
     }
 
-    fn splits_over_rpc(&self) -> bool {
-        true
-    }
-
     fn device(&self) -> String {
         if let Err(e) = llama_backend() {
             return format!("none ({e})");
@@ -100,7 +100,7 @@ fn load(spec: &LoadSpec) -> Result<EngineParts> {
     crate::validate::check(gguf)?;
     let options: LlamaOptions = spec.options.engine.parse(ENGINE_NAME)?;
     let backend = llama_backend()?;
-    let plan = crate::placement::plan(spec, options.gpu_layers)?;
+    let plan = crate::placement::plan(spec, &options.rpc, options.gpu_layers)?;
     let model = LlamaModel::load_from_file(backend, path, &plan.params).map_err(|e| {
         Error::invalid_model(
             path,

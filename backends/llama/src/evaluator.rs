@@ -12,10 +12,10 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use minerva_runtime::generation::{
+use minerva_core::generation::{
     argmax, BatchEntry, BatchToken, Evaluator, Limits, SavedState, Vocabulary, Wanted,
 };
-use minerva_runtime::{Error, Result};
+use minerva_core::{Error, Result};
 
 use crate::ENGINE_NAME;
 

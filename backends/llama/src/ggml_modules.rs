@@ -12,7 +12,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use minerva_runtime::{Error, Result};
+use minerva_core::{Error, Result};
 
 use crate::ENGINE_NAME;
 

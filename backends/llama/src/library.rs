@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::{send_logs_to_tracing, LogOptions};
-use minerva_runtime::{Error, Result};
+use minerva_core::{Error, Result};
 
 use crate::ENGINE_NAME;
 
@@ -39,5 +39,5 @@ unsafe extern "C" fn report_abort(message: *const std::ffi::c_char) {
         Some((place, what)) => format!("{}: {what}", place.rsplit('/').next().unwrap_or(place)),
         None => message.to_string(),
     };
-    minerva_runtime::fatal::report(&format!("ggml: {short}"));
+    minerva_core::fatal::report(&format!("ggml: {short}"));
 }

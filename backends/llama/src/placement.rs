@@ -8,7 +8,7 @@
 use std::pin::Pin;
 
 use llama_cpp_2::model::params::LlamaModelParams;
-use minerva_runtime::{Error, LoadSpec, ModelPart, Result};
+use minerva_core::{Error, LoadSpec, ModelPart, Result};
 
 use crate::rpc::{self, Device};
 use crate::ENGINE_NAME;
@@ -29,10 +29,10 @@ pub struct Plan {
 /// The placement of `spec`'s model: `offloaded` layers (counting the output layer, llama.cpp's
 /// `n_gpu_layers`) on the workers and local GPUs; by default all of them with a local GPU, else
 /// an equal share per device with the CPU keeping the first share.
-pub fn plan(spec: &LoadSpec, offloaded: Option<u32>) -> Result<Plan> {
+pub fn plan(spec: &LoadSpec, workers: &[String], offloaded: Option<u32>) -> Result<Plan> {
     let layers = spec.detected.info.layers.unwrap_or(0) as u32;
     let local = rpc::local_gpus();
-    let mut devices = rpc::connect(&spec.options.rpc)?;
+    let mut devices = rpc::connect(workers)?;
     devices.extend(local.iter().cloned());
     if devices.is_empty() {
         if offloaded.is_some() {

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use llama_cpp_sys_2::{ggml_backend_dev_t, ggml_backend_reg_t};
-use minerva_runtime::{Error, Result};
+use minerva_core::{Error, Result};
 
 use crate::ENGINE_NAME;
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use minerva_runtime::generation::Tokenizer;
-use minerva_runtime::Result;
+use minerva_core::generation::Tokenizer;
+use minerva_core::Result;
 
 /// The model's own tokenizer (from its GGUF vocabulary).
 pub(crate) struct LlamaTokenizer {

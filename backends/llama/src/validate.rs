@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use minerva_runtime::format::gguf::GgufFile;
-use minerva_runtime::{Error, Result};
+use minerva_core::format::gguf::GgufFile;
+use minerva_core::{Error, Result};
 
 /// Largest training context taken at face value (16M tokens); beyond it the key is corrupt.
 const MAX_CONTEXT: u64 = 1 << 24;

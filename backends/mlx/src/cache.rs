@@ -3,7 +3,7 @@
 //! Keys and values are kept as floats, or quantized in groups along the head dimension
 //! ([`KvQuantization`]: MLX's affine packing, as its quantized matmul reads it).
 
-use minerva_runtime::Result;
+use minerva_core::Result;
 use mlx_rs::ops::indexing::{TryIndexMutOp, TryIndexOp};
 use mlx_rs::ops::{concatenate, quantize, zeros_dtype};
 use mlx_rs::Array;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use minerva_runtime::{Error, Result};
+use minerva_core::{Error, Result};
 use serde::Deserialize;
 use serde_json::Value;
 

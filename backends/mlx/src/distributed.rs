@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use minerva_runtime::{Error, ModelPart, Result};
+use minerva_core::{Error, ModelPart, Result};
 use mlx_rs::transforms::eval;
 use mlx_rs::{Array, Dtype, Stream};
 

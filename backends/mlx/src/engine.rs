@@ -1,9 +1,9 @@
 //! [`MlxEngine`]: the `InferenceBackend` for MLX, and how it loads a model.
 
 use async_trait::async_trait;
-use minerva_runtime::generation::Generator;
-use minerva_runtime::threads::run_blocking;
-use minerva_runtime::{
+use minerva_core::generation::Generator;
+use minerva_core::threads::run_blocking;
+use minerva_core::{
     Capabilities, Detected, EngineMemory, EngineParts, InferenceBackend, LoadSpec, ModelFormat,
     ModelHeader, Result,
 };

@@ -3,8 +3,8 @@
 //! of their own, device picks (`argmax`) queued with `async_eval` so the core can feed them to the
 //! next step before reading them back, as mlx_lm's pipelined decoding does.
 
-use minerva_runtime::generation::{BatchEntry, BatchToken, Evaluator, Limits, SavedState, Wanted};
-use minerva_runtime::{Error, Result};
+use minerva_core::generation::{BatchEntry, BatchToken, Evaluator, Limits, SavedState, Wanted};
+use minerva_core::{Error, Result};
 use mlx_rs::ops::concatenate;
 use mlx_rs::ops::indexing::{argmax_axis, TryIndexOp};
 use mlx_rs::transforms::{async_eval, eval};

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use minerva_runtime::format::safetensors_dir::SafetensorsDir;
-use minerva_runtime::generation::{Limits, Vocabulary};
-use minerva_runtime::threads::default_threads;
-use minerva_runtime::{
+use minerva_core::format::safetensors_dir::SafetensorsDir;
+use minerva_core::generation::{Limits, Vocabulary};
+use minerva_core::threads::default_threads;
+use minerva_core::{
     ChatTemplate, Error, KvCacheType, LoadSpec, ModelHeader, ModelPart, Result, DEFAULT_CONTEXT_CAP,
 };
 use mlx_rs::{Device, DeviceType};
@@ -249,7 +249,7 @@ pub fn serve_rank(dir: &Path, hostfile: &Path, rank: usize, threads: usize) -> R
             "rank 0 is the serving minerva: set the model's engine_options.hostfile there".into(),
         ));
     }
-    let detected = minerva_runtime::detect(dir)?;
+    let detected = minerva_core::detect(dir)?;
     let ModelHeader::Safetensors(files) = &detected.header else {
         return Err(Error::invalid_model(
             dir,

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use minerva_runtime::{Error, Result};
+use minerva_core::{Error, Result};
 use mlx_rs::{fast, Array};
 use serde_json::Value;
 

@@ -5,8 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use minerva_runtime::generation::Vocabulary;
-use minerva_runtime::{ChatTemplate, Error, Result};
+use minerva_core::generation::Vocabulary;
+use minerva_core::{ChatTemplate, Error, Result};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
@@ -116,7 +116,7 @@ impl ModelTokenizer {
     }
 }
 
-impl minerva_runtime::generation::Tokenizer for ModelTokenizer {
+impl minerva_core::generation::Tokenizer for ModelTokenizer {
     fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
         let encoding = self.tokenizer.encode(text, add_special).map_err(|e| {
             Error::InvalidRequest(format!("the prompt could not be tokenized: {e}"))

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use minerva_runtime::{Error, Result};
+use minerva_core::{Error, Result};
 use mlx_rs::ops::{dequantize, stack};
 use mlx_rs::transforms::eval;
 use mlx_rs::{Array, Dtype};

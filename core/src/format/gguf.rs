@@ -409,45 +409,9 @@ fn fixed_size(value_type: u32) -> Option<u64> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::io::Write;
-
-    /// Writes a small valid GGUF v3 file: some metadata and one F32 tensor.
-    pub fn write_tiny_gguf(path: &Path) {
-        let mut b = Vec::new();
-        b.extend_from_slice(GGUF_MAGIC);
-        b.extend_from_slice(&3u32.to_le_bytes());
-        b.extend_from_slice(&1u64.to_le_bytes());
-        b.extend_from_slice(&3u64.to_le_bytes());
-        let s = |b: &mut Vec<u8>, v: &str| {
-            b.extend_from_slice(&(v.len() as u64).to_le_bytes());
-            b.extend_from_slice(v.as_bytes());
-        };
-        s(&mut b, "general.architecture");
-        b.extend_from_slice(&8u32.to_le_bytes());
-        s(&mut b, "llama");
-        s(&mut b, "llama.context_length");
-        b.extend_from_slice(&4u32.to_le_bytes());
-        b.extend_from_slice(&2048u32.to_le_bytes());
-        s(&mut b, "tokenizer.ggml.tokens");
-        b.extend_from_slice(&9u32.to_le_bytes());
-        b.extend_from_slice(&8u32.to_le_bytes());
-        b.extend_from_slice(&2u64.to_le_bytes());
-        s(&mut b, "a");
-        s(&mut b, "bc");
-        s(&mut b, "token_embd.weight");
-        b.extend_from_slice(&2u32.to_le_bytes());
-        b.extend_from_slice(&4u64.to_le_bytes());
-        b.extend_from_slice(&2u64.to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
-        b.extend_from_slice(&0u64.to_le_bytes());
-        while b.len() % 32 != 0 {
-            b.push(0);
-        }
-        b.extend_from_slice(&[0u8; 32]);
-        File::create(path).unwrap().write_all(&b).unwrap();
-    }
+    use crate::testing::write_tiny_gguf;
 
     #[test]
     fn reads_metadata_and_tensors() {

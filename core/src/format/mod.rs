@@ -367,7 +367,7 @@ mod tests {
     fn gguf_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tiny.gguf");
-        gguf::tests::write_tiny_gguf(&p);
+        crate::testing::write_tiny_gguf(&p);
         let info = inspect(&p).unwrap();
         assert_eq!(info.format, ModelFormat::Gguf);
         assert_eq!(info.context_length, Some(2048));

@@ -149,6 +149,7 @@ pub fn runner_socket() -> Result<UnixStream> {
     // SAFETY: descriptor 3 is an open socket handed to us by the serving process, owned from here.
     let socket = unsafe { std::os::unix::net::UnixStream::from_raw_fd(RUNNER_FD) };
     IS_RUNNER.store(true, Ordering::Relaxed);
+    crate::fatal::set_reporter(write_last_words);
     socket.set_nonblocking(true).map_err(|_| not_started())?;
     UnixStream::from_std(socket).map_err(|_| not_started())
 }

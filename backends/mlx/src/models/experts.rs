@@ -3,7 +3,7 @@
 //! weights are stacked, `[experts, out, in]`, and multiplied with `gather_mm` / `gather_qmm`,
 //! the tokens sorted by expert when there are many (as mlx_lm's `SwitchGLU` does).
 
-use minerva_runtime::Result;
+use minerva_core::Result;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::ops::{
     argpartition_axis, argsort_axis, expand_dims_axes, gather_mm, gather_qmm, sigmoid,

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use minerva_runtime::{Error, Result};
+use minerva_core::{Error, Result};
 
 use super::{Activation, ArchOptions, Family, Layer};
 use crate::config::ModelConfig;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use minerva_runtime::Result;
+use minerva_core::Result;
 
 use super::experts::Routing;
 use super::{llama, qwen_moe, Family, Moe};

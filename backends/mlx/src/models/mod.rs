@@ -14,7 +14,7 @@ pub use experts::SwitchLinear;
 use std::ops::Range;
 use std::path::Path;
 
-use minerva_runtime::{Error, Result};
+use minerva_core::{Error, Result};
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::ops::{

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use minerva_runtime::{Error, Result};
+use minerva_core::{Error, Result};
 
 use super::experts::Routing;
 use super::{qwen2, qwen3, ArchOptions, Family, Layer, Moe};
