@@ -4,11 +4,13 @@ engine's model families are checked against (tests/tests/families.rs).
 Usage: mlx_reference.py REQUEST_JSON
 
 REQUEST: {"tokenizer": DIR, "seed": S, "cases": [{"name", "model_type", "config", "quantize",
-"kv_bits", "dir", "prompt": [ids], "steps": N}]}.
+"bfloat16", "kv_bits", "dir", "prompt": [ids], "steps": N}]}.
 
 For each case, with mx.random.seed(S): mlx_lm's own Model class for `model_type`, built from
 `config` (vocab_size set to VOCAB_SIZE, the tokenizer's) with mlx_lm's random initialization,
-sharpened (OUTPUT_GAIN, QK_GAIN); then what `mlx_lm.convert` does with a checkpoint:
+sharpened (OUTPUT_GAIN, QK_GAIN), cast to bfloat16 when `bfloat16` (as mlx-community's
+checkpoints are; decoded in float32 over those values all the same); then what `mlx_lm.convert`
+does with a checkpoint:
 `sanitize` (a tied head is not saved), 4-bit affine quantization in groups of 64 by
 `quantize_model` when `quantize`, `save_model` and `save_config` into `dir`, beside the tokenizer
 files of DIR. The directory is loaded back with mlx_lm's `load_model` and the prompt
@@ -89,6 +91,9 @@ def make(case, tokenizer_dir, seed):
         weights = {k: v for k, v in weights.items() if not k.endswith("lm_head.weight")}
     weights = model.sanitize(weights)
     model.load_weights(list(weights.items()))
+    if case.get("bfloat16"):
+        model.set_dtype(mx.bfloat16)
+        config["torch_dtype"] = "bfloat16"
     if case["quantize"]:
         # quantize_model reports the bits per weight on stdout, which carries the answer.
         with contextlib.redirect_stdout(sys.stderr):
@@ -155,6 +160,7 @@ def main():
     for case in request["cases"]:
         out = make(case, request["tokenizer"], request["seed"])
         model, _ = load_model(out)
+        model.set_dtype(mx.float32)  # scales and biases too; packed weights are not floats
         try:
             answer = greedy(model, case["prompt"], case["steps"], case["kv_bits"])
             if case["kv_bits"]:

@@ -5,7 +5,9 @@
 //! `kv_bits=8`). The engine loads that directory and, greedy on the same prompt, must choose
 //! mlx_lm's token at every step (until mlx_lm's two likeliest are a near-tie) with each
 //! log-probability, the five likeliest alternatives' included, within [`TOLERANCE`]. 4-bit weights
-//! run both as the CPU default (dequantized to f32) and with MLX's quantized kernels.
+//! run both as the CPU default (dequantized to f32) and with MLX's quantized kernels (float32
+//! scales); 4-bit weights with bfloat16 scales and floats, on the CPU, too (computed in float32
+//! on both sides; on a GPU the engine computes in bfloat16, so they are skipped there by name).
 //!
 //! An 8-bit cache rounds each key and value to one of 256 levels of its group, and a value at the
 //! boundary between two goes either way with the smallest float difference before it; such flips
@@ -146,16 +148,21 @@ enum Variant {
     Q4,
     /// Float32 weights, 8-bit KV cache (groups of 64).
     Kv8,
+    /// 4-bit weights with bfloat16 scales and bfloat16 floats (as mlx-community checkpoints),
+    /// float KV cache: on the CPU the engine computes in float32 over those values, as the
+    /// reference does.
+    Q4Bf16,
 }
 
 impl Variant {
-    const ALL: [Variant; 3] = [Variant::Float, Variant::Q4, Variant::Kv8];
+    const ALL: [Variant; 4] = [Variant::Float, Variant::Q4, Variant::Kv8, Variant::Q4Bf16];
 
     fn name(self) -> &'static str {
         match self {
             Variant::Float => "f32",
             Variant::Q4 => "q4",
             Variant::Kv8 => "kv8",
+            Variant::Q4Bf16 => "q4-bf16",
         }
     }
 
@@ -163,7 +170,7 @@ impl Variant {
     /// positions cached, so its runs keep the length its allowance was measured at.
     fn length(self) -> (usize, usize) {
         match self {
-            Variant::Float | Variant::Q4 => (64, 32),
+            Variant::Float | Variant::Q4 | Variant::Q4Bf16 => (64, 32),
             Variant::Kv8 => (24, 12),
         }
     }
@@ -172,7 +179,7 @@ impl Variant {
     /// dequantized to f32 on the CPU), and for 4-bit weights also 0 (MLX's quantized kernels).
     fn dense_limits(self) -> &'static [Option<u64>] {
         match self {
-            Variant::Q4 => &[None, Some(0)],
+            Variant::Q4 | Variant::Q4Bf16 => &[None, Some(0)],
             Variant::Float | Variant::Kv8 => &[None],
         }
     }
@@ -233,7 +240,8 @@ fn mlx_lm(cases: &[Case]) -> Vec<Reference> {
             "steps": c.variant.length().1,
             "model_type": c.family.model_type,
             "config": serde_json::from_str::<Value>(c.family.config).expect("config is JSON"),
-            "quantize": matches!(c.variant, Variant::Q4),
+            "quantize": matches!(c.variant, Variant::Q4 | Variant::Q4Bf16),
+            "bfloat16": matches!(c.variant, Variant::Q4Bf16),
             "kv_bits": matches!(c.variant, Variant::Kv8).then_some(8),
             "dir": c.dir,
         })).collect::<Vec<_>>(),
@@ -405,6 +413,7 @@ async fn check(families: &[Family]) {
         })
         .collect();
     let references = mlx_lm(&cases);
+    let device = MlxEngine::new().device();
     let mut failures = Vec::new();
     // Runs with an 8-bit cache, and those of them within TOLERANCE.
     let (mut rounded, mut exact) = (0, 0);
@@ -416,6 +425,14 @@ async fn check(families: &[Family]) {
                 continue;
             }
         };
+        if matches!(case.variant, Variant::Q4Bf16) && !device.starts_with("cpu") {
+            println!(
+                "{}: skipped on {device}, where the engine computes in bfloat16 (the reference \
+                 in float32)",
+                case.name()
+            );
+            continue;
+        }
         for &limit in case.variant.dense_limits() {
             let name = match limit {
                 None => case.name(),

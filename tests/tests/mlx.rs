@@ -321,10 +321,11 @@ fn engine_options_are_checked_by_their_engine_and_choose_the_mlx_layout() {
             "8",
         ]))
     };
-    // The per-model key keeps the weights quantized; the default dequantizes them on the CPU.
+    // The per-model key keeps the weights quantized (float32 scales); the default dequantizes them
+    // on the CPU.
     let (ok, out, err) = run_with(&smollm2_mlx(), "cpu_dense_max_mb = 0");
     assert!(ok && out.contains("Paris"), "{err}");
-    assert!(err.contains("AsStored"), "{err}");
+    assert!(err.contains("PackedF32"), "{err}");
     let (ok, _, err) = run_with(&smollm2_mlx(), "");
     assert!(ok && err.contains("DenseF32"), "{err}");
     // Keys an engine does not know are refused by name, on both engines.

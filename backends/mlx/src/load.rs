@@ -112,10 +112,12 @@ fn choose_layout(parameters: u64, options: &MlxOptions) -> Layout {
         .and_then(|v| v.parse::<u64>().ok())
         .or(options.cpu_dense_max_mb)
         .unwrap_or(DEFAULT_DENSE_LIMIT_MB);
-    if on_cpu && parameters.saturating_mul(4) <= limit_mb << 20 {
+    if !on_cpu {
+        Layout::AsStored
+    } else if parameters.saturating_mul(4) <= limit_mb << 20 {
         Layout::DenseF32
     } else {
-        Layout::AsStored
+        Layout::PackedF32
     }
 }
 
@@ -227,7 +229,7 @@ fn build(
 ) -> Result<Transformer> {
     crate::blas::set_threads(threads);
     let layout = choose_layout(files.parameter_count, options);
-    let dense_from_rows = (layout == Layout::AsStored && on_cpu()).then_some(DENSE_PRODUCT_ROWS);
+    let dense_from_rows = (layout == Layout::PackedF32).then_some(DENSE_PRODUCT_ROWS);
     tracing::info!(?layout, ?layers, "MLX weights");
     // Blocks outside `layers` are never read.
     let keep = |name: &str| {

@@ -16,8 +16,14 @@ use crate::models::SwitchLinear;
 /// How weights are kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// As stored: quantized layers stay quantized, floats keep their type.
+    /// As stored: quantized layers stay quantized, floats keep their type (GPUs: half and
+    /// bfloat16 kernels are the fast ones there).
     AsStored,
+    /// Quantized layers stay quantized with float32 scales and biases, every other tensor is
+    /// float32, so activations are float32 (the CPU beyond the dense limit). MLX's CPU kernels
+    /// for half-precision activations are plain loops: its bfloat16 `quantized_matmul` took 8x
+    /// and float16's 36x the float32 time at Gemma 3 270M's shapes.
+    PackedF32,
     /// Everything dequantized / cast to f32 at load. On the CPU, MLX's float products go to BLAS
     /// while its quantized kernels are plain loops, so this is several times faster there, at
     /// up to 8x the memory of 4-bit weights. The values are the same numbers.
@@ -181,15 +187,17 @@ impl Weights {
     }
 
     /// The RMSNorm at `prefix`; with `offset`, its stored weight `w` scales by `1 + w` (Gemma),
-    /// added here once in the stored type, as the reference adds it on every call.
+    /// added here once in the layout's type (the reference adds it on every call, in the type
+    /// it computes in).
     pub fn rms_norm(&mut self, prefix: &str, eps: f32, offset: bool) -> Result<RmsNorm> {
-        let mut weight = self.take(&format!("{prefix}.weight"))?;
+        let stored = self.take(&format!("{prefix}.weight"))?;
+        let mut weight = self.float(stored)?;
         if offset {
             let one = Array::from_f32(1.0).as_dtype(weight.dtype()).mlx()?;
             weight = one.add(&weight).mlx()?;
             eval([&weight]).mlx()?;
         }
-        Ok(RmsNorm::new(self.float(weight)?, eps))
+        Ok(RmsNorm::new(weight, eps))
     }
 
     /// A weight (and its quantization) in the chosen layout.
@@ -200,11 +208,28 @@ impl Weights {
     ) -> Result<(Array, Option<QuantParams>)> {
         match (self.layout, quant) {
             (Layout::DenseF32, Some(q)) => {
-                let dense = dequantize(&weight, &q.scales, q.biases.as_ref(), q.group_size, q.bits)
-                    .mlx()?;
+                // Scales and biases first, so that a half-precision checkpoint's weights are
+                // computed in float32, not rounded to its type.
+                let (scales, biases) = (self.float(q.scales)?, q.biases.map(|b| self.float(b)));
+                let dense = dequantize(
+                    &weight,
+                    &scales,
+                    biases.transpose()?.as_ref(),
+                    q.group_size,
+                    q.bits,
+                )
+                .mlx()?;
                 Ok((self.float(dense)?, None))
             }
-            (Layout::DenseF32, None) => Ok((self.float(weight)?, None)),
+            (Layout::DenseF32 | Layout::PackedF32, None) => Ok((self.float(weight)?, None)),
+            (Layout::PackedF32, Some(q)) => {
+                let quant = QuantParams {
+                    scales: self.float(q.scales)?,
+                    biases: q.biases.map(|b| self.float(b)).transpose()?,
+                    ..q
+                };
+                Ok((weight, Some(quant)))
+            }
             (Layout::AsStored, quant) => Ok((weight, quant)),
         }
     }
