@@ -4,7 +4,7 @@
 use minerva_core::Result;
 use mlx_rs::ops::{concatenate, dequantize, quantized_matmul};
 use mlx_rs::transforms::eval;
-use mlx_rs::{fast, Array, Dtype};
+use mlx_rs::{fast, Array};
 
 use crate::error::MlxResultExt;
 
@@ -19,8 +19,9 @@ pub struct QuantParams {
     /// Bits per weight.
     pub bits: i32,
     /// Inputs of at least this many rows dequantize the weight and take a float32 product (BLAS
-    /// on the CPU; half-precision inputs cast there and back) instead of MLX's quantized kernel,
-    /// whose CPU version dequantizes again for every row; `None`: always the quantized kernel.
+    /// on the CPU, where activations are float32: the `PackedF32` layout) instead of MLX's
+    /// quantized kernel, whose CPU version dequantizes again for every row; `None`: always the
+    /// quantized kernel.
     pub dense_from_rows: Option<i32>,
 }
 
@@ -31,17 +32,7 @@ fn times_transposed(x: &Array, weight: &Array, quant: Option<&QuantParams>) -> R
         Some(q) if q.dense_from_rows.is_some_and(|n| rows >= n) => {
             let dense =
                 dequantize(weight, &q.scales, q.biases.as_ref(), q.group_size, q.bits).mlx()?;
-            if x.dtype() == Dtype::Float32 {
-                return x.matmul(dense.t()).mlx();
-            }
-            // Only float32 products reach BLAS on the CPU; MLX's own half and bfloat16 gemm
-            // there is several times slower than dequantizing to float32 and casting back.
-            let product = x
-                .as_dtype(Dtype::Float32)
-                .mlx()?
-                .matmul(dense.as_dtype(Dtype::Float32).mlx()?.t())
-                .mlx()?;
-            product.as_dtype(x.dtype()).mlx()
+            x.matmul(dense.t()).mlx()
         }
         Some(q) => quantized_matmul(
             x,
