@@ -77,13 +77,8 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
         .catalog()
         .into_iter()
         .map(|m| {
-            let (engine, format, estimate, error) = match m.inspection {
-                Ok(i) => (
-                    Some(i.engine),
-                    Some(i.info.format.to_string()),
-                    Some(i.memory_estimate),
-                    None,
-                ),
+            let (engine, estimate, info, error) = match m.inspection {
+                Ok(i) => (Some(i.engine), Some(i.memory_estimate), Some(i.info), None),
                 Err(e) => (None, None, None, Some(e)),
             };
             let status = statuses.get(&m.id).cloned().unwrap_or(ModelStatus {
@@ -111,17 +106,34 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
                 expires_in_s: status.expires_in_s,
                 estimated_memory_bytes: estimate.map(|e| e.total()),
                 context_size: estimate.map(|e| e.context_size),
+                size_bytes: info.as_ref().and_then(|i| disk_bytes(&i.path)),
+                parameters: info.as_ref().map(|i| i.parameter_count),
+                format: info.as_ref().map(|i| i.format.to_string()),
+                quantization: info.and_then(|i| i.quantization),
                 id: m.id,
                 object: "model",
                 created: 0,
                 owned_by: "minerva",
                 engine,
-                format,
                 error,
             }
         })
         .collect();
     Json(json!({"object": "list", "data": data}))
+}
+
+/// Bytes a model's file, or the files of its directory, take on disk (links followed, as the
+/// Hugging Face cache's are).
+fn disk_bytes(path: &std::path::Path) -> Option<u64> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return Some(meta.len());
+    }
+    let files = std::fs::read_dir(path).ok()?.filter_map(|e| {
+        let meta = std::fs::metadata(e.ok()?.path()).ok()?;
+        meta.is_file().then_some(meta.len())
+    });
+    Some(files.sum())
 }
 
 /// `POST /v1/models/{model}/load`: load a configured model now (waits for the load).
@@ -754,7 +766,7 @@ pub async fn ollama_models(
             let mut entry = json!({
                 "name": m.id, "model": m.id,
                 "modified_at": modified_at(&info.info.path),
-                "size": info.info.weight_bytes,
+                "size": disk_bytes(&info.info.path).unwrap_or(info.info.weight_bytes),
                 "digest": format!("{:x}", info.info.weight_bytes),
                 "details": ollama_details(&info.info),
             });

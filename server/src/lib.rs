@@ -9,6 +9,7 @@ mod manage;
 mod metrics;
 mod ollama;
 mod openai;
+mod page;
 mod responses;
 mod stream;
 #[cfg(test)]
@@ -80,6 +81,9 @@ pub fn app(runtime: Runtime) -> (Router, Arc<AppState>) {
         ));
     let mut router = Router::new()
         .route("/health", get(handlers::health))
+        .route("/", get(page::index))
+        .route("/chat.js", get(page::script))
+        .route("/chat.css", get(page::style))
         .merge(api)
         .fallback(|| async {
             ApiError::status(StatusCode::NOT_FOUND, "no such route", "not_found")

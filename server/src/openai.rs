@@ -961,6 +961,12 @@ pub struct ModelEntry {
     pub estimated_memory_bytes: Option<u64>,
     /// The context that estimate is for.
     pub context_size: Option<u32>,
+    /// Bytes its files take on disk.
+    pub size_bytes: Option<u64>,
+    /// Its parameters.
+    pub parameters: Option<u64>,
+    /// How its weights are stored, e.g. `Q4_1` or `mlx affine 4-bit, group 64`.
+    pub quantization: Option<String>,
     /// Why it cannot be served, if detection failed.
     pub error: Option<String>,
 }

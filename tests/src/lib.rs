@@ -148,6 +148,31 @@ pub fn smollm2_mlx() -> PathBuf {
     .clone()
 }
 
+/// Write `config` (TOML) to a temporary file, start `minerva --config FILE serve --port 0` with
+/// `serve_args` after `serve`, run the Python checks of `suite` with `args` and `--server-pid`
+/// against it, and stop it; panics with the report if a check failed or the server died.
+pub fn serve_and_check(config: &str, serve_args: &[&str], suite: &str, args: &[&str]) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("minerva.toml");
+    std::fs::write(&path, config).expect("config written");
+    let (mut server, base_url) = spawn_server(
+        minerva()
+            .arg("--config")
+            .arg(&path)
+            .args(["--log", "info", "serve", "--port", "0"])
+            .args(serve_args)
+            .stderr(std::process::Stdio::inherit()),
+    );
+    let pid = server.id().to_string();
+    let args = args.iter().copied().chain(["--server-pid", &pid]);
+    let (passed, report) = python_checks(&base_url, suite, args);
+    let alive = server.try_wait().expect("server status").is_none();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(passed, "suite {suite} failed:\n{report}");
+    assert!(alive, "the server died during suite {suite}");
+}
+
 /// Spawn `cmd` (a prepared `minerva ... serve --port 0 ...`) with stdout piped and return the
 /// child and the base URL from its first line, `minerva listening on URL`.
 pub fn spawn_server(cmd: &mut Command) -> (std::process::Child, String) {
@@ -168,16 +193,17 @@ pub fn spawn_server(cmd: &mut Command) -> (std::process::Child, String) {
     (child, url)
 }
 
-/// Run the `suite` checks of tests/python/openai_checks.py, with `args`, against the server at
-/// `base_url`, printing their report; whether they all passed, and their output.
-pub fn openai_checks<S: AsRef<std::ffi::OsStr>>(
+/// Run the Python checks of `suite` (tests/python/checks/, through run_checks.py), with `args`,
+/// against the server at `base_url`, printing their report; whether they all passed, and their
+/// output.
+pub fn python_checks<S: AsRef<std::ffi::OsStr>>(
     base_url: &str,
     suite: &str,
     args: impl IntoIterator<Item = S>,
 ) -> (bool, String) {
     let output = Command::new(venv_python())
         .current_dir(workspace_root())
-        .arg("tests/python/openai_checks.py")
+        .arg("tests/python/run_checks.py")
         .args(["--base-url", base_url, "--suite", suite])
         .args(args)
         .output()

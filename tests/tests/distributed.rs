@@ -1,6 +1,6 @@
 //! One model over several processes on loopback, through the engines' own distributed layers.
 //! ggml RPC: the test GGUF split three ways, over this process's CPU and two
-//! `minerva worker --rpc` processes, driven by tests/python/openai_checks.py (suite `rpc`): the
+//! `minerva worker --rpc` processes, driven by tests/python/python_checks.py (suite `rpc`): the
 //! same greedy text as one process, a worker killed mid-stream fails that stream clearly while
 //! the server stays up, and the model answers again once the worker is back. MLX distributed:
 //! the MLX twin split over a two-rank ring gives the same greedy text as one process (batched,
@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use minerva_tests::{minerva, minerva_bin, openai_checks, smollm2_gguf, smollm2_mlx, spawn_server};
+use minerva_tests::{minerva, minerva_bin, python_checks, smollm2_gguf, smollm2_mlx, spawn_server};
 
 /// A worker process, killed when dropped.
 struct Worker(Child);
@@ -100,7 +100,7 @@ fn a_model_split_over_rpc_workers_answers_as_one_process_and_survives_a_lost_wor
     args.extend(["--worker-pid".into(), workers[1].0.id().to_string()]);
     args.extend(["--minerva".into(), minerva_bin().display().to_string()]);
     args.extend(["--server-pid".into(), server.id().to_string()]);
-    let (passed, report) = openai_checks(&base_url, "rpc", args);
+    let (passed, report) = python_checks(&base_url, "rpc", args);
     let alive = server.try_wait().unwrap().is_none();
     let _ = server.kill();
     let _ = server.wait();
@@ -173,7 +173,7 @@ fn the_mlx_twin_split_over_a_two_rank_ring_answers_as_one_process() {
         "--split-path".into(),
         twin.display().to_string(),
     ];
-    let (passed, report) = openai_checks(&base_url, "ring", args);
+    let (passed, report) = python_checks(&base_url, "ring", args);
     let alive = server.try_wait().unwrap().is_none();
     let _ = server.kill();
     let _ = server.wait();

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use minerva_tests::{
-    minerva, openai_checks, run, smollm2_gguf, smollm2_mlx, venv_python, workspace_root, FRANCE,
+    minerva, python_checks, run, smollm2_gguf, smollm2_mlx, venv_python, workspace_root, FRANCE,
     SYSTEM,
 };
 
@@ -311,7 +311,7 @@ fn interrupted_download_resumes() {
     );
 }
 
-/// The pull suite of tests/python/openai_checks.py against `minerva serve` with `config`, the
+/// The pull suite of tests/python/python_checks.py against `minerva serve` with `config`, the
 /// hub's models in the cache `cache`.
 fn pull_checks(hub: &FakeHub, cache: &str, config: &str, suite: &str) {
     let path = hub.dir.path().join(format!("{suite}.toml"));
@@ -326,7 +326,7 @@ fn pull_checks(hub: &FakeHub, cache: &str, config: &str, suite: &str) {
     let model = format!("{GGUF_REPO}:Q4_1");
     let cache = hub.cache(cache).display().to_string();
     let args = ["--model", &model, "--twin", MLX_REPO, "--local", "local"];
-    let (passed, report) = openai_checks(
+    let (passed, report) = python_checks(
         &base_url,
         suite,
         args.into_iter().chain(["--cache", &cache]),

@@ -1,82 +1,40 @@
 //! `minerva serve` with each model's engine in a runner process: a model whose engine dies
 //! fails alone, a killed runner comes back, unloading ends the runner; both engines run as
 //! runners; idle models unload and the least recently used is evicted. Driven by
-//! tests/python/openai_checks.py (suites `runners` and `lifecycle`).
+//! tests/python/checks (suites `runners`, `lifecycle`, `budget`, `speculative`).
 
-use std::process::{Command, Stdio};
-
-use minerva_tests::{
-    minerva, openai_checks, smollm2_gguf, smollm2_mlx, spawn_server, venv_python, workspace_root,
-};
+use minerva_tests::{serve_and_check, smollm2_gguf, smollm2_mlx};
 
 #[test]
 fn engines_in_runner_processes_fail_alone_and_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let victim = dir.path().join("victim.gguf");
     std::fs::copy(smollm2_gguf(), &victim).unwrap();
-    let config = dir.path().join("minerva.toml");
     let model = |id: &str, path: &std::path::Path| {
         format!("[[models]]\nid = \"{id}\"\npath = \"{}\"\n", path.display())
     };
-    std::fs::write(
+    let config = format!(
+        "context_size = 2048\n{}{}{}",
+        model("smol", &smollm2_gguf()),
+        model("victim", &victim),
+        model("twin", &smollm2_mlx()),
+    );
+    let victim = victim.display().to_string();
+    serve_and_check(
         &config,
-        format!(
-            "context_size = 2048\n{}{}{}",
-            model("smol", &smollm2_gguf()),
-            model("victim", &victim),
-            model("twin", &smollm2_mlx()),
-        ),
-    )
-    .unwrap();
-    let (mut server, base_url) = spawn_server(
-        minerva()
-            .arg("--config")
-            .arg(&config)
-            .args(["--log", "info", "serve", "--port", "0", "--preload"])
-            .stderr(Stdio::inherit()),
+        &["--preload"],
+        "runners",
+        &[
+            "--model",
+            "smol",
+            "--victim",
+            "victim",
+            "--twin",
+            "twin",
+            "--victim-path",
+            &victim,
+        ],
     );
-    let output = Command::new(venv_python())
-        .current_dir(workspace_root())
-        .arg("tests/python/openai_checks.py")
-        .args(["--base-url", &base_url, "--suite", "runners"])
-        .args(["--model", "smol", "--victim", "victim", "--twin", "twin"])
-        .arg("--victim-path")
-        .arg(&victim)
-        .args(["--server-pid", &server.id().to_string()])
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    let alive = server.try_wait().unwrap().is_none();
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(
-        output.status.success(),
-        "runner checks failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(alive, "the server died");
-}
-
-/// Serve the models of `config` (TOML) with runners and run the checks of `suite` in
-/// tests/python/openai_checks.py against it, with `checks_args` and the server's pid.
-fn serve_and_check(config: &str, suite: &str, checks_args: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("minerva.toml");
-    std::fs::write(&path, config).unwrap();
-    let (mut server, base_url) = spawn_server(
-        minerva()
-            .arg("--config")
-            .arg(&path)
-            .args(["serve", "--port", "0"])
-            .stderr(Stdio::inherit()),
-    );
-    let pid = server.id().to_string();
-    let args = checks_args.iter().copied().chain(["--server-pid", &pid]);
-    let (passed, report) = openai_checks(&base_url, suite, args);
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(passed, "{suite} checks failed:\n{report}");
 }
 
 #[test]
@@ -91,6 +49,7 @@ fn a_memory_budget_evicts_by_estimate_and_keep_alive_comes_with_requests() {
              [[models]]\nid = \"huge\"\npath = \"{0}\"\ncontext_size = 131072\n",
             smollm2_gguf().display()
         ),
+        &[],
         "budget",
         &["--model", "smol", "--victim", "other", "--twin", "huge"],
     );
@@ -107,6 +66,7 @@ fn a_draft_model_and_a_quantized_kv_cache_work_in_runner_processes() {
             smollm2_gguf().display(),
             smollm2_mlx().display()
         ),
+        &[],
         "speculative",
         &["--model", "drafted", "--victim", "plain", "--twin", "q8"],
     );
@@ -121,6 +81,7 @@ fn idle_models_unload_and_the_least_recently_used_is_evicted() {
              [[models]]\nid = \"other\"\npath = \"{0}\"\n",
             smollm2_gguf().display()
         ),
+        &[],
         "lifecycle",
         &["--model", "smol", "--victim", "other"],
     );

@@ -1,11 +1,11 @@
 //! `minerva serve` on the real SmolLM2 GGUF, driven over loopback HTTP by the official `openai`
-//! Python client (tests/python/openai_checks.py) and raw HTTP.
+//! Python client (tests/python/python_checks.py) and raw HTTP.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use minerva_tests::{
-    minerva, openai_checks, smollm2_gguf, smollm2_mlx, spawn_server, workspace_root,
+    minerva, python_checks, smollm2_gguf, smollm2_mlx, spawn_server, workspace_root,
 };
 
 const MODEL_ID: &str = "SmolLM2-135M-Instruct.Q4_1";
@@ -59,7 +59,7 @@ impl Server {
 
     fn checks_on(&self, model: &str, suite: &str, extra: &[&str]) {
         let args = ["--model", model].into_iter().chain(extra.iter().copied());
-        let (passed, report) = openai_checks(&self.base_url, suite, args);
+        let (passed, report) = python_checks(&self.base_url, suite, args);
         assert!(passed, "suite {suite} failed:\n{report}");
     }
 
@@ -91,6 +91,7 @@ impl Drop for Server {
 fn openai_client_against_the_real_model() {
     let mut server = Server::start("context_size = 2048\n[server]\nqueue_size = 16\n", &[]);
     server.checks("main", &[]);
+    server.checks("page", &[]);
     // SIGTERM: graceful shutdown, exit status 0.
     assert!(server.terminate().success());
 }

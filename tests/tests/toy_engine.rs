@@ -1,22 +1,22 @@
 //! A third engine in one file: an `Evaluator` over a fixed table, a byte tokenizer and an
 //! `InferenceBackend` that hands them to the runtime. Registered with the router and nothing
 //! else, it is served over loopback HTTP and checked with the official `openai` and `anthropic`
-//! clients (tests/python/openai_checks.py, suite `toy`): the runtime's model object, the
+//! clients (tests/python/checks, suite `toy`): the runtime's model object, the
 //! generation core and the server's dialects are the same for every engine.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use minerva_runtime::generation::{
+// The engine's side needs minerva-core alone; the runtime only registers and serves it.
+use minerva_core::generation::{
     BatchEntry, BatchToken, Evaluator, Generator, Limits, Tokenizer, Vocabulary, Wanted,
 };
-use minerva_runtime::{
-    Capabilities, ChatTemplate, Config, EngineParts, Error, InferenceBackend, LoadSpec,
-    ModelConfig, ModelFormat, Result, Router, Runtime,
+use minerva_core::{
+    Capabilities, ChatTemplate, EngineParts, Error, InferenceBackend, LoadSpec, ModelFormat, Result,
 };
-use minerva_tests::{smollm2_gguf, venv_python, workspace_root};
+use minerva_runtime::{Config, ModelConfig, Router, Runtime};
+use minerva_tests::{python_checks, smollm2_gguf};
 
 /// Token `i < 256` is byte `i`; this one ends a generation.
 const END: u32 = 256;
@@ -182,21 +182,9 @@ fn a_toy_engine_is_served_over_http_like_any_other() {
     let at = address
         .recv_timeout(std::time::Duration::from_secs(30))
         .expect("the server listens");
-    let output = Command::new(venv_python())
-        .current_dir(workspace_root())
-        .arg("tests/python/openai_checks.py")
-        .args(["--base-url", &format!("http://{at}")])
-        .args(["--model", "toy", "--suite", "toy"])
-        .output()
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
+    let (passed, report) = python_checks(&format!("http://{at}"), "toy", ["--model", "toy"]);
     let _ = stop.send(());
     let served: std::result::Result<(), Error> = runtime.block_on(server).unwrap();
     served.unwrap();
-    assert!(
-        output.status.success(),
-        "suite toy failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(passed, "suite toy failed:\n{report}");
 }
