@@ -417,7 +417,7 @@ fn budget_warning(mut response: Response, budget: bool, handle: &ModelHandle) ->
 }
 
 /// Builds the stream chunks of one response, chat or text completion.
-struct Chunks {
+pub(crate) struct Chunks {
     id: String,
     model: String,
     created: u64,
@@ -435,7 +435,7 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn new(prefix: &str, model: &str, chat: bool, request: &GenerationRequest) -> Self {
+    pub(crate) fn new(prefix: &str, model: &str, chat: bool, request: &GenerationRequest) -> Self {
         Chunks {
             id: new_id(prefix),
             model: model.to_string(),

@@ -13,6 +13,8 @@ mod page;
 mod responses;
 mod stream;
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod tests;
 
 use std::future::Future;
